@@ -1,0 +1,26 @@
+//! The pure unification engine (SPEC 2): normalization, the deterministic partition, its
+//! incremental maintenance, explanations and dry runs. It knows nothing of actors, storage or
+//! HTTP, so it can be property-tested and benchmarked alone.
+
+mod attribute;
+mod dry_run;
+mod explain;
+mod index;
+mod keys;
+mod normalize;
+mod partition;
+mod union_find;
+mod unifier;
+mod view;
+
+pub use attribute::{ATTRIBUTE_COUNT, Attribute, UnknownAttribute};
+pub use dry_run::DryRun;
+pub use explain::{Explanation, PathStep, RefusedView};
+pub use keys::{KeySet, KeySetError, Limits, UnifyKey};
+pub use normalize::{BlockRule, DEFAULT_BLOCKED_VALUES, NormalizeConfigError, Normalizer};
+pub use partition::Refusal;
+pub use unifier::{Delta, HotValue, LinkValues, MemberId, Move, ProfileId, Unifier};
+pub use view::{EDITABLE_FIELDS, MergedView, ViewSource, merged_view};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+//! Domain records persisted by the store.
+//!
+//! Every record is plain data (no `#[serde(skip_serializing_if)]`, no untagged enums) because
+//! bincode is not self-describing. Timestamps are unix milliseconds (UTC); the HTTP layer
+//! formats them as RFC 3339.
+
+use serde::{Deserialize, Serialize};
+
+/// Global id of any record kind. Ids are allocated by [`crate::Store::allocate_ids`] and start at 1.
+pub type Id = u64;
+
+/// Milliseconds since the unix epoch, UTC.
+pub type Millis = i64;
+
+/// The product an organization belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Source {
+    /// The chat product; its members belong to channels.
+    Caac,
+    /// The marketing product; its members have no channel.
+    Maac,
+}
+
+impl Source {
+    /// Returns the wire name (`caac` or `maac`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Caac => "caac",
+            Source::Maac => "maac",
+        }
+    }
+}
+
+/// A company using the deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: Id,
+    pub name: String,
+    pub uuid: String,
+    pub created_at: Millis,
+}
+
+/// An organization: one product of one account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Org {
+    pub id: Id,
+    pub account_id: Id,
+    pub source: Source,
+    pub name: String,
+    pub uuid: String,
+    /// The unify scope the org currently belongs to.
+    pub scope_id: Id,
+    pub created_at: Millis,
+}
+
+/// The connection to a channel's contact API, used to fetch profiles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactApi {
+    pub url: String,
+    /// Bearer token; never returned by the API after creation.
+    pub token: String,
+}
+
+/// A chat channel of a caac organization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Channel {
+    pub id: Id,
+    pub org_id: Id,
+    pub name: String,
+    /// One of `line`, `fb`, `instagram`, `whatsapp`, `feishu`, `webchat`, `other`.
+    pub channel_type: String,
+    pub tenant_key: Option<String>,
+    pub auto_provision: bool,
+    pub contact_api: Option<ContactApi>,
+    /// HMAC secret of the channel's webhook; returned once, by channel creation.
+    pub webhook_secret: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// One identity on one channel (or in the maac product).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: Id,
+    pub org_id: Id,
+    pub source: Source,
+    /// `None` for maac members.
+    pub channel_id: Option<Id>,
+    pub external_member_id: String,
+    pub original_name: Option<String>,
+    pub display_name: Option<String>,
+    pub username: Option<String>,
+    pub display_email: Option<String>,
+    pub display_mobile: Option<String>,
+    pub custom_id: Option<String>,
+    pub line_id: Option<String>,
+    pub connect_id: Option<String>,
+    /// Operator decisions lock the unify-key attributes against automatic enrichment.
+    pub manual_unification: bool,
+    /// The member's unified profile id (smallest member id of the profile); the stored partition.
+    pub profile_id: Id,
+    pub last_message_at: Option<Millis>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// One unify key of a scope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnifyKeyRecord {
+    pub id: Id,
+    /// One of `display_email`, `display_mobile`, `custom_id`, `line_id`, `connect_id`,
+    /// `external_member_id`.
+    pub attribute: String,
+    pub is_distinct: bool,
+}
+
+/// What kind of scope-wide recomputation a pending job performs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobKind {
+    /// The unify keys changed.
+    KeysChanged,
+    /// A caac and a maac org were joined into this scope.
+    Integrate,
+    /// This scope was split from a connected scope.
+    Disconnect,
+    /// A hot value crossed `max_members_per_value`.
+    HotValue,
+    /// A bulk import finished loading members.
+    Import,
+}
+
+/// A scope-wide recomputation that has been scheduled and whose result is not yet durable.
+/// Stored on the scope so that it resumes after a crash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingJob {
+    pub kind: JobKind,
+    pub scheduled_at: Millis,
+}
+
+/// A unify scope: the orgs whose members unify together, with ordered keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeRecord {
+    pub id: Id,
+    /// Orgs of the scope, ascending.
+    pub org_ids: Vec<Id>,
+    /// Keys in priority order. At most one is distinct.
+    pub keys: Vec<UnifyKeyRecord>,
+    /// Seq of the last event written for this scope (0 when none).
+    pub last_seq: u64,
+    pub pending_job: Option<PendingJob>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+impl ScopeRecord {
+    /// Returns the attribute of the distinct key, if the scope has one.
+    pub fn distinct_key(&self) -> Option<&str> {
+        self.keys
+            .iter()
+            .find(|k| k.is_distinct)
+            .map(|k| k.attribute.as_str())
+    }
+}
+
+/// One event of a scope's log (websocket frames and CDH deliveries). `payload` is the JSON
+/// text of the frame, so the log never needs to be re-rendered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub scope_id: Id,
+    pub seq: u64,
+    pub payload: String,
+}
+
+/// An event waiting for delivery to the CDH, or dead-lettered after permanent failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub scope_id: Id,
+    pub seq: u64,
+    pub payload: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// Kinds of ids handed out by [`crate::Store::allocate_ids`]; each has its own counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdKind {
+    Account,
+    Org,
+    Channel,
+    Member,
+    Scope,
+    UnifyKey,
+    Job,
+}
