@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::attribute::Attribute;
-use super::partition::{self, NO_NODE, NodeId, Recorder, Refusal, RefusedLink, SparseOwners, HOT};
+use super::partition::{self, NO_NODE, NodeId, Recorder, Refusal, RefusedLink};
 use super::unifier::{MemberId, ProfileId, Subset, Unifier};
 
 /// One step of a chain of links: the member, and the key node joining it to the previous step
@@ -64,7 +64,12 @@ impl Unifier {
         };
         let cluster = self.reachable(&[sa], |s| self.ids[s as usize] != 0);
         let refusals = self.refusals(&cluster);
-        let sides = |r: &RefusedLink| (profile(cluster[r.pos as usize]), profile(cluster[r.owner as usize]));
+        let sides = |r: &RefusedLink| {
+            (
+                profile(cluster[r.pos as usize]),
+                profile(cluster[r.owner as usize]),
+            )
+        };
         let direct = refusals.iter().find(|r| {
             let (x, y) = sides(r);
             (x, y) == (profile(sa), profile(sb)) || (y, x) == (profile(sa), profile(sb))
@@ -96,21 +101,19 @@ impl Unifier {
     /// Reruns the partition of a cluster, recording every refused link.
     fn refusals(&self, cluster: &[u32]) -> Vec<RefusedLink> {
         let plan = self.plan(&self.keys);
-        let mut owners = SparseOwners::default();
-        for &slot in cluster {
-            for a in &plan.keys {
-                let node = self.links[slot as usize][a.index()];
-                if node != NO_NODE && self.is_hot(node) {
-                    owners.0.insert(node, HOT);
-                }
-            }
-        }
+        let mut owners = self.sparse_owners(cluster, &plan);
         let subset = Subset {
             slots: cluster,
             links: &self.links,
         };
         let mut recorder = Recorder::default();
-        partition::partition(cluster.len() as u32, &subset, &mut owners, &plan, &mut recorder);
+        partition::partition(
+            cluster.len() as u32,
+            &subset,
+            &mut owners,
+            &plan,
+            &mut recorder,
+        );
         recorder.0
     }
 

@@ -63,7 +63,10 @@ impl KeySet {
 
     /// Returns the distinct key's attribute, if any.
     pub fn distinct(&self) -> Option<Attribute> {
-        self.keys.iter().find(|k| k.is_distinct).map(|k| k.attribute)
+        self.keys
+            .iter()
+            .find(|k| k.is_distinct)
+            .map(|k| k.attribute)
     }
 
     /// Returns whether `attribute` is one of the keys.

@@ -9,8 +9,8 @@ mod index;
 mod keys;
 mod normalize;
 mod partition;
-mod union_find;
 mod unifier;
+mod union_find;
 mod view;
 
 pub use attribute::{ATTRIBUTE_COUNT, Attribute, UnknownAttribute};

@@ -103,8 +103,7 @@ impl Normalizer {
     pub fn normalize(&self, attribute: Attribute, raw: &str) -> Option<String> {
         let value = self.canonical(attribute, raw)?;
         let i = attribute.index();
-        if self.blocked[i].contains(&value) || self.patterns[i].iter().any(|p| p.is_match(&value))
-        {
+        if self.blocked[i].contains(&value) || self.patterns[i].iter().any(|p| p.is_match(&value)) {
             return None;
         }
         Some(value)
@@ -177,9 +176,18 @@ mod tests {
 
     #[test]
     fn mobile_is_parsed_to_e164_with_the_default_region() {
-        assert_eq!(n(DisplayMobile, "0912 345 678"), Some("+886912345678".into()));
-        assert_eq!(n(DisplayMobile, "+886-912-345-678"), Some("+886912345678".into()));
-        assert_eq!(n(DisplayMobile, "+1 650 253 0000"), Some("+16502530000".into()));
+        assert_eq!(
+            n(DisplayMobile, "0912 345 678"),
+            Some("+886912345678".into())
+        );
+        assert_eq!(
+            n(DisplayMobile, "+886-912-345-678"),
+            Some("+886912345678".into())
+        );
+        assert_eq!(
+            n(DisplayMobile, "+1 650 253 0000"),
+            Some("+16502530000".into())
+        );
     }
 
     #[test]
@@ -238,8 +246,14 @@ mod tests {
             Some("noreply@shop.com".into())
         );
         assert_eq!(normalizer.normalize(CustomId, "tmp-123"), None);
-        assert_eq!(normalizer.normalize(CustomId, "x-tmp-123"), Some("x-tmp-123".into()));
-        assert_eq!(normalizer.normalize(LineId, "tmp-123"), Some("tmp-123".into()));
+        assert_eq!(
+            normalizer.normalize(CustomId, "x-tmp-123"),
+            Some("x-tmp-123".into())
+        );
+        assert_eq!(
+            normalizer.normalize(LineId, "tmp-123"),
+            Some("tmp-123".into())
+        );
     }
 
     #[test]

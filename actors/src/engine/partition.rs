@@ -53,7 +53,15 @@ impl Refusal {
 /// Receives the refused links of a run, for explanations. The no-op implementation compiles
 /// away, so the rebuild pays nothing for it.
 pub(crate) trait Observer {
-    fn refused(&mut self, _pos: u32, _attribute: Attribute, _node: NodeId, _owner: u32, _why: Refusal) {}
+    fn refused(
+        &mut self,
+        _pos: u32,
+        _attribute: Attribute,
+        _node: NodeId,
+        _owner: u32,
+        _why: Refusal,
+    ) {
+    }
 }
 
 /// An observer that ignores everything.

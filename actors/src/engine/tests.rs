@@ -50,7 +50,10 @@ fn without_keys_every_member_is_its_own_profile() {
     let u = scope(
         vec![],
         Limits::default(),
-        vec![(1, member(&[(DisplayEmail, "a@x.com")])), (2, member(&[(DisplayEmail, "a@x.com")]))],
+        vec![
+            (1, member(&[(DisplayEmail, "a@x.com")])),
+            (2, member(&[(DisplayEmail, "a@x.com")])),
+        ],
     );
     assert_eq!(profiles(&u), vec![(1, 1), (2, 2)]);
 }
@@ -63,7 +66,13 @@ fn shared_normalized_values_link_transitively() {
         Limits::default(),
         vec![
             (1, member(&[(DisplayEmail, "Kevin@Example.com")])),
-            (2, member(&[(DisplayEmail, " kevin@example.com"), (DisplayMobile, "0912345678")])),
+            (
+                2,
+                member(&[
+                    (DisplayEmail, " kevin@example.com"),
+                    (DisplayMobile, "0912345678"),
+                ]),
+            ),
             (3, member(&[(DisplayMobile, "+886 912 345 678")])),
             (4, member(&[(DisplayMobile, "0922333444")])),
         ],
@@ -102,18 +111,32 @@ fn key_priority_decides_which_side_a_bridge_member_joins() {
     let members = || {
         vec![
             (1, member(&[(DisplayEmail, "a@x.com"), (CustomId, "C1")])),
-            (2, member(&[(DisplayMobile, "0912345678"), (CustomId, "C2")])),
-            (3, member(&[(DisplayEmail, "a@x.com"), (DisplayMobile, "0912345678")])),
+            (
+                2,
+                member(&[(DisplayMobile, "0912345678"), (CustomId, "C2")]),
+            ),
+            (
+                3,
+                member(&[(DisplayEmail, "a@x.com"), (DisplayMobile, "0912345678")]),
+            ),
         ]
     };
     let email_first = scope(
-        vec![key(DisplayEmail, false), key(DisplayMobile, false), key(CustomId, true)],
+        vec![
+            key(DisplayEmail, false),
+            key(DisplayMobile, false),
+            key(CustomId, true),
+        ],
         Limits::default(),
         members(),
     );
     assert_eq!(profiles(&email_first), vec![(1, 1), (2, 2), (3, 1)]);
     let mobile_first = scope(
-        vec![key(DisplayMobile, false), key(DisplayEmail, false), key(CustomId, true)],
+        vec![
+            key(DisplayMobile, false),
+            key(DisplayEmail, false),
+            key(CustomId, true),
+        ],
         Limits::default(),
         members(),
     );
@@ -143,7 +166,9 @@ fn max_profile_size_refuses_merges_beyond_it() {
     let u = scope(
         vec![key(DisplayEmail, false)],
         limits,
-        (1..=3).map(|id| (id, member(&[(DisplayEmail, "a@x.com")]))).collect(),
+        (1..=3)
+            .map(|id| (id, member(&[(DisplayEmail, "a@x.com")])))
+            .collect(),
     );
     assert_eq!(profiles(&u), vec![(1, 1), (2, 1), (3, 3)]);
     let refused = u.explain(3, 1).unwrap().refused.unwrap();
@@ -160,9 +185,15 @@ fn hot_values_do_not_link_and_are_listed() {
         vec![key(DisplayEmail, false), key(CustomId, false)],
         limits,
         vec![
-            (1, member(&[(DisplayEmail, "shared@x.com"), (CustomId, "C1")])),
+            (
+                1,
+                member(&[(DisplayEmail, "shared@x.com"), (CustomId, "C1")]),
+            ),
             (2, member(&[(DisplayEmail, "shared@x.com")])),
-            (3, member(&[(DisplayEmail, "shared@x.com"), (CustomId, "C1")])),
+            (
+                3,
+                member(&[(DisplayEmail, "shared@x.com"), (CustomId, "C1")]),
+            ),
         ],
     );
     assert_eq!(profiles(&u), vec![(1, 1), (2, 2), (3, 1)]);
@@ -191,7 +222,10 @@ fn manual_unification_stops_external_member_id_from_linking() {
     let mut u = scope(
         vec![key(ExternalMemberId, false)],
         Limits::default(),
-        vec![(1, links(&raw("on_x"), false)), (2, links(&raw("on_x"), false))],
+        vec![
+            (1, links(&raw("on_x"), false)),
+            (2, links(&raw("on_x"), false)),
+        ],
     );
     assert_eq!(profiles(&u), vec![(1, 1), (2, 1)]);
     let delta = u.upsert(2, &links(&raw("on_x"), true));
@@ -213,7 +247,10 @@ fn deleting_a_bridge_member_splits_the_profile() {
         Limits::default(),
         vec![
             (1, member(&[(DisplayEmail, "a@x.com")])),
-            (2, member(&[(DisplayEmail, "a@x.com"), (DisplayMobile, "0912345678")])),
+            (
+                2,
+                member(&[(DisplayEmail, "a@x.com"), (DisplayMobile, "0912345678")]),
+            ),
             (3, member(&[(DisplayMobile, "0912345678")])),
         ],
     );
@@ -395,7 +432,9 @@ fn rebuild(keys: &KeySet, limits: Limits, model: &Model) -> Vec<(MemberId, Profi
     let u = Unifier::from_members(
         keys.clone(),
         limits,
-        model.iter().map(|(id, (raw, manual))| (*id, links(raw, *manual))),
+        model
+            .iter()
+            .map(|(id, (raw, manual))| (*id, links(raw, *manual))),
     );
     profiles(&u)
 }

@@ -34,8 +34,8 @@ impl LinkValues {
             if manual_unification && attribute == Attribute::ExternalMemberId {
                 continue;
             }
-            values[attribute.index()] = raw[attribute.index()]
-                .and_then(|v| normalizer.normalize(attribute, v));
+            values[attribute.index()] =
+                raw[attribute.index()].and_then(|v| normalizer.normalize(attribute, v));
         }
         LinkValues(values)
     }
@@ -271,11 +271,23 @@ impl Unifier {
             owners.0[node as usize] = HOT;
         }
         let n = self.ids.len() as u32;
-        let leaders = partition::partition(n, &self.links[..], &mut owners, &self.plan(keys), &mut Silent);
+        let leaders = partition::partition(
+            n,
+            &self.links[..],
+            &mut owners,
+            &self.plan(keys),
+            &mut Silent,
+        );
         leaders
             .into_iter()
             .zip(&self.ids)
-            .map(|(leader, id)| if *id == 0 { 0 } else { self.ids[leader as usize] })
+            .map(|(leader, id)| {
+                if *id == 0 {
+                    0
+                } else {
+                    self.ids[leader as usize]
+                }
+            })
             .collect()
     }
 
@@ -283,7 +295,12 @@ impl Unifier {
     /// links, computed by a bare union-find: the baseline of SPEC 9 P1.
     pub fn baseline_components(&self, keys: &KeySet) -> Vec<u32> {
         let attributes: Vec<usize> = keys.attributes().map(Attribute::index).collect();
-        union_find::components(self.ids.len() as u32, self.nodes.len(), &self.links[..], &attributes)
+        union_find::components(
+            self.ids.len() as u32,
+            self.nodes.len(),
+            &self.links[..],
+            &attributes,
+        )
     }
 
     /// Returns the members of the member's profile, ascending (empty if the member is unknown).
@@ -325,7 +342,21 @@ impl Unifier {
         }
     }
 
-    /// Returns whether a node links under the current keys' limits (it is not hot).
+    /// Returns an owner map for recomputing `slots` in which their hot key nodes read [`HOT`].
+    pub(super) fn sparse_owners(&self, slots: &[u32], plan: &Plan) -> SparseOwners {
+        let mut owners = SparseOwners::default();
+        for &slot in slots {
+            for a in &plan.keys {
+                let node = self.links[slot as usize][a.index()];
+                if node != NO_NODE && self.is_hot(node) {
+                    owners.0.insert(node, HOT);
+                }
+            }
+        }
+        owners
+    }
+
+    /// Returns whether a node is hot (held by more than `max_members_per_value` members).
     pub(super) fn is_hot(&self, node: NodeId) -> bool {
         self.hot.contains(&node)
     }
@@ -363,15 +394,7 @@ impl Unifier {
     /// Recomputes the partition of `slots` (a union of whole clusters, ascending).
     fn recompute(&mut self, slots: &[u32]) -> Delta {
         let plan = self.plan(&self.keys);
-        let mut owners = SparseOwners::default();
-        for &slot in slots {
-            for a in &plan.keys {
-                let node = self.links[slot as usize][a.index()];
-                if node != NO_NODE && self.is_hot(node) {
-                    owners.0.insert(node, HOT);
-                }
-            }
-        }
+        let mut owners = self.sparse_owners(slots, &plan);
         let subset = Subset {
             slots,
             links: &self.links,
@@ -406,7 +429,12 @@ impl Unifier {
 
     /// Inserts a new member; an id below the largest one reorders the slots and rebuilds.
     fn insert(&mut self, member: MemberId, links: [NodeId; ATTRIBUTE_COUNT]) -> Delta {
-        let in_order = self.ids.iter().rev().find(|&&id| id != 0).is_none_or(|&last| last < member);
+        let in_order = self
+            .ids
+            .iter()
+            .rev()
+            .find(|&&id| id != 0)
+            .is_none_or(|&last| last < member);
         if !in_order {
             self.compact();
             let at = self.ids.partition_point(|&id| id < member);

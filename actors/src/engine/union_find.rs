@@ -5,7 +5,12 @@ use super::partition::{Links, NO_NODE, NodeId};
 
 /// Returns a component representative for each of `n` positions, joining every position with
 /// each of its nodes on the attribute indices `attributes`.
-pub(crate) fn components<L: Links + ?Sized>(n: u32, node_count: u32, links: &L, attributes: &[usize]) -> Vec<u32> {
+pub(crate) fn components<L: Links + ?Sized>(
+    n: u32,
+    node_count: u32,
+    links: &L,
+    attributes: &[usize],
+) -> Vec<u32> {
     let mut parent: Vec<u32> = (0..n + node_count).collect();
     let mut size: Vec<u32> = vec![1; parent.len()];
     fn find(parent: &mut [u32], mut x: u32) -> u32 {
@@ -27,7 +32,11 @@ pub(crate) fn components<L: Links + ?Sized>(n: u32, node_count: u32, links: &L, 
             if x == y {
                 continue;
             }
-            let (root, child) = if size[x as usize] >= size[y as usize] { (x, y) } else { (y, x) };
+            let (root, child) = if size[x as usize] >= size[y as usize] {
+                (x, y)
+            } else {
+                (y, x)
+            };
             parent[child as usize] = root;
             size[root as usize] += size[child as usize];
         }

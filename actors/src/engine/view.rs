@@ -46,7 +46,11 @@ pub fn merged_view<'a>(members: impl IntoIterator<Item = ViewSource<'a>>) -> Mer
     }
     MergedView {
         fields: best.map(|b| b.map(|(_, v)| v.to_owned())),
-        updated_at: if updated_at == i64::MIN { 0 } else { updated_at },
+        updated_at: if updated_at == i64::MIN {
+            0
+        } else {
+            updated_at
+        },
     }
 }
 
@@ -60,7 +64,14 @@ mod tests {
             ViewSource {
                 member_id: 1,
                 updated_at: 100,
-                fields: [Some("Old"), Some("a@x.com"), Some("0912345678"), None, None, None],
+                fields: [
+                    Some("Old"),
+                    Some("a@x.com"),
+                    Some("0912345678"),
+                    None,
+                    None,
+                    None,
+                ],
             },
             ViewSource {
                 member_id: 2,

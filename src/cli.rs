@@ -1,0 +1,60 @@
+//! Command-line interface of the `unify` binary.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::synth::GenSource;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "unify",
+    version,
+    about = "Self-hosted profile unification engine"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the service.
+    Serve {
+        /// Configuration file (default: ./config.toml when present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (overrides config and UNIFY_LISTEN).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Data directory (overrides config and UNIFY_DATA_DIR).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Checks offline that every scope's stored partition equals a full rebuild.
+    Verify {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Prints deterministic synthetic members as NDJSON.
+    Gen {
+        /// Number of members.
+        #[arg(long)]
+        members: u64,
+        /// Seed; the same seed gives the same members.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Product of the members (maac members have no channel).
+        #[arg(long, value_enum, default_value = "caac")]
+        source: GenSource,
+        /// Channel ids caac members are spread over.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+        channels: Vec<u64>,
+        /// Size of the pool of people (default 60% of members); give the same value to caac
+        /// and maac runs to make them overlap.
+        #[arg(long)]
+        people: Option<u64>,
+    },
+}

@@ -1,0 +1,142 @@
+//! Value encoding: one format-version byte followed by the record in bincode 2 (serde,
+//! standard configuration).
+//!
+//! The version byte lets a future build recognise (and migrate or refuse) values written in an
+//! older layout instead of silently misreading them, since bincode is not self-describing.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Result, StoreError};
+
+/// Format version written as the first byte of every encoded value.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Upper bound on the memory a single decode may claim. It keeps a corrupted length prefix from
+/// making the decoder allocate gigabytes; no record comes anywhere near it.
+const MAX_DECODE_BYTES: usize = 256 << 20;
+
+/// Returns the encoded bytes of `value`: [`FORMAT_VERSION`] followed by its bincode encoding.
+///
+/// # Panics
+///
+/// Panics if serde reports an error while serializing `value`. That cannot happen for the
+/// records of this crate: they are plain data whose sequences have a known length, which is the
+/// only thing bincode's serde encoder can refuse, and writing to a `Vec` does not fail.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT_VERSION];
+    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
+        .unwrap_or_else(|err| {
+            panic!(
+                "encoding {} cannot fail for plain records: {err}",
+                std::any::type_name::<T>()
+            )
+        });
+    out
+}
+
+/// Returns the value decoded from `bytes`, refusing an unknown format version, a truncated
+/// value and trailing bytes with [`StoreError::Codec`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let type_name = std::any::type_name::<T>();
+    let Some((&version, body)) = bytes.split_first() else {
+        return Err(StoreError::Codec(format!("empty value for {type_name}")));
+    };
+    if version != FORMAT_VERSION {
+        return Err(StoreError::Codec(format!(
+            "unknown format version {version} for {type_name} (expected {FORMAT_VERSION})"
+        )));
+    }
+    let config = bincode::config::standard().with_limit::<MAX_DECODE_BYTES>();
+    let (value, read) = bincode::serde::decode_from_slice(body, config)
+        .map_err(|err| StoreError::Codec(format!("decoding {type_name}: {err}")))?;
+    if read != body.len() {
+        return Err(StoreError::Codec(format!(
+            "{} trailing bytes after {type_name}",
+            body.len() - read
+        )));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{Member, Source};
+
+    fn member() -> Member {
+        Member {
+            id: 42,
+            org_id: 7,
+            source: Source::Caac,
+            channel_id: Some(3),
+            external_member_id: "U123".into(),
+            original_name: Some("Ann".into()),
+            display_name: None,
+            username: Some("ann".into()),
+            display_email: Some("ann@example.com".into()),
+            display_mobile: None,
+            custom_id: None,
+            line_id: Some("line-ann".into()),
+            connect_id: None,
+            manual_unification: true,
+            profile_id: 40,
+            last_message_at: Some(1_700_000_000_000),
+            created_at: 1,
+            updated_at: 2,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode(&member());
+        assert_eq!(bytes[0], FORMAT_VERSION);
+        let back: Member = decode(&bytes).unwrap();
+        assert_eq!(back, member());
+    }
+
+    #[test]
+    fn unknown_version_byte_is_refused() {
+        let mut bytes = encode(&member());
+        bytes[0] = FORMAT_VERSION + 1;
+        let err = decode::<Member>(&bytes).unwrap_err();
+        assert!(matches!(err, StoreError::Codec(_)), "{err:?}");
+    }
+
+    #[test]
+    fn truncated_value_is_refused() {
+        let bytes = encode(&member());
+        for len in 0..bytes.len() {
+            let err = decode::<Member>(&bytes[..len]).unwrap_err();
+            assert!(matches!(err, StoreError::Codec(_)), "len {len}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut bytes = encode(&member());
+        bytes.push(0);
+        let err = decode::<Member>(&bytes).unwrap_err();
+        assert!(matches!(err, StoreError::Codec(_)), "{err:?}");
+    }
+
+    #[test]
+    fn huge_length_prefix_is_refused_without_allocating() {
+        // A string whose varint length (marker 0xfd, then a little-endian u64) claims
+        // u64::MAX bytes.
+        let bytes = [
+            FORMAT_VERSION,
+            0xfd,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+        ];
+        let err = decode::<String>(&bytes).unwrap_err();
+        assert!(matches!(err, StoreError::Codec(_)), "{err:?}");
+    }
+}

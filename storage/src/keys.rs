@@ -1,0 +1,207 @@
+//! Key layout of the store.
+//!
+//! Every record lives in sled's default tree, so that one `sled::Batch` (applied atomically by
+//! `Tree::apply_batch`) covers any multi-record write: a member with its indexes, a change with
+//! its events and outbox entries. The first byte of a key names the record kind; ids and
+//! sequence numbers follow in big-endian so that the lexicographic order of sled equals the
+//! numeric order, which makes "last key of a prefix" the largest id and ranges sort by seq.
+//!
+//! | prefix | key after the prefix                      | value                      |
+//! |--------|-------------------------------------------|----------------------------|
+//! | `0x00` | `schema_version`                          | u32 BE                     |
+//! | `0x01` | id-kind byte                              | u64 BE, last allocated id  |
+//! | `0x10` | account id                                | `Account`                  |
+//! | `0x11` | org id                                    | `Org`                      |
+//! | `0x12` | channel id                                | `Channel`                  |
+//! | `0x13` | member id                                 | `Member`                   |
+//! | `0x14` | org id, channel id (0 = none), ext bytes  | member id BE               |
+//! | `0x15` | org id, username bytes                    | member id BE               |
+//! | `0x16` | org id, member id                         | empty                      |
+//! | `0x17` | scope id                                  | `ScopeRecord`              |
+//! | `0x18` | scope id, seq                             | `EventRecord`              |
+//! | `0x19` | scope id, seq                             | `OutboxEntry`              |
+//! | `0x1a` | scope id, seq                             | `OutboxEntry` (dead letter)|
+//!
+//! Ids and seqs are 8-byte big-endian. Channel id 0 stands for "no channel" (ids start at 1).
+//! External ids and usernames are the last component, so their variable length is unambiguous.
+
+use crate::error::{Result, StoreError};
+use crate::records::{Id, IdKind};
+
+/// Prefix of store metadata (the schema version).
+pub const META: u8 = 0x00;
+/// Prefix of the id counters, one per [`IdKind`].
+pub const COUNTER: u8 = 0x01;
+/// Prefix of accounts by id.
+pub const ACCOUNT: u8 = 0x10;
+/// Prefix of orgs by id.
+pub const ORG: u8 = 0x11;
+/// Prefix of channels by id.
+pub const CHANNEL: u8 = 0x12;
+/// Prefix of members by id.
+pub const MEMBER: u8 = 0x13;
+/// Prefix of the member-by-external-id index.
+pub const MEMBER_BY_EXT: u8 = 0x14;
+/// Prefix of the username index.
+pub const USERNAME: u8 = 0x15;
+/// Prefix of the org-members index, used to page through the members of one org.
+pub const ORG_MEMBERS: u8 = 0x16;
+/// Prefix of scopes by id.
+pub const SCOPE: u8 = 0x17;
+/// Prefix of events by scope and seq.
+pub const EVENT: u8 = 0x18;
+/// Prefix of outbox entries by scope and seq.
+pub const OUTBOX: u8 = 0x19;
+/// Prefix of dead-lettered outbox entries by scope and seq.
+pub const DEAD: u8 = 0x1a;
+
+/// Key of the schema version.
+pub const SCHEMA_VERSION_KEY: &[u8] = b"\x00schema_version";
+
+/// Every id kind, in the order their counters are reconciled at open.
+pub(crate) const ID_KINDS: [IdKind; 7] = [
+    IdKind::Account,
+    IdKind::Org,
+    IdKind::Channel,
+    IdKind::Member,
+    IdKind::Scope,
+    IdKind::UnifyKey,
+    IdKind::Job,
+];
+
+/// Returns the key of the counter of `kind`. The byte of each kind is fixed forever: changing it
+/// would make ids restart.
+pub fn counter(kind: IdKind) -> [u8; 2] {
+    let byte = match kind {
+        IdKind::Account => 1,
+        IdKind::Org => 2,
+        IdKind::Channel => 3,
+        IdKind::Member => 4,
+        IdKind::Scope => 5,
+        IdKind::UnifyKey => 6,
+        IdKind::Job => 7,
+    };
+    [COUNTER, byte]
+}
+
+/// Returns `prefix` followed by `id` in big-endian: the key of a record stored by id, or the
+/// prefix of everything stored under a scope or org.
+pub fn id_key(prefix: u8, id: Id) -> [u8; 9] {
+    let mut key = [0; 9];
+    key[0] = prefix;
+    key[1..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// Returns `prefix` followed by two big-endian numbers: `(scope, seq)` or `(org, member)`.
+pub fn pair_key(prefix: u8, first: u64, second: u64) -> [u8; 17] {
+    let mut key = [0; 17];
+    key[0] = prefix;
+    key[1..9].copy_from_slice(&first.to_be_bytes());
+    key[9..].copy_from_slice(&second.to_be_bytes());
+    key
+}
+
+/// Returns the key of an account.
+pub fn account(id: Id) -> [u8; 9] {
+    id_key(ACCOUNT, id)
+}
+
+/// Returns the key of an org.
+pub fn org(id: Id) -> [u8; 9] {
+    id_key(ORG, id)
+}
+
+/// Returns the key of a channel.
+pub fn channel(id: Id) -> [u8; 9] {
+    id_key(CHANNEL, id)
+}
+
+/// Returns the key of a member.
+pub fn member(id: Id) -> [u8; 9] {
+    id_key(MEMBER, id)
+}
+
+/// Returns the key of a scope.
+pub fn scope(id: Id) -> [u8; 9] {
+    id_key(SCOPE, id)
+}
+
+/// Returns the key of the member-by-external-id index entry of one identity.
+pub fn member_by_ext(org_id: Id, channel_id: Option<Id>, ext: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(17 + ext.len());
+    key.extend_from_slice(&pair_key(MEMBER_BY_EXT, org_id, channel_id.unwrap_or(0)));
+    key.extend_from_slice(ext.as_bytes());
+    key
+}
+
+/// Returns the key of the username index entry of a username in an org.
+pub fn username(org_id: Id, username: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + username.len());
+    key.extend_from_slice(&id_key(USERNAME, org_id));
+    key.extend_from_slice(username.as_bytes());
+    key
+}
+
+/// Returns the key of the org-members index entry of a member.
+pub fn org_member(org_id: Id, member_id: Id) -> [u8; 17] {
+    pair_key(ORG_MEMBERS, org_id, member_id)
+}
+
+/// Returns the key of an event.
+pub fn event(scope_id: Id, seq: u64) -> [u8; 17] {
+    pair_key(EVENT, scope_id, seq)
+}
+
+/// Returns the key of an outbox entry.
+pub fn outbox(scope_id: Id, seq: u64) -> [u8; 17] {
+    pair_key(OUTBOX, scope_id, seq)
+}
+
+/// Returns the key of a dead-lettered outbox entry.
+pub fn dead(scope_id: Id, seq: u64) -> [u8; 17] {
+    pair_key(DEAD, scope_id, seq)
+}
+
+/// Returns the big-endian u64 at byte `at` of `bytes`, or `Corrupt` when it is too short.
+pub(crate) fn read_u64(bytes: &[u8], at: usize) -> Result<u64> {
+    bytes
+        .get(at..at + 8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt(format!("key or value too short: {bytes:?}")))
+}
+
+/// Returns the u64 that makes up the whole of `value` (an index value or a counter), or
+/// `Corrupt` when it is not exactly 8 bytes.
+pub(crate) fn u64_value(value: &[u8]) -> Result<u64> {
+    <[u8; 8]>::try_from(value)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt(format!("expected an 8-byte number, got {value:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn big_endian_keys_sort_numerically() {
+        let seqs = [0u64, 1, 255, 256, 65_535, 65_536, u64::MAX];
+        for pair in seqs.windows(2) {
+            assert!(event(3, pair[0]) < event(3, pair[1]));
+            assert!(member(pair[0]) < member(pair[1]));
+        }
+        assert!(event(1, u64::MAX) < event(2, 0));
+    }
+
+    #[test]
+    fn counter_keys_are_distinct() {
+        let keys: std::collections::HashSet<_> = ID_KINDS.iter().map(|k| counter(*k)).collect();
+        assert_eq!(keys.len(), ID_KINDS.len());
+    }
+
+    #[test]
+    fn channel_none_differs_from_every_channel() {
+        assert_ne!(member_by_ext(1, None, "x"), member_by_ext(1, Some(1), "x"));
+    }
+}

@@ -1,0 +1,657 @@
+//! The sled-backed store: opening and schema checks, id allocation, atomic batches of domain
+//! records, and typed reads.
+//!
+//! Durability: a write (an applied [`WriteBatch`] or an allocated id) is visible to readers at
+//! once but is **not durable until a flush** ([`Store::flush`] or [`Store::flush_async`])
+//! returns. Callers acknowledge nothing before that flush; several batches may share one flush
+//! (group commit).
+
+use std::fmt;
+use std::ops::{Range, RangeInclusive};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec;
+use crate::error::{Result, StoreError};
+use crate::keys;
+use crate::records::{
+    Account, Channel, EventRecord, Id, IdKind, Member, Org, OutboxEntry, ScopeRecord,
+};
+
+/// Schema version of the key layout and records, stored in the meta record. A store written
+/// with another version is refused at open instead of being misread.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How long [`Store::open`] waits for a file lock that is still held.
+pub const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Returns the sled database at `path`, retrying while its file lock is held (see
+/// [`Store::open`]).
+fn open_db(path: &Path) -> Result<sled::Db> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return Ok(db),
+            Err(err) if is_lock_contention(&err) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// Returns true for sled's "could not acquire lock" error, which has no variant of its own.
+fn is_lock_contention(err: &sled::Error) -> bool {
+    matches!(err, sled::Error::Io(io)
+        if io.kind() == std::io::ErrorKind::Other
+            && io.to_string().contains("could not acquire lock"))
+}
+
+/// Handle to the embedded database. Cheap to clone: clones share one sled instance.
+#[derive(Clone)]
+pub struct Store {
+    /// The sled database; every record lives in its default tree (see [`crate::keys`]).
+    db: sled::Db,
+    /// Directory of the database, kept for diagnostics.
+    path: Arc<PathBuf>,
+}
+
+impl fmt::Debug for Store {
+    /// Formats the path only: sled's own `Debug` dumps the whole tree.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in directory `path`.
+    ///
+    /// A new, empty store gets the current [`SCHEMA_VERSION`], flushed at once. A store with
+    /// another version, or with records but no version, is refused with
+    /// [`StoreError::SchemaMismatch`]. The id counters are then raised to at least the largest
+    /// id in use, which covers a crash after records were flushed but before their counter was.
+    ///
+    /// sled releases its file lock from background threads shortly after the last handle of a
+    /// database is dropped, so opening retries a held lock for up to [`LOCK_WAIT`]: a close
+    /// followed by a reopen in the same process (a restart in tests) then succeeds, while a
+    /// store held by another process still fails with [`StoreError::Io`].
+    pub fn open(path: &Path) -> Result<Store> {
+        let db = open_db(path)?;
+        let store = Store {
+            db,
+            path: Arc::new(path.to_path_buf()),
+        };
+        store.check_schema()?;
+        store.reconcile_counters()?;
+        Ok(store)
+    }
+
+    /// Returns the directory of the store.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Checks the stored schema version, writing it into a store that is still empty.
+    fn check_schema(&self) -> Result<()> {
+        match self.db.get(keys::SCHEMA_VERSION_KEY)? {
+            Some(bytes) => {
+                let found = <[u8; 4]>::try_from(bytes.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| {
+                        StoreError::Corrupt(format!("malformed schema version {bytes:?}"))
+                    })?;
+                if found != SCHEMA_VERSION {
+                    return Err(StoreError::SchemaMismatch {
+                        found,
+                        expected: SCHEMA_VERSION,
+                    });
+                }
+            }
+            // `Tree::is_empty` would take a read error for "not empty"; this propagates it.
+            None if self.db.iter().next().transpose()?.is_none() => {
+                self.db
+                    .insert(keys::SCHEMA_VERSION_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                self.db.flush()?;
+                tracing::info!(path = %self.path.display(), schema_version = SCHEMA_VERSION, "initialized new store");
+            }
+            None => {
+                return Err(StoreError::SchemaMismatch {
+                    found: 0,
+                    expected: SCHEMA_VERSION,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Raises every id counter to at least the largest id of its kind found in the store.
+    fn reconcile_counters(&self) -> Result<()> {
+        for kind in keys::ID_KINDS {
+            let stored = self.counter(kind)?;
+            let in_use = self.max_id_in_use(kind)?;
+            if in_use > stored {
+                tracing::warn!(kind = ?kind, stored, in_use, "id counter behind stored records, raising it");
+                self.db.insert(keys::counter(kind), &in_use.to_be_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the current value of the counter of `kind` (the last allocated id, 0 if none).
+    fn counter(&self, kind: IdKind) -> Result<u64> {
+        match self.db.get(keys::counter(kind))? {
+            Some(bytes) => keys::u64_value(&bytes),
+            None => Ok(0),
+        }
+    }
+
+    /// Returns the largest id of `kind` used by a stored record (0 if none).
+    fn max_id_in_use(&self, kind: IdKind) -> Result<u64> {
+        let prefix = match kind {
+            IdKind::Account => keys::ACCOUNT,
+            IdKind::Org => keys::ORG,
+            IdKind::Channel => keys::CHANNEL,
+            IdKind::Member => keys::MEMBER,
+            IdKind::Scope => keys::SCOPE,
+            IdKind::UnifyKey => {
+                let mut max = 0;
+                for scope in self.list_scopes()? {
+                    max = scope.keys.iter().map(|k| k.id).fold(max, u64::max);
+                }
+                return Ok(max);
+            }
+            // Jobs are not stored under their id; only the counter knows them.
+            IdKind::Job => return Ok(0),
+        };
+        match self.db.scan_prefix([prefix]).next_back().transpose()? {
+            Some((key, _)) => keys::read_u64(&key, 1),
+            None => Ok(0),
+        }
+    }
+
+    /// Returns `n` fresh ids of `kind`: ids start at 1, strictly increase and are never handed
+    /// out twice, even across a close and reopen.
+    ///
+    /// The counter is advanced with compare-and-swap, so concurrent callers get disjoint
+    /// ranges. It becomes durable with the next flush; should the process crash before that,
+    /// reconciliation at open restores it from the records that did become durable.
+    pub fn allocate_ids(&self, kind: IdKind, n: u64) -> Result<Range<Id>> {
+        let key = keys::counter(kind);
+        loop {
+            let current = self.db.get(key)?;
+            let last = match &current {
+                Some(bytes) => keys::u64_value(bytes)?,
+                None => 0,
+            };
+            if n == 0 {
+                return Ok(last + 1..last + 1);
+            }
+            let next = last
+                .checked_add(n)
+                .filter(|next| *next < u64::MAX)
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("id counter of {kind:?} exhausted at {last}"))
+                })?;
+            let swapped = self
+                .db
+                .compare_and_swap(key, current, Some(&next.to_be_bytes()[..]))?;
+            if swapped.is_ok() {
+                return Ok(last + 1..next + 1);
+            }
+        }
+    }
+
+    /// Applies every operation of `batch` atomically: after a crash either all of them or none
+    /// are present. Durable only after the next flush.
+    pub fn apply(&self, batch: WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.db.apply_batch(batch.inner)?;
+        Ok(())
+    }
+
+    /// Blocks until every write made so far is durable (written and fsynced).
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Makes every write made so far durable without blocking the calling task; the fsync runs
+    /// on sled's own thread pool.
+    pub async fn flush_async(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Test-only hook that writes raw bytes under a raw key, bypassing the codec, so that tests
+    /// can simulate corrupted records.
+    #[doc(hidden)]
+    pub fn raw_insert_for_tests(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.db.insert(key, value)?;
+        Ok(())
+    }
+
+    // ----- reads by id ---------------------------------------------------------------------
+
+    /// Returns the decoded record under `key`, or `NotFound` naming `kind` and `id`.
+    fn get_record<T: DeserializeOwned>(&self, key: &[u8], kind: &'static str, id: Id) -> Result<T> {
+        match self.db.get(key)? {
+            Some(bytes) => codec::decode(&bytes),
+            None => Err(StoreError::not_found(kind, id)),
+        }
+    }
+
+    /// Returns the account `id`.
+    pub fn get_account(&self, id: Id) -> Result<Account> {
+        self.get_record(&keys::account(id), "account", id)
+    }
+
+    /// Returns the org `id`.
+    pub fn get_org(&self, id: Id) -> Result<Org> {
+        self.get_record(&keys::org(id), "org", id)
+    }
+
+    /// Returns the channel `id`.
+    pub fn get_channel(&self, id: Id) -> Result<Channel> {
+        self.get_record(&keys::channel(id), "channel", id)
+    }
+
+    /// Returns the member `id`.
+    pub fn get_member(&self, id: Id) -> Result<Member> {
+        self.get_record(&keys::member(id), "member", id)
+    }
+
+    /// Returns the scope `id`.
+    pub fn get_scope(&self, id: Id) -> Result<ScopeRecord> {
+        self.get_record(&keys::scope(id), "scope", id)
+    }
+
+    // ----- index lookups -------------------------------------------------------------------
+
+    /// Returns the id stored as the value of an index entry, `None` when the entry is absent.
+    fn lookup_index(&self, key: &[u8]) -> Result<Option<Id>> {
+        match self.db.get(key)? {
+            Some(bytes) => keys::u64_value(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Returns the member with external id `ext` on `channel_id` (`None` for maac) of org
+    /// `org_id`, if there is one.
+    pub fn lookup_member_by_ext(
+        &self,
+        org_id: Id,
+        channel_id: Option<Id>,
+        ext: &str,
+    ) -> Result<Option<Id>> {
+        self.lookup_index(&keys::member_by_ext(org_id, channel_id, ext))
+    }
+
+    /// Returns the member that holds `username` in org `org_id`, if any.
+    pub fn lookup_username(&self, org_id: Id, username: &str) -> Result<Option<Id>> {
+        self.lookup_index(&keys::username(org_id, username))
+    }
+
+    // ----- listings ------------------------------------------------------------------------
+
+    /// Returns the decoded values of every record under `prefix`, in key order.
+    fn scan_values<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>> {
+        self.db
+            .scan_prefix(prefix)
+            .map(|item| {
+                let (_, value) = item?;
+                codec::decode(&value)
+            })
+            .collect()
+    }
+
+    /// Returns the decoded values of at most `limit` records in `range`, in key order.
+    fn range_values<T: DeserializeOwned>(
+        &self,
+        range: RangeInclusive<[u8; 17]>,
+        limit: usize,
+    ) -> Result<Vec<T>> {
+        self.db
+            .range(range)
+            .take(limit)
+            .map(|item| {
+                let (_, value) = item?;
+                codec::decode(&value)
+            })
+            .collect()
+    }
+
+    /// Returns the number of keys under `prefix`.
+    fn count_prefix(&self, prefix: &[u8]) -> Result<u64> {
+        let mut count = 0;
+        for item in self.db.scan_prefix(prefix).keys() {
+            item?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Returns every account, ascending id.
+    pub fn list_accounts(&self) -> Result<Vec<Account>> {
+        self.scan_values(&[keys::ACCOUNT])
+    }
+
+    /// Returns true when at least one account exists (the first start prints a root token
+    /// otherwise).
+    pub fn has_accounts(&self) -> Result<bool> {
+        Ok(self
+            .db
+            .scan_prefix([keys::ACCOUNT])
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
+    /// Returns every org, ascending id.
+    pub fn list_orgs(&self) -> Result<Vec<Org>> {
+        self.scan_values(&[keys::ORG])
+    }
+
+    /// Returns the orgs of account `account_id`, ascending id. Scans all orgs: an account has
+    /// at most one org per source, and a deployment has few accounts.
+    pub fn orgs_of_account(&self, account_id: Id) -> Result<Vec<Org>> {
+        let mut orgs = self.list_orgs()?;
+        orgs.retain(|org| org.account_id == account_id);
+        Ok(orgs)
+    }
+
+    /// Returns the channels of org `org_id`, ascending id.
+    pub fn channels_of_org(&self, org_id: Id) -> Result<Vec<Channel>> {
+        let mut channels: Vec<Channel> = self.scan_values(&[keys::CHANNEL])?;
+        channels.retain(|channel| channel.org_id == org_id);
+        Ok(channels)
+    }
+
+    /// Returns every scope, ascending id.
+    pub fn list_scopes(&self) -> Result<Vec<ScopeRecord>> {
+        self.scan_values(&[keys::SCOPE])
+    }
+
+    /// Returns at most `limit` members of org `org_id` with an id greater than `after`,
+    /// ascending id (pass `after = 0` for the first page).
+    pub fn members_of_org_page(&self, org_id: Id, after: Id, limit: usize) -> Result<Vec<Member>> {
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let range = keys::org_member(org_id, first)..=keys::org_member(org_id, u64::MAX);
+        let mut members = Vec::new();
+        for item in self.db.range(range) {
+            if members.len() == limit {
+                break;
+            }
+            let (key, _) = item?;
+            if let Some(member) = self.member_of_index_entry(&key)? {
+                members.push(member);
+            }
+        }
+        Ok(members)
+    }
+
+    /// Returns every member of org `org_id`, ascending id.
+    pub fn members_of_org(&self, org_id: Id) -> Result<Vec<Member>> {
+        self.members_of_org_page(org_id, 0, usize::MAX)
+    }
+
+    /// Returns the member an org-members index key points to. A member deleted concurrently
+    /// (its index entry is gone too) is skipped; an entry whose member is missing is `Corrupt`.
+    fn member_of_index_entry(&self, key: &[u8]) -> Result<Option<Member>> {
+        let member_id = keys::read_u64(key, 9)?;
+        match self.get_member(member_id) {
+            Ok(member) => Ok(Some(member)),
+            Err(err) if err.is_not_found() => {
+                if self.db.contains_key(key)? {
+                    Err(StoreError::Corrupt(format!(
+                        "org-members index names missing member {member_id}"
+                    )))
+                } else {
+                    Ok(None)
+                }
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Returns an iterator over every member, ascending id, for rebuilding state at boot. It
+    /// reads lazily and owns its cursor, so it can be moved to a blocking thread.
+    pub fn scan_members(&self) -> impl Iterator<Item = Result<Member>> + Send + use<> {
+        self.db.scan_prefix([keys::MEMBER]).map(|item| {
+            let (_, value) = item?;
+            codec::decode(&value)
+        })
+    }
+
+    /// Returns the number of members in the store.
+    pub fn count_members(&self) -> Result<u64> {
+        self.count_prefix(&[keys::MEMBER])
+    }
+
+    // ----- events, outbox and dead letters ---------------------------------------------------
+
+    /// Returns at most `limit` events of scope `scope_id` with a seq greater than `after_seq`,
+    /// ascending seq.
+    pub fn events_after(
+        &self,
+        scope_id: Id,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>> {
+        let Some(first) = after_seq.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        self.range_values(
+            keys::event(scope_id, first)..=keys::event(scope_id, u64::MAX),
+            limit,
+        )
+    }
+
+    /// Returns the seq of the oldest retained event of scope `scope_id`, if any.
+    pub fn oldest_event_seq(&self, scope_id: Id) -> Result<Option<u64>> {
+        let first = self
+            .db
+            .scan_prefix(keys::id_key(keys::EVENT, scope_id))
+            .next()
+            .transpose()?;
+        first.map(|(key, _)| keys::read_u64(&key, 9)).transpose()
+    }
+
+    /// Returns the seq of the newest event of scope `scope_id`, if any.
+    pub fn last_event_seq(&self, scope_id: Id) -> Result<Option<u64>> {
+        let last = self
+            .db
+            .scan_prefix(keys::id_key(keys::EVENT, scope_id))
+            .next_back()
+            .transpose()?;
+        last.map(|(key, _)| keys::read_u64(&key, 9)).transpose()
+    }
+
+    /// Returns the first `limit` outbox entries of scope `scope_id`, ascending seq: the next
+    /// batch to deliver.
+    pub fn outbox_head(&self, scope_id: Id, limit: usize) -> Result<Vec<OutboxEntry>> {
+        self.range_values(
+            keys::outbox(scope_id, 0)..=keys::outbox(scope_id, u64::MAX),
+            limit,
+        )
+    }
+
+    /// Returns the number of entries in the outbox of scope `scope_id`.
+    pub fn outbox_len(&self, scope_id: Id) -> Result<u64> {
+        self.count_prefix(&keys::id_key(keys::OUTBOX, scope_id))
+    }
+
+    /// Returns the scopes whose outbox is not empty, ascending. Seeks from one scope to the
+    /// next instead of reading every entry.
+    pub fn outbox_scopes(&self) -> Result<Vec<Id>> {
+        let mut scopes = Vec::new();
+        let mut from = keys::id_key(keys::OUTBOX, 0);
+        let end = [keys::OUTBOX + 1];
+        while let Some((key, _)) = self
+            .db
+            .range(from.as_slice()..end.as_slice())
+            .next()
+            .transpose()?
+        {
+            let scope_id = keys::read_u64(&key, 1)?;
+            scopes.push(scope_id);
+            let Some(next) = scope_id.checked_add(1) else {
+                break;
+            };
+            from = keys::id_key(keys::OUTBOX, next);
+        }
+        Ok(scopes)
+    }
+
+    /// Returns the dead-lettered entries of scope `scope_id`, ascending seq.
+    pub fn dead_entries(&self, scope_id: Id) -> Result<Vec<OutboxEntry>> {
+        self.scan_values(&keys::id_key(keys::DEAD, scope_id))
+    }
+}
+
+/// A set of writes applied atomically by [`Store::apply`]. Domain-typed so that callers never
+/// build keys themselves and every member write keeps its indexes in step.
+///
+/// Operations on the same key keep only the last one, so an update that moves a member's
+/// indexes is written as `delete_member(&old)` followed by `put_member(&new)` in one batch.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    /// The underlying sled batch.
+    inner: sled::Batch,
+    /// Number of operations recorded, for group-commit sizing and `is_empty`.
+    ops: usize,
+}
+
+impl WriteBatch {
+    /// Returns an empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Returns the number of key operations recorded (a member write counts each index).
+    pub fn len(&self) -> usize {
+        self.ops
+    }
+
+    /// Returns true when the batch records no operation.
+    pub fn is_empty(&self) -> bool {
+        self.ops == 0
+    }
+
+    fn insert(&mut self, key: &[u8], value: &[u8]) -> &mut Self {
+        self.inner.insert(key, value);
+        self.ops += 1;
+        self
+    }
+
+    fn insert_record<T: Serialize>(&mut self, key: &[u8], record: &T) -> &mut Self {
+        self.insert(key, &codec::encode(record))
+    }
+
+    fn remove(&mut self, key: &[u8]) -> &mut Self {
+        self.inner.remove(key);
+        self.ops += 1;
+        self
+    }
+
+    /// Writes an account.
+    pub fn put_account(&mut self, account: &Account) -> &mut Self {
+        self.insert_record(&keys::account(account.id), account)
+    }
+
+    /// Writes an org.
+    pub fn put_org(&mut self, org: &Org) -> &mut Self {
+        self.insert_record(&keys::org(org.id), org)
+    }
+
+    /// Writes a channel.
+    pub fn put_channel(&mut self, channel: &Channel) -> &mut Self {
+        self.insert_record(&keys::channel(channel.id), channel)
+    }
+
+    /// Writes a member with its by-external-id and org-members index entries. The username
+    /// index is separate ([`WriteBatch::put_username`]) because usernames are claimed
+    /// explicitly. The caller removes the entries of a member whose org, channel or external
+    /// id changed ([`WriteBatch::delete_member`] with the old record, in the same batch).
+    pub fn put_member(&mut self, member: &Member) -> &mut Self {
+        self.insert_record(&keys::member(member.id), member);
+        self.insert(
+            &keys::member_by_ext(member.org_id, member.channel_id, &member.external_member_id),
+            &member.id.to_be_bytes(),
+        );
+        self.insert(&keys::org_member(member.org_id, member.id), &[])
+    }
+
+    /// Removes a member with its by-external-id, org-members and (when it has a username)
+    /// username index entries.
+    pub fn delete_member(&mut self, member: &Member) -> &mut Self {
+        self.remove(&keys::member(member.id));
+        self.remove(&keys::member_by_ext(
+            member.org_id,
+            member.channel_id,
+            &member.external_member_id,
+        ));
+        self.remove(&keys::org_member(member.org_id, member.id));
+        if let Some(username) = &member.username {
+            self.remove(&keys::username(member.org_id, username));
+        }
+        self
+    }
+
+    /// Points `username` of org `org_id` at member `member_id`.
+    pub fn put_username(&mut self, org_id: Id, username: &str, member_id: Id) -> &mut Self {
+        self.insert(&keys::username(org_id, username), &member_id.to_be_bytes())
+    }
+
+    /// Frees `username` of org `org_id`.
+    pub fn remove_username(&mut self, org_id: Id, username: &str) -> &mut Self {
+        self.remove(&keys::username(org_id, username))
+    }
+
+    /// Writes a scope.
+    pub fn put_scope(&mut self, scope: &ScopeRecord) -> &mut Self {
+        self.insert_record(&keys::scope(scope.id), scope)
+    }
+
+    /// Removes a scope (its events and outbox are removed separately).
+    pub fn delete_scope(&mut self, scope_id: Id) -> &mut Self {
+        self.remove(&keys::scope(scope_id))
+    }
+
+    /// Appends an event to its scope's log.
+    pub fn put_event(&mut self, event: &EventRecord) -> &mut Self {
+        self.insert_record(&keys::event(event.scope_id, event.seq), event)
+    }
+
+    /// Removes one event, for retention.
+    pub fn delete_event(&mut self, scope_id: Id, seq: u64) -> &mut Self {
+        self.remove(&keys::event(scope_id, seq))
+    }
+
+    /// Writes an outbox entry (a new one, or one whose attempts changed).
+    pub fn put_outbox(&mut self, entry: &OutboxEntry) -> &mut Self {
+        self.insert_record(&keys::outbox(entry.scope_id, entry.seq), entry)
+    }
+
+    /// Removes a delivered (or dead-lettered) outbox entry.
+    pub fn delete_outbox(&mut self, scope_id: Id, seq: u64) -> &mut Self {
+        self.remove(&keys::outbox(scope_id, seq))
+    }
+
+    /// Writes a dead-lettered entry.
+    pub fn put_dead(&mut self, entry: &OutboxEntry) -> &mut Self {
+        self.insert_record(&keys::dead(entry.scope_id, entry.seq), entry)
+    }
+
+    /// Removes a dead-lettered entry (requeued or discarded).
+    pub fn delete_dead(&mut self, scope_id: Id, seq: u64) -> &mut Self {
+        self.remove(&keys::dead(scope_id, seq))
+    }
+}
