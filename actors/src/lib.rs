@@ -1,1 +1,17 @@
+//! unify-actors: the pure unification engine and the actor runtime around it.
+
+pub mod clock;
 pub mod engine;
+pub mod error;
+pub mod events;
+pub mod links;
+pub mod member;
+pub mod ops;
+pub mod router;
+pub mod runtime;
+pub mod settings;
+pub mod hub;
+pub mod scope;
+pub mod status;
+pub mod supervisor;
+pub mod verify;

@@ -1,0 +1,67 @@
+//! Translation between stored records and the engine's inputs, shared by the scope actor and
+//! the offline verifier so that both see members exactly alike.
+
+use unify_storage::{Member, ScopeRecord};
+
+use crate::engine::{ATTRIBUTE_COUNT, Attribute, KeySet, KeySetError, LinkValues, Normalizer, UnifyKey};
+
+/// Returns the raw value of a unify-key attribute of a member.
+pub fn attribute_value(member: &Member, attribute: Attribute) -> Option<&str> {
+    match attribute {
+        Attribute::DisplayEmail => member.display_email.as_deref(),
+        Attribute::DisplayMobile => member.display_mobile.as_deref(),
+        Attribute::CustomId => member.custom_id.as_deref(),
+        Attribute::LineId => member.line_id.as_deref(),
+        Attribute::ConnectId => member.connect_id.as_deref(),
+        Attribute::ExternalMemberId => Some(member.external_member_id.as_str()),
+    }
+}
+
+/// Returns a mutable slot for an editable unify-key attribute (`None` for
+/// `external_member_id`, which is never edited).
+pub fn attribute_slot(member: &mut Member, attribute: Attribute) -> Option<&mut Option<String>> {
+    match attribute {
+        Attribute::DisplayEmail => Some(&mut member.display_email),
+        Attribute::DisplayMobile => Some(&mut member.display_mobile),
+        Attribute::CustomId => Some(&mut member.custom_id),
+        Attribute::LineId => Some(&mut member.line_id),
+        Attribute::ConnectId => Some(&mut member.connect_id),
+        Attribute::ExternalMemberId => None,
+    }
+}
+
+/// Returns the member's linking values.
+pub fn member_links(normalizer: &Normalizer, member: &Member) -> LinkValues {
+    let raw: [Option<&str>; ATTRIBUTE_COUNT] =
+        std::array::from_fn(|i| attribute_value(member, Attribute::ALL[i]));
+    LinkValues::normalize(normalizer, &raw, member.manual_unification)
+}
+
+/// Returns the engine key set of a stored scope; a stored attribute the engine does not know
+/// is reported, never skipped.
+pub fn scope_keys(scope: &ScopeRecord) -> Result<KeySet, ScopeKeysError> {
+    let keys = scope
+        .keys
+        .iter()
+        .map(|k| {
+            let attribute = k
+                .attribute
+                .parse::<Attribute>()
+                .map_err(|e| ScopeKeysError::Attribute(e.0))?;
+            Ok(UnifyKey {
+                attribute,
+                is_distinct: k.is_distinct,
+            })
+        })
+        .collect::<Result<Vec<_>, ScopeKeysError>>()?;
+    Ok(KeySet::new(keys)?)
+}
+
+/// A stored key setting that the engine refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeKeysError {
+    #[error("stored unify key has unknown attribute `{0}`")]
+    Attribute(String),
+    #[error(transparent)]
+    KeySet(#[from] KeySetError),
+}

@@ -1,0 +1,575 @@
+//! The runtime: the one handle the binary and the HTTP layer use. It boots the supervisor,
+//! admits work with per-scope bounds (`Overloaded` past them), routes member mutations through
+//! member actors, and performs the directory writes (accounts, orgs, channels) and the scope
+//! re-shaping of integrate and disconnect.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use rand::Rng;
+use ractor::{Actor, ActorRef};
+use tokio::sync::Mutex;
+use unify_storage::{
+    Account, Channel, ContactApi, Id, IdKind, JobKind, Member, Org, PendingJob, ScopeRecord,
+    Source, Store, UnifyKeyRecord, WriteBatch,
+};
+
+use crate::clock::now_millis;
+use crate::engine::{DryRun, Explanation, HotValue, KeySet, UnifyKey};
+use crate::error::{OpError, found};
+use crate::hub::Hub;
+use crate::member::MemberRegistry;
+use crate::ops::{MemberOp, NewMember};
+use crate::router::Router;
+use crate::scope::{ProfileView, ScopeMsg};
+use crate::settings::Settings;
+use crate::status::ScopeStatus;
+use crate::supervisor::{Registry, Supervisor, SupervisorArgs, SupervisorMsg};
+
+/// Channel types a channel may have.
+pub const CHANNEL_TYPES: &[&str] = &["line", "fb", "instagram", "whatsapp", "feishu", "webchat", "other"];
+
+/// A channel to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewChannel {
+    pub name: String,
+    pub channel_type: String,
+    pub tenant_key: Option<String>,
+    pub auto_provision: bool,
+    pub contact_api: Option<ContactApi>,
+}
+
+/// The running engine.
+#[derive(Debug)]
+pub struct Runtime {
+    router: Arc<Router>,
+    supervisor: ActorRef<SupervisorMsg>,
+    supervisor_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    members: Arc<MemberRegistry>,
+    hub: Hub,
+    /// Serializes directory writes and scope re-shaping, which are rare.
+    admin: Mutex<()>,
+}
+
+/// Counts one admitted operation in its scope until dropped.
+struct Admission {
+    status: Arc<ScopeStatus>,
+    mutating: bool,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.status.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.mutating {
+            self.status.mutating.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Runtime {
+    /// Boots the supervisor and every stored scope.
+    pub async fn start(store: Store, settings: Settings) -> Result<Runtime, OpError> {
+        let settings = Arc::new(settings);
+        let registry = Arc::new(Registry::default());
+        let hub = Hub::default();
+        let args = SupervisorArgs {
+            store: store.clone(),
+            settings: settings.clone(),
+            registry: registry.clone(),
+            hub: hub.clone(),
+        };
+        let (supervisor, task) = Actor::spawn(None, Supervisor, args)
+            .await
+            .map_err(|e| OpError::Unavailable(format!("supervisor failed to start: {e}")))?;
+        Ok(Runtime {
+            router: Arc::new(Router {
+                store,
+                settings,
+                scopes: registry,
+            }),
+            supervisor,
+            supervisor_task: Mutex::new(Some(task)),
+            members: Arc::default(),
+            hub,
+            admin: Mutex::new(()),
+        })
+    }
+
+    /// Stops every actor (each scope commits what it handled) and flushes the store.
+    pub async fn shutdown(&self) -> Result<(), OpError> {
+        self.members.stop_all().await;
+        self.supervisor.stop(None);
+        if let Some(task) = self.supervisor_task.lock().await.take() {
+            let _ = task.await;
+        }
+        self.router.store.flush_async().await?;
+        Ok(())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.router.store
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.router.settings
+    }
+
+    /// Returns whether every scope actor is running (none failed, none restarting).
+    pub fn is_ready(&self) -> bool {
+        self.router.scopes.statuses().iter().all(|(_, s)| {
+            s.running.load(Ordering::Acquire) && !s.failed.load(Ordering::Acquire)
+        })
+    }
+
+    /// Returns the ids of scopes marked failed.
+    pub fn failed_scopes(&self) -> Vec<Id> {
+        self.router
+            .scopes
+            .statuses()
+            .into_iter()
+            .filter(|(_, s)| s.failed.load(Ordering::Acquire))
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// Returns the status of a scope.
+    pub fn scope_status(&self, scope_id: Id) -> Option<Arc<ScopeStatus>> {
+        self.router.scopes.get(scope_id).map(|e| e.status)
+    }
+
+    /// Returns the scope of an org.
+    pub fn scope_of(&self, org_id: Id) -> Result<Id, OpError> {
+        self.router.scope_of(org_id)
+    }
+
+    fn admit(&self, scope_id: Id, mutating: bool) -> Result<Admission, OpError> {
+        let status = self.router.entry(scope_id)?.status;
+        let before = status.in_flight.fetch_add(1, Ordering::AcqRel);
+        if before >= self.router.settings.max_in_flight_per_scope {
+            status.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(OpError::Overloaded);
+        }
+        if mutating {
+            status.mutating.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(Admission { status, mutating })
+    }
+
+    /// Admits and calls the org's scope.
+    async fn call<T: Send + 'static>(
+        &self,
+        org_id: Id,
+        mutating: bool,
+        build: impl FnOnce(ractor::RpcReplyPort<Result<T, OpError>>) -> ScopeMsg,
+    ) -> Result<T, OpError> {
+        let scope_id = self.router.scope_of(org_id)?;
+        let _admission = self.admit(scope_id, mutating)?;
+        self.router.call(scope_id, build).await
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Members.
+
+    /// Creates a member, or returns the existing one (`false`) with the same identity.
+    pub async fn create_member(&self, org_id: Id, member: NewMember) -> Result<(Member, bool), OpError> {
+        self.call(org_id, true, |reply| ScopeMsg::Create {
+            org_id,
+            member,
+            reason: crate::events::Reason::MemberCreated,
+            reply,
+        })
+        .await
+    }
+
+    /// Creates many members in one scope call (bulk import).
+    pub async fn import_members(
+        &self,
+        org_id: Id,
+        members: Vec<NewMember>,
+    ) -> Result<Vec<Result<Member, OpError>>, OpError> {
+        self.call(org_id, true, |reply| ScopeMsg::CreateMany {
+            org_id,
+            members,
+            reply,
+        })
+        .await
+    }
+
+    /// Applies an operation to a member through its member actor; `None` after a delete.
+    pub async fn member_op(&self, org_id: Id, member_id: Id, op: MemberOp) -> Result<Option<Member>, OpError> {
+        let scope_id = self.router.scope_of(org_id)?;
+        let _admission = self.admit(scope_id, true)?;
+        self.members.send(&self.router, member_id, org_id, op).await
+    }
+
+    pub async fn get_member(&self, org_id: Id, member_id: Id) -> Result<Member, OpError> {
+        self.call(org_id, false, |reply| ScopeMsg::GetMember {
+            org_id,
+            member_id,
+            reply,
+        })
+        .await
+    }
+
+    /// Lists an org's members by ascending id (read from the store: paging needs no actor).
+    pub fn list_members(&self, org_id: Id, after: Id, limit: usize) -> Result<Vec<Member>, OpError> {
+        found(self.router.store.get_org(org_id), "organization")?;
+        Ok(self.router.store.members_of_org_page(org_id, after, limit)?)
+    }
+
+    /// Returns the other members of the member's profile with their channels.
+    pub async fn unification(&self, org_id: Id, member_id: Id) -> Result<Vec<(Member, Option<Channel>)>, OpError> {
+        let members = self
+            .call(org_id, false, |reply| ScopeMsg::Unification {
+                org_id,
+                member_id,
+                reply,
+            })
+            .await?;
+        members
+            .into_iter()
+            .map(|m| {
+                let channel = match m.channel_id {
+                    Some(id) => Some(found(self.router.store.get_channel(id), "channel")?),
+                    None => None,
+                };
+                Ok((m, channel))
+            })
+            .collect()
+    }
+
+    pub async fn profile(&self, org_id: Id, member_id: Id) -> Result<ProfileView, OpError> {
+        self.call(org_id, false, |reply| ScopeMsg::Profile {
+            org_id,
+            member_id,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn explain(&self, org_id: Id, member_id: Id, other: Id) -> Result<Explanation, OpError> {
+        self.call(org_id, false, |reply| ScopeMsg::Explain {
+            org_id,
+            member_id,
+            other,
+            reply,
+        })
+        .await
+    }
+
+    /// Returns whether no operation on the member is queued or running.
+    pub async fn member_merge_state(&self, org_id: Id, member_id: Id) -> Result<bool, OpError> {
+        self.get_member(org_id, member_id).await?;
+        Ok(self.members.queued(member_id).await == 0)
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Unify settings.
+
+    pub async fn setting(&self, org_id: Id) -> Result<ScopeRecord, OpError> {
+        self.call(org_id, false, |reply| ScopeMsg::Setting { reply }).await
+    }
+
+    /// Replaces the org's scope keys and schedules re-unification; returns the new setting.
+    pub async fn set_keys(&self, org_id: Id, keys: Vec<UnifyKey>) -> Result<ScopeRecord, OpError> {
+        self.call(org_id, true, |reply| ScopeMsg::SetKeys { keys, reply }).await
+    }
+
+    pub async fn dry_run(&self, org_id: Id, keys: KeySet) -> Result<DryRun, OpError> {
+        self.call(org_id, false, |reply| ScopeMsg::DryRun { keys, reply }).await
+    }
+
+    pub async fn hot_values(&self, org_id: Id) -> Result<Vec<HotValue>, OpError> {
+        self.call(org_id, false, |reply| ScopeMsg::HotValues { reply }).await
+    }
+
+    /// Returns whether the org's scope has no pending unification work.
+    pub fn scope_merge_state(&self, org_id: Id) -> Result<bool, OpError> {
+        let scope_id = self.router.scope_of(org_id)?;
+        Ok(self.router.entry(scope_id)?.status.is_finished())
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Directory.
+
+    pub async fn create_account(&self, name: &str) -> Result<Account, OpError> {
+        if name.trim().is_empty() {
+            return Err(OpError::invalid("name must not be empty"));
+        }
+        let _admin = self.admin.lock().await;
+        let store = &self.router.store;
+        let account = Account {
+            id: store.allocate_ids(IdKind::Account, 1)?.start,
+            name: name.to_owned(),
+            uuid: random_uuid(),
+            created_at: now_millis(),
+        };
+        let mut batch = WriteBatch::new();
+        batch.put_account(&account);
+        self.write(batch).await?;
+        Ok(account)
+    }
+
+    /// Creates an org in a new scope of its own and starts that scope.
+    pub async fn create_org(
+        &self,
+        account_id: Id,
+        source: Source,
+        name: &str,
+        uuid: Option<String>,
+    ) -> Result<Org, OpError> {
+        if name.trim().is_empty() {
+            return Err(OpError::invalid("name must not be empty"));
+        }
+        let _admin = self.admin.lock().await;
+        let store = &self.router.store;
+        found(store.get_account(account_id), "account")?;
+        if store.orgs_of_account(account_id)?.iter().any(|o| o.source == source) {
+            return Err(OpError::conflict(
+                "ORGANIZATION_EXISTS",
+                format!("the account already has a {} organization", source.as_str()),
+            ));
+        }
+        let now = now_millis();
+        let org_id = store.allocate_ids(IdKind::Org, 1)?.start;
+        let scope_id = store.allocate_ids(IdKind::Scope, 1)?.start;
+        let org = Org {
+            id: org_id,
+            account_id,
+            source,
+            name: name.to_owned(),
+            uuid: uuid.unwrap_or_else(random_uuid),
+            scope_id,
+            created_at: now,
+        };
+        let scope = ScopeRecord {
+            id: scope_id,
+            org_ids: vec![org_id],
+            keys: Vec::new(),
+            last_seq: 0,
+            pending_job: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut batch = WriteBatch::new();
+        batch.put_org(&org).put_scope(&scope);
+        self.write(batch).await?;
+        self.start_scope(scope_id).await?;
+        Ok(org)
+    }
+
+    /// Creates a channel of a caac org; the webhook secret is in the returned record only.
+    pub async fn create_channel(&self, org_id: Id, new: NewChannel) -> Result<Channel, OpError> {
+        let _admin = self.admin.lock().await;
+        let store = &self.router.store;
+        let org = found(store.get_org(org_id), "organization")?;
+        if org.source != Source::Caac {
+            return Err(OpError::invalid("only caac organizations have channels"));
+        }
+        if new.name.trim().is_empty() {
+            return Err(OpError::invalid("name must not be empty"));
+        }
+        if !CHANNEL_TYPES.contains(&new.channel_type.as_str()) {
+            return Err(OpError::invalid(format!(
+                "type must be one of {}",
+                CHANNEL_TYPES.join(", ")
+            )));
+        }
+        let now = now_millis();
+        let channel = Channel {
+            id: store.allocate_ids(IdKind::Channel, 1)?.start,
+            org_id,
+            name: new.name,
+            channel_type: new.channel_type,
+            tenant_key: new.tenant_key,
+            auto_provision: new.auto_provision,
+            contact_api: new.contact_api,
+            webhook_secret: random_hex(32),
+            created_at: now,
+            updated_at: now,
+        };
+        let mut batch = WriteBatch::new();
+        batch.put_channel(&channel);
+        self.write(batch).await?;
+        Ok(channel)
+    }
+
+    /// Joins the account's caac and maac orgs into the caac org's scope with `keys`, and
+    /// schedules the re-unification of the joined scope.
+    pub async fn integrate(&self, account_id: Id, keys: Vec<UnifyKey>) -> Result<ScopeRecord, OpError> {
+        KeySet::new(keys.clone()).map_err(|e| OpError::invalid(e.to_string()))?;
+        let _admin = self.admin.lock().await;
+        let store = &self.router.store;
+        let (caac, maac) = self.account_orgs(account_id)?;
+        let mut scope = store.get_scope(caac.scope_id)?;
+        if scope.org_ids.len() > 1 || caac.scope_id == maac.scope_id {
+            return Err(OpError::conflict("CDH_ALREADY_CONNECTED", "the account is already connected"));
+        }
+        let absorbed = maac.scope_id;
+        self.stop_scope(scope.id, false).await;
+        self.stop_scope(absorbed, true).await;
+        let now = now_millis();
+        scope.org_ids = vec![caac.id, maac.id];
+        scope.org_ids.sort_unstable();
+        scope.keys = self.key_records(&scope.keys, &keys)?;
+        scope.pending_job = Some(PendingJob {
+            kind: JobKind::Integrate,
+            scheduled_at: now,
+        });
+        scope.updated_at = now;
+        let maac = Org {
+            scope_id: scope.id,
+            ..maac
+        };
+        let mut batch = WriteBatch::new();
+        batch.put_scope(&scope).put_org(&maac).delete_scope(absorbed);
+        self.write(batch).await?;
+        self.start_scope(scope.id).await?;
+        Ok(scope)
+    }
+
+    /// Splits a connected scope: the caac org keeps the scope and keys, the maac org gets a new
+    /// scope with the same keys; both re-unify.
+    pub async fn disconnect(&self, account_id: Id) -> Result<(), OpError> {
+        let _admin = self.admin.lock().await;
+        let store = &self.router.store;
+        let (caac, maac) = self.account_orgs(account_id)?;
+        let mut scope = store.get_scope(caac.scope_id)?;
+        if scope.org_ids.len() < 2 {
+            return Err(OpError::conflict("CDH_NOT_CONNECTED", "the account is not connected"));
+        }
+        self.stop_scope(scope.id, false).await;
+        let now = now_millis();
+        let job = Some(PendingJob {
+            kind: JobKind::Disconnect,
+            scheduled_at: now,
+        });
+        let wanted: Vec<UnifyKey> = scope
+            .keys
+            .iter()
+            .filter_map(|k| {
+                Some(UnifyKey {
+                    attribute: k.attribute.parse().ok()?,
+                    is_distinct: k.is_distinct,
+                })
+            })
+            .collect();
+        let split = ScopeRecord {
+            id: store.allocate_ids(IdKind::Scope, 1)?.start,
+            org_ids: vec![maac.id],
+            keys: self.key_records(&[], &wanted)?,
+            last_seq: 0,
+            pending_job: job.clone(),
+            created_at: now,
+            updated_at: now,
+        };
+        scope.org_ids = vec![caac.id];
+        scope.pending_job = job;
+        scope.updated_at = now;
+        let maac = Org {
+            scope_id: split.id,
+            ..maac
+        };
+        let mut batch = WriteBatch::new();
+        batch.put_scope(&scope).put_scope(&split).put_org(&maac);
+        self.write(batch).await?;
+        self.start_scope(scope.id).await?;
+        self.start_scope(split.id).await?;
+        Ok(())
+    }
+
+    /// Returns the account's caac and maac orgs, or `MISSING_ORGANIZATION`.
+    fn account_orgs(&self, account_id: Id) -> Result<(Org, Org), OpError> {
+        let orgs = self.router.store.orgs_of_account(account_id)?;
+        let of = |source| orgs.iter().find(|o| o.source == source).cloned();
+        match (of(Source::Caac), of(Source::Maac)) {
+            (Some(caac), Some(maac)) => Ok((caac, maac)),
+            _ => Err(OpError::conflict(
+                "MISSING_ORGANIZATION",
+                "the account needs a caac and a maac organization",
+            )),
+        }
+    }
+
+    /// Returns key records for `keys`, keeping the ids of attributes already present.
+    fn key_records(&self, current: &[UnifyKeyRecord], keys: &[UnifyKey]) -> Result<Vec<UnifyKeyRecord>, OpError> {
+        keys.iter()
+            .map(|k| {
+                let id = match current.iter().find(|r| r.attribute == k.attribute.as_str()) {
+                    Some(r) => r.id,
+                    None => self.router.store.allocate_ids(IdKind::UnifyKey, 1)?.start,
+                };
+                Ok(UnifyKeyRecord {
+                    id,
+                    attribute: k.attribute.as_str().to_owned(),
+                    is_distinct: k.is_distinct,
+                })
+            })
+            .collect()
+    }
+
+    async fn write(&self, batch: WriteBatch) -> Result<(), OpError> {
+        self.router.store.apply(batch)?;
+        self.router.store.flush_async().await?;
+        Ok(())
+    }
+
+    async fn start_scope(&self, scope_id: Id) -> Result<(), OpError> {
+        let started = self
+            .supervisor
+            .call(|reply| SupervisorMsg::Start { scope_id, reply }, None)
+            .await;
+        match started {
+            Ok(ractor::rpc::CallResult::Success(Ok(()))) => Ok(()),
+            Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(OpError::Unavailable(e)),
+            _ => Err(OpError::Unavailable("the supervisor is not running".into())),
+        }
+    }
+
+    async fn stop_scope(&self, scope_id: Id, forget: bool) {
+        let _ = self
+            .supervisor
+            .call(
+                |reply| SupervisorMsg::Stop {
+                    scope_id,
+                    forget,
+                    reply,
+                },
+                None,
+            )
+            .await;
+    }
+
+    /// Makes a scope actor panic (supervision tests).
+    #[doc(hidden)]
+    pub fn inject_panic(&self, org_id: Id) -> Result<(), OpError> {
+        let scope_id = self.router.scope_of(org_id)?;
+        let actor = self.router.entry(scope_id)?.actor.ok_or(OpError::Unavailable("stopped".into()))?;
+        actor
+            .send_message(ScopeMsg::Panic)
+            .map_err(|e| OpError::Unavailable(e.to_string()))
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut rng = rand::rng();
+    (0..bytes).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
+}
+
+/// Returns a random (version 4) UUID.
+fn random_uuid() -> String {
+    let h = random_hex(16);
+    format!(
+        "{}-{}-4{}-{:x}{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        8 + (u8::from_str_radix(&h[16..17], 16).unwrap_or(0) & 3),
+        &h[17..20],
+        &h[20..32]
+    )
+}

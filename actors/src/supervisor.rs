@@ -1,0 +1,242 @@
+//! The scope supervisor: starts one scope actor per stored scope, routes by scope id, and
+//! restarts a failed scope actor from the store. ractor neither restarts actors nor keeps their
+//! mailbox, so callers of a failed actor see their reply port dropped (`Unavailable`) at once;
+//! restarts are capped per time window, after which the scope is marked failed.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use unify_storage::{Id, Store};
+
+use crate::hub::Hub;
+use crate::scope::{Scope, ScopeArgs, ScopeMsg};
+use crate::settings::Settings;
+use crate::status::ScopeStatus;
+
+/// A scope as the router sees it.
+#[derive(Debug, Clone)]
+pub struct ScopeEntry {
+    /// `None` while the actor is stopped (restarting, failed, or being re-scoped).
+    pub actor: Option<ActorRef<ScopeMsg>>,
+    pub status: Arc<ScopeStatus>,
+}
+
+/// The routing table from scope id to actor, shared with the runtime.
+#[derive(Debug, Default)]
+pub struct Registry {
+    scopes: RwLock<HashMap<Id, ScopeEntry>>,
+}
+
+impl Registry {
+    pub fn get(&self, scope_id: Id) -> Option<ScopeEntry> {
+        self.read().get(&scope_id).cloned()
+    }
+
+    /// Returns the ids and statuses of every known scope.
+    pub fn statuses(&self) -> Vec<(Id, Arc<ScopeStatus>)> {
+        self.read()
+            .iter()
+            .map(|(id, e)| (*id, e.status.clone()))
+            .collect()
+    }
+
+    /// Returns the status of a scope, creating it if new; it outlives actor restarts.
+    fn status(&self, scope_id: Id) -> Arc<ScopeStatus> {
+        let mut scopes = self.write();
+        scopes
+            .entry(scope_id)
+            .or_insert_with(|| ScopeEntry {
+                actor: None,
+                status: Arc::default(),
+            })
+            .status
+            .clone()
+    }
+
+    fn set_actor(&self, scope_id: Id, actor: Option<ActorRef<ScopeMsg>>) {
+        if let Some(entry) = self.write().get_mut(&scope_id) {
+            entry.actor = actor;
+        }
+    }
+
+    fn remove(&self, scope_id: Id) {
+        self.write().remove(&scope_id);
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Id, ScopeEntry>> {
+        self.scopes.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Id, ScopeEntry>> {
+        self.scopes.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Messages of the supervisor.
+#[derive(Debug)]
+pub enum SupervisorMsg {
+    /// Starts (or restarts) the actor of a stored scope.
+    Start {
+        scope_id: Id,
+        reply: RpcReplyPort<Result<(), String>>,
+    },
+    /// Stops a scope's actor gracefully (its pending batch is committed); `forget` also drops
+    /// the scope from the routing table (the scope was merged into another).
+    Stop {
+        scope_id: Id,
+        forget: bool,
+        reply: RpcReplyPort<()>,
+    },
+}
+
+/// Start-up arguments of the supervisor.
+#[derive(Debug, Clone)]
+pub struct SupervisorArgs {
+    pub store: Store,
+    pub settings: Arc<Settings>,
+    pub registry: Arc<Registry>,
+    pub hub: Hub,
+}
+
+/// The scope supervisor (configuration only).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Supervisor;
+
+/// State of the supervisor.
+#[derive(Debug)]
+pub struct SupervisorState {
+    args: SupervisorArgs,
+    /// Which scope each child actor serves.
+    children: HashMap<ActorId, Id>,
+    /// Recent restart times per scope, for the restart cap.
+    restarts: HashMap<Id, VecDeque<Instant>>,
+    /// Scopes being stopped on purpose: their termination is not a failure.
+    stopping: HashSet<Id>,
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let scopes = args.store.list_scopes()?;
+        let mut state = SupervisorState {
+            args,
+            children: HashMap::new(),
+            restarts: HashMap::new(),
+            stopping: HashSet::new(),
+        };
+        for scope in scopes {
+            // A scope that cannot load is marked failed; the others still start.
+            let _ = state.spawn(&myself, scope.id).await;
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Start { scope_id, reply } => {
+                let result = state.spawn(&myself, scope_id).await.map_err(|e| e.to_string());
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Stop {
+                scope_id,
+                forget,
+                reply,
+            } => {
+                if let Some(actor) = state.args.registry.get(scope_id).and_then(|e| e.actor) {
+                    state.stopping.insert(scope_id);
+                    state.args.registry.set_actor(scope_id, None);
+                    let _ = actor.stop_and_wait(None, None).await;
+                }
+                if forget {
+                    state.args.registry.remove(scope_id);
+                }
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, failure) = match event {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string())),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason),
+            _ => return Ok(()),
+        };
+        let Some(scope_id) = state.children.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        if state.stopping.remove(&scope_id) {
+            return Ok(());
+        }
+        state.args.registry.set_actor(scope_id, None);
+        tracing::warn!(scope_id, reason = ?failure, "scope actor stopped unexpectedly, restarting");
+        if state.allow_restart(scope_id) {
+            if let Err(err) = state.spawn(&myself, scope_id).await {
+                tracing::error!(scope_id, error = %err, "scope restart failed");
+            }
+        } else {
+            tracing::error!(scope_id, "scope restarted too often, marking it failed");
+            state.args.registry.status(scope_id).failed.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+impl SupervisorState {
+    /// Spawns the scope's actor from the store; a scope that cannot load is marked failed.
+    async fn spawn(&mut self, myself: &ActorRef<SupervisorMsg>, scope_id: Id) -> Result<(), ActorProcessingErr> {
+        let status = self.args.registry.status(scope_id);
+        let args = ScopeArgs {
+            scope_id,
+            store: self.args.store.clone(),
+            settings: self.args.settings.clone(),
+            status: status.clone(),
+            hub: self.args.hub.clone(),
+        };
+        match Actor::spawn_linked(None, Scope, args, myself.get_cell()).await {
+            Ok((actor, _)) => {
+                self.children.insert(actor.get_id(), scope_id);
+                status.failed.store(false, Ordering::Release);
+                self.args.registry.set_actor(scope_id, Some(actor));
+                Ok(())
+            }
+            Err(err) => {
+                tracing::error!(scope_id, error = %err, "scope failed to start");
+                status.failed.store(true, Ordering::Release);
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Records a restart and returns whether it is within the cap.
+    fn allow_restart(&mut self, scope_id: Id) -> bool {
+        let window = self.args.settings.restart_window;
+        let times = self.restarts.entry(scope_id).or_default();
+        let now = Instant::now();
+        while times.front().is_some_and(|t| now.duration_since(*t) > window) {
+            times.pop_front();
+        }
+        times.push_back(now);
+        times.len() as u32 <= self.args.settings.restart_limit
+    }
+}
