@@ -68,7 +68,12 @@ impl Event {
 
 /// Returns the profile events of a delta: `profile_updated` for every profile that gained or
 /// lost members, `profile_removed` for every profile that no longer exists.
-pub fn profile_events(delta: &Delta, unifier: &Unifier, reason: Reason, at: &str) -> Vec<EventBody> {
+pub fn profile_events(
+    delta: &Delta,
+    unifier: &Unifier,
+    reason: Reason,
+    at: &str,
+) -> Vec<EventBody> {
     // Per surviving profile, the profiles its moved members came from.
     let mut touched: BTreeMap<ProfileId, BTreeSet<ProfileId>> = BTreeMap::new();
     let mut left: BTreeSet<ProfileId> = BTreeSet::new();
@@ -128,7 +133,11 @@ mod tests {
         let mut u = Unifier::from_members(
             keys,
             Limits::default(),
-            vec![(40, email("a@x.com")), (41, email("b@x.com")), (42, email("b@x.com"))],
+            vec![
+                (40, email("a@x.com")),
+                (41, email("b@x.com")),
+                (42, email("b@x.com")),
+            ],
         );
         let delta = u.upsert(41, &email("a@x.com"));
         let events = profile_events(&delta, &u, Reason::ChangeUnification, "t");

@@ -3,7 +3,9 @@
 
 use unify_storage::{Member, ScopeRecord};
 
-use crate::engine::{ATTRIBUTE_COUNT, Attribute, KeySet, KeySetError, LinkValues, Normalizer, UnifyKey};
+use crate::engine::{
+    ATTRIBUTE_COUNT, Attribute, KeySet, KeySetError, LinkValues, Normalizer, UnifyKey,
+};
 
 /// Returns the raw value of a unify-key attribute of a member.
 pub fn attribute_value(member: &Member, attribute: Attribute) -> Option<&str> {

@@ -84,10 +84,9 @@ impl MemberRegistry {
             running.queued.fetch_add(1, Ordering::AcqRel);
             running
         };
-        let sent = running.actor.call(
-            |reply| MemberMsg::Op { org_id, op, reply },
-            None,
-        );
+        let sent = running
+            .actor
+            .call(|reply| MemberMsg::Op { org_id, op, reply }, None);
         match sent.await {
             Ok(ractor::rpc::CallResult::Success(result)) => result,
             _ => {
@@ -148,7 +147,9 @@ impl Actor for MemberActor {
         args: MemberArgs,
     ) -> Result<MemberState, ActorProcessingErr> {
         let idle = args.router.settings.member_idle;
-        myself.send_interval(idle / 2 + std::time::Duration::from_millis(1), || MemberMsg::Tick);
+        myself.send_interval(idle / 2 + std::time::Duration::from_millis(1), || {
+            MemberMsg::Tick
+        });
         Ok(MemberState {
             args,
             last_active: Instant::now(),

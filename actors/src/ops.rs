@@ -66,7 +66,13 @@ impl MemberOp {
 }
 
 /// Builds the record of a new member (its profile id is set when it is unified).
-pub fn new_member(id: Id, org_id: Id, source: unify_storage::Source, new: NewMember, now: Millis) -> Member {
+pub fn new_member(
+    id: Id,
+    org_id: Id,
+    source: unify_storage::Source,
+    new: NewMember,
+    now: Millis,
+) -> Member {
     Member {
         id,
         org_id,
@@ -90,7 +96,12 @@ pub fn new_member(id: Id, org_id: Id, source: unify_storage::Source, new: NewMem
 }
 
 /// Applies an operation (other than delete) to a member record.
-pub fn apply(member: &mut Member, op: &MemberOp, keys: &KeySet, now: Millis) -> Result<(), OpError> {
+pub fn apply(
+    member: &mut Member,
+    op: &MemberOp,
+    keys: &KeySet,
+    now: Millis,
+) -> Result<(), OpError> {
     match op {
         MemberOp::Patch(patch) => {
             let columns = [
@@ -181,9 +192,18 @@ mod tests {
             attribute: Attribute::CustomId,
             value: "C9".into(),
         };
-        apply(&mut m, &op, &KeySet::plain(&[Attribute::DisplayEmail]).unwrap(), 200).unwrap();
+        apply(
+            &mut m,
+            &op,
+            &KeySet::plain(&[Attribute::DisplayEmail]).unwrap(),
+            200,
+        )
+        .unwrap();
         assert_eq!(m.custom_id.as_deref(), Some("C9"));
-        assert_eq!((m.display_email, m.display_mobile, m.line_id, m.display_name), (None, None, None, None));
+        assert_eq!(
+            (m.display_email, m.display_mobile, m.line_id, m.display_name),
+            (None, None, None, None)
+        );
         assert_eq!(m.external_member_id, "ou_1");
         assert!(m.manual_unification);
         assert_eq!(m.updated_at, 200);
@@ -207,7 +227,10 @@ mod tests {
             attribute: Attribute::ExternalMemberId,
             value: Some("x".into()),
         };
-        assert!(matches!(apply(&mut m, &op, &KeySet::default(), 1), Err(OpError::InvalidArgument(_))));
+        assert!(matches!(
+            apply(&mut m, &op, &KeySet::default(), 1),
+            Err(OpError::InvalidArgument(_))
+        ));
         let op = MemberOp::ChangeUnification {
             attribute: Attribute::ExternalMemberId,
             value: "x".into(),

@@ -33,7 +33,9 @@ impl Router {
             .get(scope_id)
             .ok_or_else(|| OpError::Unavailable("the scope is not running".into()))?;
         if entry.status.failed.load(Ordering::Acquire) {
-            return Err(OpError::Unavailable("the scope failed and is not restarted".into()));
+            return Err(OpError::Unavailable(
+                "the scope failed and is not restarted".into(),
+            ));
         }
         Ok(entry)
     }
@@ -51,10 +53,12 @@ impl Router {
             .ok_or_else(|| OpError::Unavailable("the scope is restarting".into()))?;
         match actor.call(build, Some(self.settings.call_timeout)).await {
             Ok(CallResult::Success(result)) => result,
-            Ok(CallResult::Timeout) => Err(OpError::Unavailable("the scope did not answer in time".into())),
-            Ok(CallResult::SenderError) | Err(_) => {
-                Err(OpError::Unavailable("the scope stopped before answering".into()))
-            }
+            Ok(CallResult::Timeout) => Err(OpError::Unavailable(
+                "the scope did not answer in time".into(),
+            )),
+            Ok(CallResult::SenderError) | Err(_) => Err(OpError::Unavailable(
+                "the scope stopped before answering".into(),
+            )),
         }
     }
 }

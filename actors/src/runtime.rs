@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use rand::Rng;
 use ractor::{Actor, ActorRef};
+use rand::Rng;
 use tokio::sync::Mutex;
 use unify_storage::{
     Account, Channel, ContactApi, Id, IdKind, JobKind, Member, Org, PendingJob, ScopeRecord,
@@ -27,7 +27,15 @@ use crate::status::ScopeStatus;
 use crate::supervisor::{Registry, Supervisor, SupervisorArgs, SupervisorMsg};
 
 /// Channel types a channel may have.
-pub const CHANNEL_TYPES: &[&str] = &["line", "fb", "instagram", "whatsapp", "feishu", "webchat", "other"];
+pub const CHANNEL_TYPES: &[&str] = &[
+    "line",
+    "fb",
+    "instagram",
+    "whatsapp",
+    "feishu",
+    "webchat",
+    "other",
+];
 
 /// A channel to create.
 #[derive(Debug, Clone, Default)]
@@ -120,9 +128,11 @@ impl Runtime {
 
     /// Returns whether every scope actor is running (none failed, none restarting).
     pub fn is_ready(&self) -> bool {
-        self.router.scopes.statuses().iter().all(|(_, s)| {
-            s.running.load(Ordering::Acquire) && !s.failed.load(Ordering::Acquire)
-        })
+        self.router
+            .scopes
+            .statuses()
+            .iter()
+            .all(|(_, s)| s.running.load(Ordering::Acquire) && !s.failed.load(Ordering::Acquire))
     }
 
     /// Returns the ids of scopes marked failed.
@@ -175,7 +185,11 @@ impl Runtime {
     // Members.
 
     /// Creates a member, or returns the existing one (`false`) with the same identity.
-    pub async fn create_member(&self, org_id: Id, member: NewMember) -> Result<(Member, bool), OpError> {
+    pub async fn create_member(
+        &self,
+        org_id: Id,
+        member: NewMember,
+    ) -> Result<(Member, bool), OpError> {
         self.call(org_id, true, |reply| ScopeMsg::Create {
             org_id,
             member,
@@ -200,7 +214,12 @@ impl Runtime {
     }
 
     /// Applies an operation to a member through its member actor; `None` after a delete.
-    pub async fn member_op(&self, org_id: Id, member_id: Id, op: MemberOp) -> Result<Option<Member>, OpError> {
+    pub async fn member_op(
+        &self,
+        org_id: Id,
+        member_id: Id,
+        op: MemberOp,
+    ) -> Result<Option<Member>, OpError> {
         let scope_id = self.router.scope_of(org_id)?;
         let _admission = self.admit(scope_id, true)?;
         self.members.send(&self.router, member_id, org_id, op).await
@@ -216,13 +235,25 @@ impl Runtime {
     }
 
     /// Lists an org's members by ascending id (read from the store: paging needs no actor).
-    pub fn list_members(&self, org_id: Id, after: Id, limit: usize) -> Result<Vec<Member>, OpError> {
+    pub fn list_members(
+        &self,
+        org_id: Id,
+        after: Id,
+        limit: usize,
+    ) -> Result<Vec<Member>, OpError> {
         found(self.router.store.get_org(org_id), "organization")?;
-        Ok(self.router.store.members_of_org_page(org_id, after, limit)?)
+        Ok(self
+            .router
+            .store
+            .members_of_org_page(org_id, after, limit)?)
     }
 
     /// Returns the other members of the member's profile with their channels.
-    pub async fn unification(&self, org_id: Id, member_id: Id) -> Result<Vec<(Member, Option<Channel>)>, OpError> {
+    pub async fn unification(
+        &self,
+        org_id: Id,
+        member_id: Id,
+    ) -> Result<Vec<(Member, Option<Channel>)>, OpError> {
         let members = self
             .call(org_id, false, |reply| ScopeMsg::Unification {
                 org_id,
@@ -251,7 +282,12 @@ impl Runtime {
         .await
     }
 
-    pub async fn explain(&self, org_id: Id, member_id: Id, other: Id) -> Result<Explanation, OpError> {
+    pub async fn explain(
+        &self,
+        org_id: Id,
+        member_id: Id,
+        other: Id,
+    ) -> Result<Explanation, OpError> {
         self.call(org_id, false, |reply| ScopeMsg::Explain {
             org_id,
             member_id,
@@ -271,20 +307,24 @@ impl Runtime {
     // Unify settings.
 
     pub async fn setting(&self, org_id: Id) -> Result<ScopeRecord, OpError> {
-        self.call(org_id, false, |reply| ScopeMsg::Setting { reply }).await
+        self.call(org_id, false, |reply| ScopeMsg::Setting { reply })
+            .await
     }
 
     /// Replaces the org's scope keys and schedules re-unification; returns the new setting.
     pub async fn set_keys(&self, org_id: Id, keys: Vec<UnifyKey>) -> Result<ScopeRecord, OpError> {
-        self.call(org_id, true, |reply| ScopeMsg::SetKeys { keys, reply }).await
+        self.call(org_id, true, |reply| ScopeMsg::SetKeys { keys, reply })
+            .await
     }
 
     pub async fn dry_run(&self, org_id: Id, keys: KeySet) -> Result<DryRun, OpError> {
-        self.call(org_id, false, |reply| ScopeMsg::DryRun { keys, reply }).await
+        self.call(org_id, false, |reply| ScopeMsg::DryRun { keys, reply })
+            .await
     }
 
     pub async fn hot_values(&self, org_id: Id) -> Result<Vec<HotValue>, OpError> {
-        self.call(org_id, false, |reply| ScopeMsg::HotValues { reply }).await
+        self.call(org_id, false, |reply| ScopeMsg::HotValues { reply })
+            .await
     }
 
     /// Returns whether the org's scope has no pending unification work.
@@ -328,7 +368,11 @@ impl Runtime {
         let _admin = self.admin.lock().await;
         let store = &self.router.store;
         found(store.get_account(account_id), "account")?;
-        if store.orgs_of_account(account_id)?.iter().any(|o| o.source == source) {
+        if store
+            .orgs_of_account(account_id)?
+            .iter()
+            .any(|o| o.source == source)
+        {
             return Err(OpError::conflict(
                 "ORGANIZATION_EXISTS",
                 format!("the account already has a {} organization", source.as_str()),
@@ -400,14 +444,21 @@ impl Runtime {
 
     /// Joins the account's caac and maac orgs into the caac org's scope with `keys`, and
     /// schedules the re-unification of the joined scope.
-    pub async fn integrate(&self, account_id: Id, keys: Vec<UnifyKey>) -> Result<ScopeRecord, OpError> {
+    pub async fn integrate(
+        &self,
+        account_id: Id,
+        keys: Vec<UnifyKey>,
+    ) -> Result<ScopeRecord, OpError> {
         KeySet::new(keys.clone()).map_err(|e| OpError::invalid(e.to_string()))?;
         let _admin = self.admin.lock().await;
         let store = &self.router.store;
         let (caac, maac) = self.account_orgs(account_id)?;
         let mut scope = store.get_scope(caac.scope_id)?;
         if scope.org_ids.len() > 1 || caac.scope_id == maac.scope_id {
-            return Err(OpError::conflict("CDH_ALREADY_CONNECTED", "the account is already connected"));
+            return Err(OpError::conflict(
+                "CDH_ALREADY_CONNECTED",
+                "the account is already connected",
+            ));
         }
         let absorbed = maac.scope_id;
         self.stop_scope(scope.id, false).await;
@@ -426,7 +477,10 @@ impl Runtime {
             ..maac
         };
         let mut batch = WriteBatch::new();
-        batch.put_scope(&scope).put_org(&maac).delete_scope(absorbed);
+        batch
+            .put_scope(&scope)
+            .put_org(&maac)
+            .delete_scope(absorbed);
         self.write(batch).await?;
         self.start_scope(scope.id).await?;
         Ok(scope)
@@ -440,7 +494,10 @@ impl Runtime {
         let (caac, maac) = self.account_orgs(account_id)?;
         let mut scope = store.get_scope(caac.scope_id)?;
         if scope.org_ids.len() < 2 {
-            return Err(OpError::conflict("CDH_NOT_CONNECTED", "the account is not connected"));
+            return Err(OpError::conflict(
+                "CDH_NOT_CONNECTED",
+                "the account is not connected",
+            ));
         }
         self.stop_scope(scope.id, false).await;
         let now = now_millis();
@@ -496,7 +553,11 @@ impl Runtime {
     }
 
     /// Returns key records for `keys`, keeping the ids of attributes already present.
-    fn key_records(&self, current: &[UnifyKeyRecord], keys: &[UnifyKey]) -> Result<Vec<UnifyKeyRecord>, OpError> {
+    fn key_records(
+        &self,
+        current: &[UnifyKeyRecord],
+        keys: &[UnifyKey],
+    ) -> Result<Vec<UnifyKeyRecord>, OpError> {
         keys.iter()
             .map(|k| {
                 let id = match current.iter().find(|r| r.attribute == k.attribute.as_str()) {
@@ -548,7 +609,11 @@ impl Runtime {
     #[doc(hidden)]
     pub fn inject_panic(&self, org_id: Id) -> Result<(), OpError> {
         let scope_id = self.router.scope_of(org_id)?;
-        let actor = self.router.entry(scope_id)?.actor.ok_or(OpError::Unavailable("stopped".into()))?;
+        let actor = self
+            .router
+            .entry(scope_id)?
+            .actor
+            .ok_or(OpError::Unavailable("stopped".into()))?;
         actor
             .send_message(ScopeMsg::Panic)
             .map_err(|e| OpError::Unavailable(e.to_string()))
@@ -557,7 +622,9 @@ impl Runtime {
 
 fn random_hex(bytes: usize) -> String {
     let mut rng = rand::rng();
-    (0..bytes).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
 }
 
 /// Returns a random (version 4) UUID.

@@ -209,7 +209,11 @@ impl Actor for Scope {
                 done: 0,
             }),
             None if !mismatches.is_empty() => {
-                tracing::warn!(scope_id = id, members = mismatches.len(), "stored partition differs from rebuild, repairing");
+                tracing::warn!(
+                    scope_id = id,
+                    members = mismatches.len(),
+                    "stored partition differs from rebuild, repairing"
+                );
                 Some(Job {
                     kind: JobKind::HotValue,
                     total: mismatches.len() as u64,
@@ -219,8 +223,12 @@ impl Actor for Scope {
             }
             None => None,
         };
-        args.status.job_active.store(job.is_some(), Ordering::Release);
-        args.status.members.store(unifier.len() as u64, Ordering::Release);
+        args.status
+            .job_active
+            .store(job.is_some(), Ordering::Release);
+        args.status
+            .members
+            .store(unifier.len() as u64, Ordering::Release);
         Ok(ScopeState {
             id,
             store: args.store,
@@ -243,7 +251,11 @@ impl Actor for Scope {
         state: &mut ScopeState,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(job) = &state.job {
-            tracing::info!(scope_id = state.id, members = job.total, "resuming re-unification job");
+            tracing::info!(
+                scope_id = state.id,
+                members = job.total,
+                "resuming re-unification job"
+            );
             let total = job.total;
             state.emit(EventBody::MergeProgress {
                 done: 0,
@@ -532,7 +544,12 @@ impl ScopeState {
         Ok(member)
     }
 
-    fn identity(&self, org_id: Id, channel_id: Option<Id>, ext: &str) -> Result<Option<Id>, OpError> {
+    fn identity(
+        &self,
+        org_id: Id,
+        channel_id: Option<Id>,
+        ext: &str,
+    ) -> Result<Option<Id>, OpError> {
         let key = (org_id, channel_id, ext.to_owned());
         if let Some(id) = self.pending.identities.get(&key) {
             return Ok(*id);
@@ -625,7 +642,11 @@ impl ScopeState {
             self.pending.batch.delete_member(&member);
             self.pending.members.insert(member_id, None);
             self.pending.identities.insert(
-                (member.org_id, member.channel_id, member.external_member_id.clone()),
+                (
+                    member.org_id,
+                    member.channel_id,
+                    member.external_member_id.clone(),
+                ),
                 None,
             );
             self.write_moves(&delta, member_id)?;
@@ -734,7 +755,13 @@ impl ScopeState {
         }
         let fresh = keys
             .iter()
-            .filter(|k| !self.record.keys.iter().any(|r| r.attribute == k.attribute.as_str()))
+            .filter(|k| {
+                !self
+                    .record
+                    .keys
+                    .iter()
+                    .any(|r| r.attribute == k.attribute.as_str())
+            })
             .count() as u64;
         let mut ids = match self.store.allocate_ids(IdKind::UnifyKey, fresh) {
             Ok(range) => range,

@@ -149,7 +149,10 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SupervisorMsg::Start { scope_id, reply } => {
-                let result = state.spawn(&myself, scope_id).await.map_err(|e| e.to_string());
+                let result = state
+                    .spawn(&myself, scope_id)
+                    .await
+                    .map_err(|e| e.to_string());
                 let _ = reply.send(result);
             }
             SupervisorMsg::Stop {
@@ -196,7 +199,12 @@ impl Actor for Supervisor {
             }
         } else {
             tracing::error!(scope_id, "scope restarted too often, marking it failed");
-            state.args.registry.status(scope_id).failed.store(true, Ordering::Release);
+            state
+                .args
+                .registry
+                .status(scope_id)
+                .failed
+                .store(true, Ordering::Release);
         }
         Ok(())
     }
@@ -204,7 +212,11 @@ impl Actor for Supervisor {
 
 impl SupervisorState {
     /// Spawns the scope's actor from the store; a scope that cannot load is marked failed.
-    async fn spawn(&mut self, myself: &ActorRef<SupervisorMsg>, scope_id: Id) -> Result<(), ActorProcessingErr> {
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        scope_id: Id,
+    ) -> Result<(), ActorProcessingErr> {
         let status = self.args.registry.status(scope_id);
         let args = ScopeArgs {
             scope_id,
@@ -233,7 +245,10 @@ impl SupervisorState {
         let window = self.args.settings.restart_window;
         let times = self.restarts.entry(scope_id).or_default();
         let now = Instant::now();
-        while times.front().is_some_and(|t| now.duration_since(*t) > window) {
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
             times.pop_front();
         }
         times.push_back(now);
