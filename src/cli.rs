@@ -38,6 +38,14 @@ pub enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Writes members until killed, printing each acknowledged write (crash test driver).
+    #[command(hide = true)]
+    CrashDriver {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        writers: usize,
+    },
     /// Prints deterministic synthetic members as NDJSON.
     Gen {
         /// Number of members.

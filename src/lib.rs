@@ -1,8 +1,12 @@
 //! unify: a self-hosted, single-binary profile unification engine.
 //!
-//! The binary parses its command line and calls into this crate; everything else (the engine,
-//! actors, storage) lives in the `unify-actors` and `unify-storage` crates.
+//! The binary parses its command line and calls into this crate; the engine and actors live in
+//! `unify-actors`, storage in `unify-storage`.
 
 pub mod cli;
 pub mod config;
+pub mod driver;
+pub mod server;
 pub mod synth;
+
+pub use server::run;

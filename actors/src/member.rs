@@ -22,7 +22,7 @@ use crate::scope::ScopeMsg;
 pub enum MemberMsg {
     Op {
         org_id: Id,
-        op: MemberOp,
+        op: Box<MemberOp>,
         reply: RpcReplyPort<Result<Option<Member>, OpError>>,
     },
     /// Periodic idle check.
@@ -84,9 +84,14 @@ impl MemberRegistry {
             running.queued.fetch_add(1, Ordering::AcqRel);
             running
         };
-        let sent = running
-            .actor
-            .call(|reply| MemberMsg::Op { org_id, op, reply }, None);
+        let sent = running.actor.call(
+            |reply| MemberMsg::Op {
+                org_id,
+                op: Box::new(op),
+                reply,
+            },
+            None,
+        );
         match sent.await {
             Ok(ractor::rpc::CallResult::Success(result)) => result,
             _ => {
@@ -172,7 +177,7 @@ impl Actor for MemberActor {
                             .call(scope_id, |reply| ScopeMsg::Mutate {
                                 org_id,
                                 member_id,
-                                op,
+                                op: *op,
                                 reply,
                             })
                             .await

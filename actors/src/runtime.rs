@@ -128,11 +128,7 @@ impl Runtime {
 
     /// Returns whether every scope actor is running (none failed, none restarting).
     pub fn is_ready(&self) -> bool {
-        self.router
-            .scopes
-            .statuses()
-            .iter()
-            .all(|(_, s)| s.running.load(Ordering::Acquire) && !s.failed.load(Ordering::Acquire))
+        self.router.scopes.all_running()
     }
 
     /// Returns the ids of scopes marked failed.

@@ -32,8 +32,21 @@ use crate::ops::{self, MemberOp, NewMember};
 use crate::settings::Settings;
 use crate::status::ScopeStatus;
 
-/// A reply whose value is ready but which is sent only once the batch is durable.
+/// The reply port of a scope call.
 type Reply<T> = RpcReplyPort<Result<T, OpError>>;
+
+/// A reply whose value is ready but which is sent only once the batch is durable; it is given
+/// the outcome of the commit.
+type Deferred = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// A scope as loaded from the store, before its actor state is assembled.
+struct Loaded {
+    record: ScopeRecord,
+    orgs: HashMap<Id, Org>,
+    unifier: Unifier,
+    /// Members whose stored profile differs from the rebuilt partition.
+    mismatches: Vec<Move>,
+}
 
 /// The unified profile of a member (SPEC 2.4).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +144,7 @@ pub struct Scope;
 #[derive(Default)]
 struct Pending {
     batch: WriteBatch,
-    replies: Vec<Box<dyn FnOnce(Result<(), String>) + Send>>,
+    replies: Vec<Deferred>,
     events: Vec<Event>,
     /// Members written in this batch (`None`: deleted), read before the store.
     members: HashMap<Id, Option<Member>>,
@@ -199,7 +212,12 @@ impl Actor for Scope {
         let id = args.scope_id;
         // Loading reads and normalizes every member: blocking work, kept off the runtime.
         let loaded = tokio::task::spawn_blocking(move || load(&store, &settings, id)).await??;
-        let (record, orgs, unifier, mismatches) = loaded;
+        let Loaded {
+            record,
+            orgs,
+            unifier,
+            mismatches,
+        } = loaded;
         let oldest_seq = args.store.oldest_event_seq(id)?.unwrap_or(0);
         let job = match &record.pending_job {
             Some(pending) => Some(Job {
@@ -382,11 +400,7 @@ impl Actor for Scope {
 
 /// Loads a scope from the store: its record, orgs and members, the rebuilt partition, and the
 /// members whose stored profile differs from it.
-fn load(
-    store: &Store,
-    settings: &Settings,
-    id: Id,
-) -> Result<(ScopeRecord, HashMap<Id, Org>, Unifier, Vec<Move>), ActorProcessingErr> {
+fn load(store: &Store, settings: &Settings, id: Id) -> Result<Loaded, ActorProcessingErr> {
     let record = store.get_scope(id)?;
     let keys = scope_keys(&record)?;
     let mut orgs = HashMap::new();
@@ -414,7 +428,12 @@ fn load(
         })
         .collect();
     mismatches.sort_by_key(|m| (m.to, m.member));
-    Ok((record, orgs, unifier, mismatches))
+    Ok(Loaded {
+        record,
+        orgs,
+        unifier,
+        mismatches,
+    })
 }
 
 impl ScopeState {

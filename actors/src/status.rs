@@ -18,6 +18,8 @@ pub struct ScopeStatus {
     pub members: AtomicU64,
     /// The actor is running (false while it loads or restarts).
     pub running: AtomicBool,
+    /// Times an actor was started for this scope (restarts included).
+    pub starts: AtomicU64,
     /// The actor failed more often than the restart limit allows and is not restarted.
     pub failed: AtomicBool,
 }

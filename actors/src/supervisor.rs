@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    Actor, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SupervisionEvent,
+};
 use unify_storage::{Id, Store};
 
 use crate::hub::Hub;
@@ -56,10 +58,26 @@ impl Registry {
             .clone()
     }
 
+    /// Sets or clears the scope's actor; a cleared scope is not running, whatever its last
+    /// actor managed to record (a panicking actor runs no `post_stop`).
     fn set_actor(&self, scope_id: Id, actor: Option<ActorRef<ScopeMsg>>) {
         if let Some(entry) = self.write().get_mut(&scope_id) {
+            if actor.is_none() {
+                entry.status.running.store(false, Ordering::Release);
+            }
             entry.actor = actor;
         }
+    }
+
+    /// Returns whether every scope has a running actor and none failed.
+    pub fn all_running(&self) -> bool {
+        self.read().values().all(|e| {
+            e.actor
+                .as_ref()
+                .is_some_and(|a| a.get_status() == ActorStatus::Running)
+                && e.status.running.load(Ordering::Acquire)
+                && !e.status.failed.load(Ordering::Acquire)
+        })
     }
 
     fn remove(&self, scope_id: Id) {
@@ -229,6 +247,7 @@ impl SupervisorState {
             Ok((actor, _)) => {
                 self.children.insert(actor.get_id(), scope_id);
                 status.failed.store(false, Ordering::Release);
+                status.starts.fetch_add(1, Ordering::AcqRel);
                 self.args.registry.set_actor(scope_id, Some(actor));
                 Ok(())
             }

@@ -146,6 +146,7 @@ async fn a_panicking_scope_is_restarted_and_loses_no_acknowledged_write() {
     rt.set_keys(w.caac, vec![key(Attribute::DisplayEmail)])
         .await
         .unwrap();
+    let status = rt.scope_status(rt.scope_of(w.caac).unwrap()).unwrap();
     let mut tasks = Vec::new();
     for i in 0..200 {
         let task_rt = rt.clone();
@@ -156,10 +157,14 @@ async fn a_panicking_scope_is_restarted_and_loses_no_acknowledged_write() {
                 .create_member(org, member(channel, &format!("m{i}"), Some(&email)))
                 .await
         }));
-        if i == 100 {
-            rt.inject_panic(w.caac).unwrap();
-        }
     }
+    // Crash the scope mid-stream, once some writes are durable and others are queued.
+    eventually("some writes to be durable", || {
+        status.members.load(std::sync::atomic::Ordering::Acquire) >= 20
+    })
+    .await;
+    let starts = status.starts.load(std::sync::atomic::Ordering::Acquire);
+    rt.inject_panic(w.caac).unwrap();
     let mut acknowledged = Vec::new();
     let mut refused = 0;
     for task in tasks {
@@ -174,9 +179,11 @@ async fn a_panicking_scope_is_restarted_and_loses_no_acknowledged_write() {
             Err(other) => panic!("unexpected error {other:?}"),
         }
     }
-    assert!(!acknowledged.is_empty());
-    let status = rt.scope_status(rt.scope_of(w.caac).unwrap()).unwrap();
-    eventually("the scope to restart", || rt.is_ready()).await;
+    assert!(acknowledged.len() >= 20);
+    eventually("the scope to restart", || {
+        status.starts.load(std::sync::atomic::Ordering::Acquire) > starts && rt.is_ready()
+    })
+    .await;
     assert!(!status.failed.load(std::sync::atomic::Ordering::Acquire));
     for m in &acknowledged {
         let stored = rt.get_member(w.caac, m.id).await.unwrap();
