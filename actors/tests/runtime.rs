@@ -77,6 +77,14 @@ async fn world(rt: &Runtime) -> World {
     }
 }
 
+/// Adds the account's maac org.
+async fn maac_org(rt: &Runtime, w: &World) -> Id {
+    rt.create_org(w.account, Source::Maac, "mkt", None)
+        .await
+        .unwrap()
+        .id
+}
+
 fn member(channel: Id, ext: &str, email: Option<&str>) -> NewMember {
     NewMember {
         channel_id: Some(channel),
@@ -348,11 +356,7 @@ async fn invalid_members_are_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let rt = boot(dir.path(), settings()).await;
     let w = world(&rt).await;
-    let maac = rt
-        .create_org(w.account, Source::Maac, "mkt", None)
-        .await
-        .unwrap()
-        .id;
+    let maac = maac_org(&rt, &w).await;
     let before = rt.setting(w.caac).await.unwrap().last_seq;
     for (org, m) in [
         (
@@ -498,11 +502,7 @@ async fn integrate_and_disconnect_reshape_scopes() {
     let dir = tempfile::tempdir().unwrap();
     let rt = boot(dir.path(), settings()).await;
     let w = world(&rt).await;
-    let maac = rt
-        .create_org(w.account, Source::Maac, "mkt", None)
-        .await
-        .unwrap()
-        .id;
+    let maac = maac_org(&rt, &w).await;
     let (chat, _) = rt
         .create_member(w.caac, member(w.channel, "c", Some("k@x.com")))
         .await
