@@ -1,7 +1,7 @@
 //! Translation between stored records and the engine's inputs, shared by the scope actor and
 //! the offline verifier so that both see members exactly alike.
 
-use unify_storage::{Member, ScopeRecord};
+use unify_storage::{IdKind, Member, ScopeRecord, Store, StoreError, UnifyKeyRecord};
 
 use crate::engine::{
     ATTRIBUTE_COUNT, Attribute, KeySet, KeySetError, LinkValues, Normalizer, UnifyKey,
@@ -57,6 +57,29 @@ pub fn scope_keys(scope: &ScopeRecord) -> Result<KeySet, ScopeKeysError> {
         })
         .collect::<Result<Vec<_>, ScopeKeysError>>()?;
     Ok(KeySet::new(keys)?)
+}
+
+/// Returns the stored records of `keys` in priority order: an attribute already in `current`
+/// keeps its key id, every other key gets a fresh one.
+pub fn key_records(
+    store: &Store,
+    current: &[UnifyKeyRecord],
+    keys: &[UnifyKey],
+) -> Result<Vec<UnifyKeyRecord>, StoreError> {
+    let existing = |k: &UnifyKey| current.iter().find(|r| r.attribute == k.attribute.as_str());
+    let fresh = keys.iter().filter(|k| existing(k).is_none()).count() as u64;
+    let mut ids = store.allocate_ids(IdKind::UnifyKey, fresh)?;
+    Ok(keys
+        .iter()
+        .map(|k| UnifyKeyRecord {
+            id: existing(k)
+                .map(|r| r.id)
+                .or_else(|| ids.next())
+                .expect("one fresh id per new key"),
+            attribute: k.attribute.as_str().to_owned(),
+            is_distinct: k.is_distinct,
+        })
+        .collect())
 }
 
 /// A stored key setting that the engine refuses.

@@ -11,13 +11,14 @@ use rand::Rng;
 use tokio::sync::Mutex;
 use unify_storage::{
     Account, Channel, ContactApi, Id, IdKind, JobKind, Member, Org, PendingJob, ScopeRecord,
-    Source, Store, UnifyKeyRecord, WriteBatch,
+    Source, Store, StoreError, WriteBatch,
 };
 
 use crate::clock::now_millis;
 use crate::engine::{DryRun, Explanation, HotValue, KeySet, UnifyKey};
 use crate::error::{OpError, found};
 use crate::hub::Hub;
+use crate::links::{key_records, scope_keys};
 use crate::member::MemberRegistry;
 use crate::ops::{MemberOp, NewMember};
 use crate::router::Router;
@@ -462,7 +463,7 @@ impl Runtime {
         let now = now_millis();
         scope.org_ids = vec![caac.id, maac.id];
         scope.org_ids.sort_unstable();
-        scope.keys = self.key_records(&scope.keys, &keys)?;
+        scope.keys = key_records(store, &scope.keys, &keys)?;
         scope.pending_job = Some(PendingJob {
             kind: JobKind::Integrate,
             scheduled_at: now,
@@ -501,20 +502,12 @@ impl Runtime {
             kind: JobKind::Disconnect,
             scheduled_at: now,
         });
-        let wanted: Vec<UnifyKey> = scope
-            .keys
-            .iter()
-            .filter_map(|k| {
-                Some(UnifyKey {
-                    attribute: k.attribute.parse().ok()?,
-                    is_distinct: k.is_distinct,
-                })
-            })
-            .collect();
+        let keys = scope_keys(&scope)
+            .map_err(|e| StoreError::Corrupt(format!("scope {}: {e}", scope.id)))?;
         let split = ScopeRecord {
             id: store.allocate_ids(IdKind::Scope, 1)?.start,
             org_ids: vec![maac.id],
-            keys: self.key_records(&[], &wanted)?,
+            keys: key_records(store, &[], keys.keys())?,
             last_seq: 0,
             pending_job: job.clone(),
             created_at: now,
@@ -546,27 +539,6 @@ impl Runtime {
                 "the account needs a caac and a maac organization",
             )),
         }
-    }
-
-    /// Returns key records for `keys`, keeping the ids of attributes already present.
-    fn key_records(
-        &self,
-        current: &[UnifyKeyRecord],
-        keys: &[UnifyKey],
-    ) -> Result<Vec<UnifyKeyRecord>, OpError> {
-        keys.iter()
-            .map(|k| {
-                let id = match current.iter().find(|r| r.attribute == k.attribute.as_str()) {
-                    Some(r) => r.id,
-                    None => self.router.store.allocate_ids(IdKind::UnifyKey, 1)?.start,
-                };
-                Ok(UnifyKeyRecord {
-                    id,
-                    attribute: k.attribute.as_str().to_owned(),
-                    is_distinct: k.is_distinct,
-                })
-            })
-            .collect()
     }
 
     async fn write(&self, batch: WriteBatch) -> Result<(), OpError> {

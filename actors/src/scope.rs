@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use unify_storage::{
     EventRecord, Id, IdKind, JobKind, Member, Org, OutboxEntry, PendingJob, ScopeRecord, Store,
-    UnifyKeyRecord, WriteBatch,
+    WriteBatch,
 };
 
 use crate::clock::{now_millis, rfc3339};
@@ -27,7 +27,7 @@ use crate::engine::{
 use crate::error::{OpError, found};
 use crate::events::{Event, EventBody, Reason, profile_events};
 use crate::hub::Hub;
-use crate::links::{member_links, scope_keys};
+use crate::links::{key_records, member_links, scope_keys};
 use crate::ops::{self, MemberOp, NewMember};
 use crate::settings::Settings;
 use crate::status::ScopeStatus;
@@ -772,35 +772,10 @@ impl ScopeState {
         if &keyset == self.unifier.keys() {
             return Ok(Ok(self.record.clone()));
         }
-        let fresh = keys
-            .iter()
-            .filter(|k| {
-                !self
-                    .record
-                    .keys
-                    .iter()
-                    .any(|r| r.attribute == k.attribute.as_str())
-            })
-            .count() as u64;
-        let mut ids = match self.store.allocate_ids(IdKind::UnifyKey, fresh) {
-            Ok(range) => range,
+        self.record.keys = match key_records(&self.store, &self.record.keys, &keys) {
+            Ok(records) => records,
             Err(e) => return Ok(Err(e.into())),
         };
-        self.record.keys = keys
-            .iter()
-            .map(|k| UnifyKeyRecord {
-                id: self
-                    .record
-                    .keys
-                    .iter()
-                    .find(|r| r.attribute == k.attribute.as_str())
-                    .map(|r| r.id)
-                    .or_else(|| ids.next())
-                    .unwrap_or_default(),
-                attribute: k.attribute.as_str().to_owned(),
-                is_distinct: k.is_distinct,
-            })
-            .collect();
         let now = now_millis();
         self.record.updated_at = now;
         self.record.pending_job = Some(PendingJob {
