@@ -169,6 +169,21 @@ struct Job {
     total: u64,
 }
 
+impl Job {
+    /// A job rewriting the moved members (erasures need no rewrite), grouped by new profile so
+    /// that a profile's members tend to land in one chunk.
+    fn new(kind: JobKind, mut moves: Vec<Move>) -> Job {
+        moves.retain(|m| m.to.is_some());
+        moves.sort_by_key(|m| (m.to, m.member));
+        Job {
+            kind,
+            total: moves.len() as u64,
+            remaining: moves.into(),
+            done: 0,
+        }
+    }
+}
+
 /// The state of a scope actor.
 pub struct ScopeState {
     id: Id,
@@ -219,28 +234,19 @@ impl Actor for Scope {
             mismatches,
         } = loaded;
         let oldest_seq = args.store.oldest_event_seq(id)?.unwrap_or(0);
-        let job = match &record.pending_job {
-            Some(pending) => Some(Job {
-                kind: pending.kind.clone(),
-                total: mismatches.len() as u64,
-                remaining: mismatches.into(),
-                done: 0,
-            }),
+        let kind = match &record.pending_job {
+            Some(pending) => Some(pending.kind.clone()),
             None if !mismatches.is_empty() => {
                 tracing::warn!(
                     scope_id = id,
                     members = mismatches.len(),
                     "stored partition differs from rebuild, repairing"
                 );
-                Some(Job {
-                    kind: JobKind::HotValue,
-                    total: mismatches.len() as u64,
-                    remaining: mismatches.into(),
-                    done: 0,
-                })
+                Some(JobKind::HotValue)
             }
             None => None,
         };
+        let job = kind.map(|kind| Job::new(kind, mismatches));
         args.status
             .job_active
             .store(job.is_some(), Ordering::Release);
@@ -268,20 +274,13 @@ impl Actor for Scope {
         myself: ActorRef<ScopeMsg>,
         state: &mut ScopeState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(job) = &state.job {
+        if let Some(job) = state.job.take() {
             tracing::info!(
                 scope_id = state.id,
                 members = job.total,
                 "resuming re-unification job"
             );
-            let total = job.total;
-            state.emit(EventBody::MergeProgress {
-                done: 0,
-                total,
-                is_finished: false,
-            });
-            state.schedule_flush(&myself)?;
-            myself.send_message(ScopeMsg::JobChunk)?;
+            state.begin_job(&myself, job)?;
         }
         state.status.running.store(true, Ordering::Release);
         Ok(())
@@ -416,7 +415,7 @@ fn load(store: &Store, settings: &Settings, id: Id) -> Result<Loaded, ActorProce
             .iter()
             .map(|m| (m.id, member_links(&settings.normalizer, m))),
     );
-    let mut mismatches: Vec<Move> = members
+    let mismatches: Vec<Move> = members
         .iter()
         .filter_map(|m| {
             let now = unifier.profile_of(m.id)?;
@@ -427,7 +426,6 @@ fn load(store: &Store, settings: &Settings, id: Id) -> Result<Loaded, ActorProce
             })
         })
         .collect();
-    mismatches.sort_by_key(|m| (m.to, m.member));
     Ok(Loaded {
         record,
         orgs,
@@ -592,13 +590,10 @@ impl ScopeState {
             (unify_storage::Source::Caac, Some(channel_id)) => {
                 match self.store.get_channel(channel_id) {
                     Ok(channel) if channel.org_id == org_id => Ok(org),
-                    Ok(_) => Err(OpError::invalid(format!(
+                    Err(e) if !e.is_not_found() => Err(e.into()),
+                    _ => Err(OpError::invalid(format!(
                         "channel {channel_id} is not a channel of this organization"
                     ))),
-                    Err(e) if e.is_not_found() => Err(OpError::invalid(format!(
-                        "channel {channel_id} is not a channel of this organization"
-                    ))),
-                    Err(e) => Err(e.into()),
                 }
             }
             (unify_storage::Source::Maac, Some(_)) => Err(OpError::invalid(
@@ -783,33 +778,25 @@ impl ScopeState {
             scheduled_at: now,
         });
         let delta = self.unifier.set_keys(keyset);
-        self.start_job(myself, JobKind::KeysChanged, delta.moves)?;
+        self.begin_job(myself, Job::new(JobKind::KeysChanged, delta.moves))?;
         Ok(Ok(self.record.clone()))
     }
 
-    fn start_job(
+    /// Starts rewriting the job's members: progress from zero, then chunks behind the queue.
+    fn begin_job(
         &mut self,
         myself: &ActorRef<ScopeMsg>,
-        kind: JobKind,
-        mut moves: Vec<Move>,
+        job: Job,
     ) -> Result<(), ActorProcessingErr> {
-        moves.retain(|m| m.to.is_some());
-        moves.sort_by_key(|m| (m.to, m.member));
-        let total = moves.len() as u64;
         self.status.job_active.store(true, Ordering::Release);
         self.status.job_done.store(0, Ordering::Release);
-        self.status.job_total.store(total, Ordering::Release);
+        self.status.job_total.store(job.total, Ordering::Release);
         self.emit(EventBody::MergeProgress {
             done: 0,
-            total,
+            total: job.total,
             is_finished: false,
         });
-        self.job = Some(Job {
-            kind,
-            remaining: moves.into(),
-            done: 0,
-            total,
-        });
+        self.job = Some(job);
         self.schedule_flush(myself)?;
         myself.send_message(ScopeMsg::JobChunk)?;
         Ok(())
