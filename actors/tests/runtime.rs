@@ -5,9 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::broadcast;
 use unify_actors::engine::{Attribute, UnifyKey};
 use unify_actors::error::OpError;
-use unify_actors::events::EventBody;
+use unify_actors::events::{Event, EventBody};
 use unify_actors::ops::{MemberOp, MemberPatch, NewMember};
 use unify_actors::runtime::{NewChannel, Runtime};
 use unify_actors::settings::Settings;
@@ -407,17 +408,22 @@ async fn populate(rt: &Runtime, w: &World, n: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_change_reports_progress_and_finishes() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = boot(dir.path(), settings()).await;
+/// Boots a scope keyed by email holding 3000 imported members, subscribed to its events.
+async fn keyed_scope(dir: &Path) -> (Runtime, World, broadcast::Receiver<Arc<Event>>) {
+    let rt = boot(dir, settings()).await;
     let w = world(&rt).await;
     rt.set_keys(w.caac, vec![key(Attribute::DisplayEmail)])
         .await
         .unwrap();
     populate(&rt, &w, 3000).await;
-    let scope = rt.scope_of(w.caac).unwrap();
-    let mut events = rt.hub().subscribe(scope);
+    let events = rt.hub().subscribe(rt.scope_of(w.caac).unwrap());
+    (rt, w, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_change_reports_progress_and_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, w, mut events) = keyed_scope(dir.path()).await;
     rt.set_keys(
         w.caac,
         vec![key(Attribute::DisplayEmail), key(Attribute::CustomId)],
@@ -465,14 +471,7 @@ async fn a_key_change_reports_progress_and_finishes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_killed_midway_resumes_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = boot(dir.path(), settings()).await;
-    let w = world(&rt).await;
-    rt.set_keys(w.caac, vec![key(Attribute::DisplayEmail)])
-        .await
-        .unwrap();
-    populate(&rt, &w, 3000).await;
-    let scope = rt.scope_of(w.caac).unwrap();
-    let mut events = rt.hub().subscribe(scope);
+    let (rt, w, mut events) = keyed_scope(dir.path()).await;
     rt.set_keys(w.caac, vec![key(Attribute::CustomId)])
         .await
         .unwrap();
