@@ -5,6 +5,8 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod hub;
+pub mod import;
+pub mod input;
 pub mod links;
 pub mod member;
 pub mod ops;

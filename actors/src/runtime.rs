@@ -56,6 +56,8 @@ pub struct Runtime {
     supervisor_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     members: Arc<MemberRegistry>,
     hub: Hub,
+    /// Running bulk-import drivers.
+    imports: crate::import::Imports,
     /// Serializes directory writes and scope re-shaping, which are rare.
     admin: Mutex<()>,
 }
@@ -90,7 +92,7 @@ impl Runtime {
         let (supervisor, task) = Actor::spawn(None, Supervisor, args)
             .await
             .map_err(|e| OpError::Unavailable(format!("supervisor failed to start: {e}")))?;
-        Ok(Runtime {
+        let runtime = Runtime {
             router: Arc::new(Router {
                 store,
                 settings,
@@ -100,12 +102,16 @@ impl Runtime {
             supervisor_task: Mutex::new(Some(task)),
             members: Arc::default(),
             hub,
+            imports: crate::import::Imports::default(),
             admin: Mutex::new(()),
-        })
+        };
+        runtime.imports.resume(&runtime.router).await?;
+        Ok(runtime)
     }
 
     /// Stops every actor (each scope commits what it handled) and flushes the store.
     pub async fn shutdown(&self) -> Result<(), OpError> {
+        self.imports.stop_all().await;
         self.members.stop_all().await;
         self.supervisor.stop(None);
         if let Some(task) = self.supervisor_task.lock().await.take() {
@@ -180,6 +186,30 @@ impl Runtime {
 
     // ----------------------------------------------------------------------------------------
     // Members.
+
+    /// Starts a bulk import of NDJSON members (`POST /chat/members/import`): streams the body
+    /// to a spool file next to the store (never into memory), fsyncs it, records the job and
+    /// returns its id; the members are created in the background (see [`crate::import`]). The
+    /// job resumes after a restart. `NotFound` if the org does not exist; `InvalidArgument` if
+    /// the body stream fails.
+    pub async fn start_import<S, B, E>(&self, org_id: Id, body: S) -> Result<Id, OpError>
+    where
+        S: futures_util::Stream<Item = Result<B, E>> + Send + Unpin,
+        B: AsRef<[u8]>,
+        E: std::fmt::Display,
+    {
+        crate::import::start(&self.imports, &self.router, org_id, body).await
+    }
+
+    /// Returns an import job of the org (`GET /imports/:job_id`); `NotFound` for a job of
+    /// another org.
+    pub fn import_status(
+        &self,
+        org_id: Id,
+        job_id: Id,
+    ) -> Result<unify_storage::ImportJob, OpError> {
+        crate::import::status(&self.router.store, org_id, job_id)
+    }
 
     /// Creates a member, or returns the existing one (`false`) with the same identity.
     pub async fn create_member(

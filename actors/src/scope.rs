@@ -57,6 +57,8 @@ pub struct ProfileView {
     pub view: MergedView,
 }
 
+mod import_chunk;
+
 /// Messages of the scope actor.
 #[derive(Debug)]
 pub enum ScopeMsg {
@@ -72,6 +74,13 @@ pub enum ScopeMsg {
         org_id: Id,
         members: Vec<NewMember>,
         reply: Reply<Vec<Result<Member, OpError>>>,
+    },
+    /// Applies one chunk of a bulk import with its job record in one atomic write, and
+    /// answers with the job record after it (see [`crate::import`]).
+    ImportChunk {
+        org_id: Id,
+        chunk: Arc<crate::import::ImportChunk>,
+        reply: Reply<unify_storage::ImportJob>,
     },
     /// Applies an operation to an existing member; `None` after a delete.
     Mutate {
@@ -327,6 +336,11 @@ impl Actor for Scope {
                 }
                 state.respond(reply, Ok(results));
             }
+            ScopeMsg::ImportChunk {
+                org_id,
+                chunk,
+                reply,
+            } => return state.import_chunk(org_id, &chunk, reply).await,
             ScopeMsg::Mutate {
                 org_id,
                 member_id,

@@ -22,11 +22,15 @@ pub struct ScopeStatus {
     pub starts: AtomicU64,
     /// The actor failed more often than the restart limit allows and is not restarted.
     pub failed: AtomicBool,
+    /// Bulk imports running into the scope (their members are not all unified yet).
+    pub imports: AtomicUsize,
 }
 
 impl ScopeStatus {
     /// Returns whether the scope has no pending unification work.
     pub fn is_finished(&self) -> bool {
-        !self.job_active.load(Ordering::Acquire) && self.mutating.load(Ordering::Acquire) == 0
+        !self.job_active.load(Ordering::Acquire)
+            && self.mutating.load(Ordering::Acquire) == 0
+            && self.imports.load(Ordering::Acquire) == 0
     }
 }

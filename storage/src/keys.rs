@@ -21,6 +21,7 @@
 //! | `0x18` | scope id, seq                             | `EventRecord`              |
 //! | `0x19` | scope id, seq                             | `OutboxEntry`              |
 //! | `0x1a` | scope id, seq                             | `OutboxEntry` (dead letter)|
+//! | `0x20` | job id                                    | `ImportJob`                |
 //!
 //! Ids and seqs are 8-byte big-endian. Channel id 0 stands for "no channel" (ids start at 1).
 //! External ids and usernames are the last component, so their variable length is unambiguous.
@@ -54,6 +55,8 @@ pub const EVENT: u8 = 0x18;
 pub const OUTBOX: u8 = 0x19;
 /// Prefix of dead-lettered outbox entries by scope and seq.
 pub const DEAD: u8 = 0x1a;
+/// Prefix of bulk import jobs by id (`0x20`, apart from the `0x1_` member and scope records).
+pub const IMPORT_JOB: u8 = 0x20;
 
 /// Key of the schema version.
 pub const SCHEMA_VERSION_KEY: &[u8] = b"\x00schema_version";
@@ -125,6 +128,11 @@ pub fn member(id: Id) -> [u8; 9] {
 /// Returns the key of a scope.
 pub fn scope(id: Id) -> [u8; 9] {
     id_key(SCOPE, id)
+}
+
+/// Returns the key of an import job.
+pub fn import_job(id: Id) -> [u8; 9] {
+    id_key(IMPORT_JOB, id)
 }
 
 /// Returns the key of the member-by-external-id index entry of one identity.

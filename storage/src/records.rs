@@ -181,6 +181,64 @@ pub struct OutboxEntry {
     pub last_error: Option<String>,
 }
 
+/// Where a bulk import stands (`GET /imports/:job_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImportStatus {
+    /// Lines remain to be applied; the job resumes after a restart.
+    Running,
+    /// Every line was applied or counted as failed.
+    Finished,
+    /// The job stopped before the end (its spool was lost or its org is gone).
+    Failed,
+}
+
+impl ImportStatus {
+    /// Returns the wire name (`running`, `finished` or `failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportStatus::Running => "running",
+            ImportStatus::Finished => "finished",
+            ImportStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One refused line of an import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportLineError {
+    /// 1-based line number in the uploaded body.
+    pub line: u64,
+    /// API error code (`MALFORMED_JSON`, `INVALID_ARGUMENT`, `EMPTY_EXTERNAL_ID`, ...).
+    pub code: String,
+    pub message: String,
+}
+
+/// A bulk import job. Written in the same atomic batch as each chunk of members it creates,
+/// so that `position` says exactly which lines are applied and a resumed job applies every
+/// line once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportJob {
+    pub id: Id,
+    pub org_id: Id,
+    pub status: ImportStatus,
+    /// Non-empty lines in the body.
+    pub total: u64,
+    /// Lines applied: members created, or found already present (idempotent).
+    pub done: u64,
+    /// Lines refused.
+    pub failed: u64,
+    /// The first 100 refused lines.
+    pub errors: Vec<ImportLineError>,
+    /// Bytes of the spooled body consumed so far: the driver resumes reading here.
+    pub position: u64,
+    /// Lines (empty ones included) consumed so far, for 1-based line numbers after a resume.
+    pub lines: u64,
+    /// Why the job failed, when it did.
+    pub failure: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
 /// Kinds of ids handed out by [`crate::Store::allocate_ids`]; each has its own counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IdKind {

@@ -19,7 +19,7 @@ use crate::codec;
 use crate::error::{Result, StoreError};
 use crate::keys;
 use crate::records::{
-    Account, Channel, EventRecord, Id, IdKind, Member, Org, OutboxEntry, ScopeRecord,
+    Account, Channel, EventRecord, Id, IdKind, ImportJob, Member, Org, OutboxEntry, ScopeRecord,
 };
 
 /// Schema version of the key layout and records, stored in the meta record. A store written
@@ -164,8 +164,7 @@ impl Store {
                 }
                 return Ok(max);
             }
-            // Jobs are not stored under their id; only the counter knows them.
-            IdKind::Job => return Ok(0),
+            IdKind::Job => keys::IMPORT_JOB,
         };
         match self.db.scan_prefix([prefix]).next_back().transpose()? {
             Some((key, _)) => keys::read_u64(&key, 1),
@@ -269,6 +268,16 @@ impl Store {
     /// Returns the scope `id`.
     pub fn get_scope(&self, id: Id) -> Result<ScopeRecord> {
         self.get_record(&keys::scope(id), "scope", id)
+    }
+
+    /// Returns the import job `id`.
+    pub fn get_import_job(&self, id: Id) -> Result<ImportJob> {
+        self.get_record(&keys::import_job(id), "import job", id)
+    }
+
+    /// Returns every import job, ascending id (to resume the running ones at start).
+    pub fn list_import_jobs(&self) -> Result<Vec<ImportJob>> {
+        self.scan_values(&[keys::IMPORT_JOB])
     }
 
     // ----- index lookups -------------------------------------------------------------------
@@ -618,6 +627,11 @@ impl WriteBatch {
     /// Writes a scope.
     pub fn put_scope(&mut self, scope: &ScopeRecord) -> &mut Self {
         self.insert_record(&keys::scope(scope.id), scope)
+    }
+
+    /// Writes an import job.
+    pub fn put_import_job(&mut self, job: &ImportJob) -> &mut Self {
+        self.insert_record(&keys::import_job(job.id), job)
     }
 
     /// Removes a scope (its events and outbox are removed separately).

@@ -1,0 +1,578 @@
+//! Bulk import (SPEC 4.4 `POST /chat/members/import`) as a durable background job.
+//!
+//! [`start`] streams the NDJSON body to a spool file next to the store (never holding the body
+//! in memory), fsyncs it, writes the [`ImportJob`] record and spawns the driver. The driver
+//! reads the spool in chunks on a blocking thread: it parses each non-empty line into a
+//! [`NewMember`] and normalizes its linking values there, off the scope actor, while the scope
+//! applies the previous chunk. The scope applies a chunk's members, their `import` events, a
+//! `merge_progress` event and the updated job record (counts, errors, spool position) in one
+//! atomic batch with one flush, so after a crash the job resumes at the first line not applied
+//! and every line is applied exactly once.
+//!
+//! Imports bypass member actors: each line creates a member or finds the existing one by
+//! identity inside the scope actor, which serializes it with every other create of the scope,
+//! and a member actor would only add a hop per line.
+
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use ractor::rpc::CallResult;
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+use unify_storage::{Id, IdKind, ImportJob, ImportLineError, ImportStatus, Store, WriteBatch};
+
+use crate::clock::now_millis;
+use crate::engine::{ATTRIBUTE_COUNT, Attribute, LinkValues, Normalizer};
+use crate::error::{OpError, found};
+use crate::input::{error_code, parse_member};
+use crate::ops::NewMember;
+use crate::router::Router;
+use crate::scope::ScopeMsg;
+use crate::status::ScopeStatus;
+
+/// Refused lines kept on the job record.
+pub const MAX_ERRORS: usize = 100;
+
+/// Longest wait for the scope to apply one chunk; a chunk that is answered later is detected
+/// by its position and not applied twice.
+const CHUNK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One parsed line, with its linking values computed off the scope actor.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// 1-based line number in the body.
+    pub line: u64,
+    pub member: NewMember,
+    pub links: LinkValues,
+}
+
+/// A chunk of lines for the scope actor to apply, with what the driver already knows: the lines
+/// that did not parse and where the next chunk starts.
+#[derive(Debug, Clone)]
+pub struct ImportChunk {
+    pub job_id: Id,
+    /// Spool position the chunk starts at; a chunk whose start is not the job's stored
+    /// position was already applied (a retry) and is answered with the stored job.
+    pub from: u64,
+    /// Spool position and line count after the chunk.
+    pub to: u64,
+    pub lines: u64,
+    /// Whether the chunk ends the spool: applying it finishes the job.
+    pub last: bool,
+    pub members: Vec<Prepared>,
+    /// Lines refused by parsing or validation before reaching the scope.
+    pub refused: Vec<ImportLineError>,
+}
+
+impl ImportChunk {
+    /// Returns the job record after the chunk: `done` lines applied by the scope, `refused`
+    /// more refused ones (`errors` holds the first [`MAX_ERRORS`] of all).
+    pub fn apply_to(&self, job: &mut ImportJob, done: u64, refused: Vec<ImportLineError>) {
+        job.done += done;
+        for e in self.refused.iter().cloned().chain(refused) {
+            job.failed += 1;
+            if job.errors.len() < MAX_ERRORS {
+                job.errors.push(e);
+            }
+        }
+        job.errors.sort_by_key(|e| e.line);
+        job.position = self.to;
+        job.lines = self.lines;
+        if self.last {
+            job.status = ImportStatus::Finished;
+        }
+        job.updated_at = now_millis();
+    }
+}
+
+/// Returns a line's refusal as the job reports it.
+pub fn line_error(line: u64, err: &OpError) -> ImportLineError {
+    ImportLineError {
+        line,
+        code: error_code(err).to_owned(),
+        message: err.to_string(),
+    }
+}
+
+/// Returns the linking values of a member to create; equal to those of the member record it
+/// becomes (a new member is never under manual unification).
+pub fn new_member_links(normalizer: &Normalizer, m: &NewMember) -> LinkValues {
+    let raw: [Option<&str>; ATTRIBUTE_COUNT] = std::array::from_fn(|i| match Attribute::ALL[i] {
+        Attribute::DisplayEmail => m.display_email.as_deref(),
+        Attribute::DisplayMobile => m.display_mobile.as_deref(),
+        Attribute::CustomId => m.custom_id.as_deref(),
+        Attribute::LineId => m.line_id.as_deref(),
+        Attribute::ConnectId => m.connect_id.as_deref(),
+        Attribute::ExternalMemberId => Some(m.external_member_id.as_str()),
+    });
+    LinkValues::normalize(normalizer, &raw, false)
+}
+
+/// Returns the directory of import spool files: `imports/` beside the store directory.
+pub fn spool_dir(store: &Store) -> PathBuf {
+    let path = store.path();
+    path.parent().unwrap_or(path).join("imports")
+}
+
+fn spool_path(store: &Store, job_id: Id) -> PathBuf {
+    spool_dir(store).join(format!("{job_id}.ndjson"))
+}
+
+/// The running import drivers, stopped together at shutdown.
+#[derive(Debug)]
+pub struct Imports {
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Default for Imports {
+    fn default() -> Self {
+        Imports {
+            stop: watch::channel(false).0,
+            tasks: Mutex::default(),
+        }
+    }
+}
+
+impl Imports {
+    /// Spawns the driver of a job.
+    async fn spawn(&self, router: Arc<Router>, job: ImportJob) {
+        let stop = self.stop.subscribe();
+        // Taken before the task starts, so the merge state is unfinished once the job exists.
+        let guard = ImportGuard::new(&router, job.org_id);
+        let task = tokio::spawn(drive(router, job, stop, guard));
+        let mut tasks = self.tasks.lock().await;
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    /// Resumes every running job of the store and removes the spools of ended ones.
+    pub async fn resume(&self, router: &Arc<Router>) -> Result<(), OpError> {
+        for job in router.store.list_import_jobs()? {
+            if job.status == ImportStatus::Running {
+                tracing::info!(
+                    job_id = job.id,
+                    org_id = job.org_id,
+                    done = job.done,
+                    "resuming import"
+                );
+                self.spawn(router.clone(), job).await;
+            } else {
+                let _ = std::fs::remove_file(spool_path(&router.store, job.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every driver after the chunk it is applying; their jobs resume at the next start.
+    pub async fn stop_all(&self) {
+        let _ = self.stop.send(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().await);
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Spools the body, writes the job record and spawns its driver; returns the job id.
+pub async fn start<S, B, E>(
+    imports: &Imports,
+    router: &Arc<Router>,
+    org_id: Id,
+    body: S,
+) -> Result<Id, OpError>
+where
+    S: Stream<Item = Result<B, E>> + Send + Unpin,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
+    let store = &router.store;
+    found(store.get_org(org_id), "organization")?;
+    let job_id = store.allocate_ids(IdKind::Job, 1)?.start;
+    let path = spool_path(store, job_id);
+    let total = match spool(&path, body).await {
+        Ok(total) => total,
+        Err(err) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(err);
+        }
+    };
+    let now = now_millis();
+    let job = ImportJob {
+        id: job_id,
+        org_id,
+        status: ImportStatus::Running,
+        total,
+        done: 0,
+        failed: 0,
+        errors: Vec::new(),
+        position: 0,
+        lines: 0,
+        failure: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut batch = WriteBatch::new();
+    batch.put_import_job(&job);
+    store.apply(batch)?;
+    store.flush_async().await?;
+    imports.spawn(router.clone(), job).await;
+    Ok(job_id)
+}
+
+/// Returns an org's import job.
+pub fn status(store: &Store, org_id: Id, job_id: Id) -> Result<ImportJob, OpError> {
+    let job = found(store.get_import_job(job_id), "import job")?;
+    if job.org_id != org_id {
+        return Err(OpError::NotFound("import job"));
+    }
+    Ok(job)
+}
+
+/// Writes the body to `path` and fsyncs it (and its directory); returns the number of
+/// non-empty lines.
+async fn spool<S, B, E>(path: &Path, mut body: S) -> Result<u64, OpError>
+where
+    S: Stream<Item = Result<B, E>> + Send + Unpin,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
+    use tokio::io::AsyncWriteExt;
+    let io = |e: std::io::Error| OpError::Unavailable(format!("writing the import spool: {e}"));
+    let dir = path.parent().unwrap_or(path);
+    tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    let file = tokio::fs::File::create(path).await.map_err(io)?;
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    let mut lines = LineCounter::default();
+    while let Some(part) = body.next().await {
+        let part =
+            part.map_err(|e| OpError::invalid(format!("the body could not be read: {e}")))?;
+        let bytes = part.as_ref();
+        lines.feed(bytes);
+        out.write_all(bytes).await.map_err(io)?;
+    }
+    out.flush().await.map_err(io)?;
+    out.into_inner().sync_all().await.map_err(io)?;
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+        .await
+        .map_err(|e| OpError::Unavailable(e.to_string()))?
+        .map_err(io)?;
+    Ok(lines.finish())
+}
+
+/// Counts non-empty (not only whitespace) lines of a byte stream fed in pieces.
+#[derive(Debug, Default)]
+struct LineCounter {
+    lines: u64,
+    current_has_content: bool,
+}
+
+impl LineCounter {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while let Some(at) = bytes.iter().position(|&b| b == b'\n') {
+            if self.current_has_content || has_content(&bytes[..at]) {
+                self.lines += 1;
+            }
+            self.current_has_content = false;
+            bytes = &bytes[at + 1..];
+        }
+        self.current_has_content |= has_content(bytes);
+    }
+
+    fn finish(self) -> u64 {
+        self.lines + u64::from(self.current_has_content)
+    }
+}
+
+fn has_content(bytes: &[u8]) -> bool {
+    bytes.iter().any(|b| !b.is_ascii_whitespace())
+}
+
+/// Reads the spool from a position, line by line.
+struct SpoolReader {
+    reader: BufReader<std::fs::File>,
+    position: u64,
+    lines: u64,
+    buf: Vec<u8>,
+}
+
+impl SpoolReader {
+    fn open(path: &Path, position: u64, lines: u64) -> std::io::Result<SpoolReader> {
+        let mut file = std::fs::File::open(path)?;
+        file.seek(SeekFrom::Start(position))?;
+        Ok(SpoolReader {
+            reader: BufReader::with_capacity(1 << 20, file),
+            position,
+            lines,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Reads up to `max` non-empty lines, parsed and normalized.
+    fn chunk(
+        &mut self,
+        job_id: Id,
+        max: usize,
+        normalizer: &Normalizer,
+    ) -> std::io::Result<ImportChunk> {
+        let from = self.position;
+        let mut members = Vec::with_capacity(max.min(1 << 16));
+        let mut refused = Vec::new();
+        let mut taken = 0;
+        let mut last = false;
+        while taken < max {
+            self.buf.clear();
+            let read = self.reader.read_until(b'\n', &mut self.buf)?;
+            if read == 0 {
+                last = true;
+                break;
+            }
+            self.position += read as u64;
+            self.lines += 1;
+            if !has_content(&self.buf) {
+                continue;
+            }
+            taken += 1;
+            match parse_member(&self.buf) {
+                Ok(member) => {
+                    let links = new_member_links(normalizer, &member);
+                    members.push(Prepared {
+                        line: self.lines,
+                        member,
+                        links,
+                    });
+                }
+                Err(err) => refused.push(line_error(self.lines, &err)),
+            }
+        }
+        if !last && self.reader.fill_buf()?.is_empty() {
+            last = true;
+        }
+        Ok(ImportChunk {
+            job_id,
+            from,
+            to: self.position,
+            lines: self.lines,
+            last,
+            members,
+            refused,
+        })
+    }
+}
+
+/// Drives a job to its end (or until `stop`): chunk after chunk, preparing the next one while
+/// the scope applies the current one.
+async fn drive(
+    router: Arc<Router>,
+    job: ImportJob,
+    mut stop: watch::Receiver<bool>,
+    _guard: ImportGuard,
+) {
+    let job_id = job.id;
+    let path = spool_path(&router.store, job_id);
+    let reader = match SpoolReader::open(&path, job.position, job.lines) {
+        Ok(reader) => reader,
+        Err(err) => {
+            fail(
+                &router.store,
+                job,
+                format!("the spooled body is unreadable: {err}"),
+            )
+            .await;
+            return;
+        }
+    };
+    let chunk_size = router.settings.job_chunk.max(1);
+    let prepare = |mut reader: SpoolReader, router: Arc<Router>| {
+        tokio::task::spawn_blocking(move || {
+            let chunk = reader.chunk(job_id, chunk_size, &router.settings.normalizer);
+            (reader, chunk)
+        })
+    };
+    let mut next = Some(prepare(reader, router.clone()));
+    let mut job = job;
+    while let Some(pending) = next.take() {
+        let (reader, chunk) = match pending.await {
+            Ok((reader, Ok(chunk))) => (reader, chunk),
+            Ok((_, Err(err))) => {
+                fail(
+                    &router.store,
+                    job,
+                    format!("reading the spooled body: {err}"),
+                )
+                .await;
+                return;
+            }
+            Err(err) => {
+                tracing::error!(job_id, error = %err, "import chunk preparation failed");
+                return;
+            }
+        };
+        if !chunk.last {
+            next = Some(prepare(reader, router.clone()));
+        }
+        let last = chunk.last;
+        match apply(&router, job.org_id, chunk, &mut stop).await {
+            Applied::Job(updated) => job = updated,
+            Applied::Stopped => return,
+            Applied::Failed(err) => {
+                fail(&router.store, job, err.to_string()).await;
+                return;
+            }
+        }
+        if last || job.status != ImportStatus::Running {
+            break;
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+    if job.status == ImportStatus::Finished {
+        tracing::info!(
+            job_id,
+            done = job.done,
+            failed = job.failed,
+            "import finished"
+        );
+        let _ = tokio::fs::remove_file(&path).await;
+    }
+}
+
+enum Applied {
+    Job(ImportJob),
+    Stopped,
+    Failed(OpError),
+}
+
+/// Sends a chunk to the org's scope until it is applied: a restarting, overloaded or slow scope
+/// is retried (a retried chunk that was applied meanwhile is answered with the stored job).
+async fn apply(
+    router: &Router,
+    org_id: Id,
+    chunk: ImportChunk,
+    stop: &mut watch::Receiver<bool>,
+) -> Applied {
+    let chunk = Arc::new(chunk);
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let result = call_scope(router, org_id, chunk.clone()).await;
+        match result {
+            Ok(job) => return Applied::Job(job),
+            Err(OpError::Unavailable(_) | OpError::Overloaded) => {}
+            Err(OpError::Storage(err)) => {
+                tracing::warn!(job_id = chunk.job_id, error = %err, "import chunk not applied, retrying");
+            }
+            Err(err) => return Applied::Failed(err),
+        }
+        if *stop.borrow() {
+            return Applied::Stopped;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return Applied::Stopped,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+async fn call_scope(
+    router: &Router,
+    org_id: Id,
+    chunk: Arc<ImportChunk>,
+) -> Result<ImportJob, OpError> {
+    let scope_id = router.scope_of(org_id)?;
+    let actor = router
+        .entry(scope_id)?
+        .actor
+        .ok_or_else(|| OpError::Unavailable("the scope is restarting".into()))?;
+    let sent = actor.call(
+        |reply| ScopeMsg::ImportChunk {
+            org_id,
+            chunk,
+            reply,
+        },
+        Some(CHUNK_TIMEOUT),
+    );
+    match sent.await {
+        Ok(CallResult::Success(result)) => result,
+        _ => Err(OpError::Unavailable(
+            "the scope did not apply the chunk".into(),
+        )),
+    }
+}
+
+/// Marks a job failed (its spool is kept for inspection until the next start).
+async fn fail(store: &Store, mut job: ImportJob, reason: String) {
+    tracing::error!(job_id = job.id, reason, "import failed");
+    // The stored record is the truth: the chunks applied since `job` was read are in it.
+    if let Ok(stored) = store.get_import_job(job.id) {
+        job = stored;
+    }
+    job.status = ImportStatus::Failed;
+    job.failure = Some(reason);
+    job.updated_at = now_millis();
+    let mut batch = WriteBatch::new();
+    batch.put_import_job(&job);
+    let written = match store.apply(batch) {
+        Ok(()) => store.flush_async().await,
+        Err(e) => Err(e),
+    };
+    if let Err(err) = written {
+        tracing::error!(job_id = job.id, error = %err, "could not record the import failure");
+    }
+}
+
+/// Keeps the scope's merge state unfinished while the import runs.
+struct ImportGuard {
+    status: Option<Arc<ScopeStatus>>,
+}
+
+impl ImportGuard {
+    fn new(router: &Router, org_id: Id) -> ImportGuard {
+        let status = router
+            .scope_of(org_id)
+            .ok()
+            .and_then(|scope_id| router.scopes.get(scope_id))
+            .map(|entry| entry.status);
+        if let Some(status) = &status {
+            status.imports.fetch_add(1, Ordering::AcqRel);
+        }
+        ImportGuard { status }
+    }
+}
+
+impl Drop for ImportGuard {
+    fn drop(&mut self) {
+        if let Some(status) = &self.status {
+            status.imports.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Returns the non-empty lines of `bytes` fed in small pieces, as a body arrives.
+#[cfg(test)]
+fn count_lines(bytes: &[u8]) -> u64 {
+    let mut counter = LineCounter::default();
+    for piece in bytes.chunks(7) {
+        counter.feed(piece);
+    }
+    counter.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_non_empty_lines_count() {
+        assert_eq!(count_lines(b""), 0);
+        assert_eq!(count_lines(b"\n\n  \n"), 0);
+        assert_eq!(count_lines(b"{}\n\n{}"), 2);
+        assert_eq!(count_lines(b"{\"a\": 1}\r\n   {}\n \t\n"), 2);
+    }
+}

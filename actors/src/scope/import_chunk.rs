@@ -1,0 +1,182 @@
+//! The scope's side of a bulk import: one chunk of prepared lines applied with the job record
+//! in one atomic write and one flush (see [`crate::import`]).
+
+use std::collections::HashMap;
+
+use unify_storage::{Id, IdKind, ImportJob, ImportLineError, ImportStatus, Source};
+
+use super::{Reply, ScopeState};
+use crate::clock::{now_millis, rfc3339};
+use crate::engine::{Delta, Move};
+use crate::error::OpError;
+use crate::events::{EventBody, Reason, profile_events};
+use crate::import::{ImportChunk, line_error};
+use crate::ops;
+use ractor::ActorProcessingErr;
+
+impl ScopeState {
+    /// Applies a chunk unless it was applied already, commits at once and answers with the job.
+    pub(super) async fn import_chunk(
+        &mut self,
+        org_id: Id,
+        chunk: &ImportChunk,
+        reply: Reply<ImportJob>,
+    ) -> Result<(), ActorProcessingErr> {
+        let stored = match self.store.get_import_job(chunk.job_id) {
+            Ok(job) if job.org_id == org_id => job,
+            Ok(_) => {
+                let _ = reply.send(Err(OpError::NotFound("import job")));
+                return Ok(());
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+                return Ok(());
+            }
+        };
+        if stored.status != ImportStatus::Running || stored.position != chunk.from {
+            // A retry of a chunk already applied.
+            let _ = reply.send(Ok(stored));
+            return Ok(());
+        }
+        if !self.orgs.contains_key(&org_id) {
+            let _ = reply.send(Err(OpError::NotFound("organization")));
+            return Ok(());
+        }
+        let mut job = stored;
+        let (done, refused) = self.import_members(org_id, chunk)?;
+        chunk.apply_to(&mut job, done, refused);
+        self.emit(EventBody::MergeProgress {
+            done: job.done + job.failed,
+            total: job.total,
+            is_finished: job.status != ImportStatus::Running,
+        });
+        self.pending.batch.put_import_job(&job);
+        self.respond(reply, Ok(job));
+        self.commit().await
+    }
+
+    /// Creates the chunk's new members (existing identities count as done) and stages them with
+    /// the members they moved and the `import` events. Returns the lines applied and refused.
+    fn import_members(
+        &mut self,
+        org_id: Id,
+        chunk: &ImportChunk,
+    ) -> Result<(u64, Vec<ImportLineError>), ActorProcessingErr> {
+        let source = self.orgs[&org_id].source;
+        let mut channels: HashMap<Option<Id>, Result<(), OpError>> = HashMap::new();
+        let mut refused = Vec::new();
+        let mut done = 0;
+        let mut fresh = Vec::new();
+        for (i, p) in chunk.members.iter().enumerate() {
+            let valid = channels
+                .entry(p.member.channel_id)
+                .or_insert_with(|| self.check_channel(org_id, source, p.member.channel_id));
+            if let Err(e) = valid {
+                refused.push(line_error(p.line, e));
+                continue;
+            }
+            let key = (
+                org_id,
+                p.member.channel_id,
+                p.member.external_member_id.clone(),
+            );
+            match self.identity(org_id, key.1, &key.2) {
+                Ok(Some(_)) => done += 1,
+                Ok(None) => {
+                    // Reserved now so that a repeated identity later in the chunk is found.
+                    self.pending.identities.insert(key, Some(0));
+                    fresh.push(i);
+                }
+                Err(e) => refused.push(line_error(p.line, &e)),
+            }
+        }
+        if fresh.is_empty() {
+            return Ok((done, refused));
+        }
+        let ids = self
+            .store
+            .allocate_ids(IdKind::Member, fresh.len() as u64)
+            .map_err(|e| ActorProcessingErr::from(e.to_string()))?;
+        let now = now_millis();
+        // First origin and last destination of every member that moved during the chunk.
+        let mut moved: HashMap<Id, (Option<Id>, Option<Id>)> = HashMap::new();
+        let mut created = Vec::with_capacity(fresh.len());
+        for (&i, id) in fresh.iter().zip(ids) {
+            let p = &chunk.members[i];
+            let delta = self.unifier.upsert(id, &p.links);
+            for m in delta.moves {
+                moved
+                    .entry(m.member)
+                    .and_modify(|e| e.1 = m.to)
+                    .or_insert((m.from, m.to));
+            }
+            self.pending.identities.insert(
+                (
+                    org_id,
+                    p.member.channel_id,
+                    p.member.external_member_id.clone(),
+                ),
+                Some(id),
+            );
+            created.push((id, i));
+        }
+        done += created.len() as u64;
+        for &(id, i) in &created {
+            let mut member =
+                ops::new_member(id, org_id, source, chunk.members[i].member.clone(), now);
+            member.profile_id = self.unifier.profile_of(id).unwrap_or(id);
+            // Not kept in `pending.members`: the handler commits before anything else runs.
+            self.pending.batch.put_member(&member);
+        }
+        let mut moves: Vec<Move> = moved
+            .into_iter()
+            .map(|(member, (from, to))| Move { member, from, to })
+            .filter(|m| m.from != m.to)
+            .collect();
+        moves.sort_by_key(|m| m.member);
+        let first_new = created[0].0;
+        for m in &moves {
+            let Some(to) = m.to else { continue };
+            if m.member >= first_new {
+                continue;
+            }
+            let mut member = self.member(m.member).map_err(|e| {
+                ActorProcessingErr::from(format!("member {} of the partition: {e}", m.member))
+            })?;
+            if member.profile_id != to {
+                member.profile_id = to;
+                self.stage_member(member);
+            }
+        }
+        let delta = Delta { moves, full: false };
+        for body in profile_events(&delta, &self.unifier, Reason::Import, &rfc3339(now)) {
+            self.emit(body);
+        }
+        Ok((done, refused))
+    }
+
+    /// Checks a member's channel against its org (SPEC 4.4), like a single create does.
+    fn check_channel(
+        &self,
+        org_id: Id,
+        source: Source,
+        channel_id: Option<Id>,
+    ) -> Result<(), OpError> {
+        match (source, channel_id) {
+            (Source::Caac, None) => Err(OpError::invalid(
+                "a member of a caac organization needs a channel_id",
+            )),
+            (Source::Caac, Some(channel_id)) => match self.store.get_channel(channel_id) {
+                Ok(channel) if channel.org_id == org_id => Ok(()),
+                Err(e) if !e.is_not_found() => Err(e.into()),
+                _ => Err(OpError::invalid(format!(
+                    "channel {channel_id} is not a channel of this organization"
+                ))),
+            },
+            (Source::Maac, Some(_)) => Err(OpError::invalid(
+                "a member of a maac organization has no channel_id",
+            )),
+            (Source::Maac, None) => Ok(()),
+        }
+    }
+}

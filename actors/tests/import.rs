@@ -1,0 +1,324 @@
+//! Bulk import as a durable job, on real sled stores in temp dirs: per-line errors, idempotent
+//! re-import, merge state and progress events, and exactly-once resumption after a restart or
+//! a scope failure mid-import.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::stream;
+use unify_actors::engine::{Attribute, UnifyKey};
+use unify_actors::error::OpError;
+use unify_actors::events::EventBody;
+use unify_actors::runtime::{NewChannel, Runtime};
+use unify_actors::settings::Settings;
+use unify_actors::verify::verify;
+use unify_storage::{Id, ImportJob, ImportStatus, Source, Store};
+
+fn settings(job_chunk: usize) -> Settings {
+    Settings {
+        job_chunk,
+        call_timeout: Duration::from_secs(30),
+        ..Settings::default()
+    }
+}
+
+/// The store lives in `dir/store`, so spools go to `dir/imports`.
+async fn boot(dir: &Path, settings: Settings) -> Runtime {
+    let store = Store::open(&dir.join("store")).expect("store opens");
+    Runtime::start(store, settings)
+        .await
+        .expect("runtime starts")
+}
+
+struct World {
+    account: Id,
+    caac: Id,
+    channel: Id,
+}
+
+async fn world(rt: &Runtime) -> World {
+    let account = rt.create_account("acme").await.unwrap().id;
+    let caac = rt
+        .create_org(account, Source::Caac, "chat", None)
+        .await
+        .unwrap()
+        .id;
+    let channel = rt
+        .create_channel(
+            caac,
+            NewChannel {
+                name: "line".into(),
+                channel_type: "line".into(),
+                ..NewChannel::default()
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    rt.set_keys(
+        caac,
+        vec![UnifyKey {
+            attribute: Attribute::DisplayEmail,
+            is_distinct: false,
+        }],
+    )
+    .await
+    .unwrap();
+    World {
+        account,
+        caac,
+        channel,
+    }
+}
+
+/// The body split into uneven pieces, as a network delivers it.
+fn body(text: &str) -> impl futures_util::Stream<Item = Result<Vec<u8>, String>> + Unpin + Send {
+    let pieces: Vec<Result<Vec<u8>, String>> =
+        text.as_bytes().chunks(13).map(|c| Ok(c.to_vec())).collect();
+    stream::iter(pieces)
+}
+
+/// Polls the job until it is no longer running.
+async fn finished(rt: &Runtime, org: Id, job: Id) -> ImportJob {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = rt.import_status(org, job).unwrap();
+        if status.status != ImportStatus::Running {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "import {job} did not finish: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn assert_verified(store: &Store) {
+    let report = verify(store, &Default::default(), Default::default()).unwrap();
+    assert!(report.is_ok(), "verify: {report:?}");
+}
+
+fn lines(channel: Id, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"channel_id": {channel}, "external_member_id": "m{i}", "display_email": "p{}@x.com"}}"#,
+                i / 3
+            ) + "\n"
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_reports_every_refused_line_and_unifies_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = boot(dir.path(), settings(2)).await;
+    let w = world(&rt).await;
+    let c = w.channel;
+    let mut events = rt.hub().subscribe(rt.scope_of(w.caac).unwrap());
+    let text = format!(
+        concat!(
+            r#"{{"channel_id": {c}, "external_member_id": "a", "display_email": "A@x.com", "last_message_at": "2026-01-31T12:25:27Z"}}"#,
+            "\n\n",
+            r#"{{"channel_id": {c}, "external_member_id": "b""#,
+            "\n",
+            r#"{{"channel_id": {c}, "external_member_id": "  "}}"#,
+            "\n   \n",
+            r#"{{"channel_id": {c}, "external_member_id": "c", "nickname": "x"}}"#,
+            "\n",
+            r#"{{"channel_id": 9999, "external_member_id": "d"}}"#,
+            "\n",
+            r#"{{"external_member_id": "e"}}"#,
+            "\n",
+            r#"{{"channel_id": {c}, "external_member_id": "f", "display_email": " a@X.com", "custom_id": null}}"#,
+            "\n",
+            r#"{{"channel_id": {c}, "external_member_id": "a", "display_email": "other@x.com"}}"#,
+            "\n",
+            r#"{{"channel_id": {c}, "external_member_id": "g", "last_message_at": "soon"}}"#,
+        ),
+        c = c
+    );
+    let job_id = rt.start_import(w.caac, body(&text)).await.unwrap();
+    let job = finished(&rt, w.caac, job_id).await;
+    assert_eq!(job.status, ImportStatus::Finished);
+    assert_eq!((job.total, job.done, job.failed), (9, 3, 6), "{job:?}");
+    let codes: Vec<(u64, &str)> = job
+        .errors
+        .iter()
+        .map(|e| (e.line, e.code.as_str()))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            (3, "MALFORMED_JSON"),
+            (4, "EMPTY_EXTERNAL_ID"),
+            (6, "INVALID_ARGUMENT"),
+            (7, "INVALID_ARGUMENT"),
+            (8, "INVALID_ARGUMENT"),
+            (11, "INVALID_ARGUMENT"),
+        ]
+    );
+    let members = rt.list_members(w.caac, 0, 100).unwrap();
+    assert_eq!(members.len(), 2, "a repeated identity is created once");
+    let (a, f) = (&members[0], &members[1]);
+    assert_eq!(a.external_member_id, "a");
+    assert_eq!(
+        a.display_email.as_deref(),
+        Some("A@x.com"),
+        "the first line wins"
+    );
+    assert!(a.last_message_at.is_some());
+    assert_eq!(f.profile_id, a.id, "emails link after normalization");
+    assert!(rt.scope_merge_state(w.caac).unwrap());
+    assert!(
+        !dir.path()
+            .join("imports")
+            .join(format!("{job_id}.ndjson"))
+            .exists()
+    );
+    let mut progress = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let EventBody::MergeProgress {
+            done,
+            total,
+            is_finished,
+        } = event.body
+            && total == 9
+        {
+            progress.push((done, total, is_finished));
+        }
+    }
+    assert_eq!(progress.last(), Some(&(9, 9, true)), "{progress:?}");
+    assert!(
+        progress.len() >= 2,
+        "one progress event per chunk: {progress:?}"
+    );
+    assert!(progress[..progress.len() - 1].iter().all(|p| !p.2));
+    rt.shutdown().await.unwrap();
+    assert_verified(rt.store());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn importing_the_same_body_twice_creates_nothing_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = boot(dir.path(), settings(50)).await;
+    let w = world(&rt).await;
+    let text = lines(w.channel, 300);
+    let first = rt.start_import(w.caac, body(&text)).await.unwrap();
+    let first = finished(&rt, w.caac, first).await;
+    let second = rt.start_import(w.caac, body(&text)).await.unwrap();
+    let second = finished(&rt, w.caac, second).await;
+    assert_eq!((first.done, first.failed), (300, 0));
+    assert_eq!((second.done, second.failed), (300, 0));
+    assert_eq!(rt.list_members(w.caac, 0, 1000).unwrap().len(), 300);
+    rt.shutdown().await.unwrap();
+    assert_verified(rt.store());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_errors_name_the_org_job_and_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = boot(dir.path(), settings(50)).await;
+    let w = world(&rt).await;
+    assert!(matches!(
+        rt.start_import(9999, body("{}")).await,
+        Err(OpError::NotFound(_))
+    ));
+    let failing = stream::iter(vec![
+        Ok(b"{}\n".to_vec()),
+        Err("connection reset".to_owned()),
+    ]);
+    assert!(matches!(
+        rt.start_import(w.caac, failing).await,
+        Err(OpError::InvalidArgument(_))
+    ));
+    let maac = rt
+        .create_org(w.account, Source::Maac, "mkt", None)
+        .await
+        .unwrap()
+        .id;
+    let job = rt.start_import(w.caac, body("")).await.unwrap();
+    assert!(matches!(
+        rt.import_status(maac, job),
+        Err(OpError::NotFound(_))
+    ));
+    let job = finished(&rt, w.caac, job).await;
+    assert_eq!((job.total, job.done, job.failed), (0, 0, 0));
+    assert!(matches!(
+        rt.import_status(w.caac, job.id + 100),
+        Err(OpError::NotFound(_))
+    ));
+    rt.shutdown().await.unwrap();
+}
+
+/// Asserts that the org holds `m0..m{n}` exactly once each.
+fn assert_each_member_once(rt: &Runtime, org: Id, n: usize) {
+    let members = rt.list_members(org, 0, n + 10).unwrap();
+    let ids: HashSet<&str> = members
+        .iter()
+        .map(|m| m.external_member_id.as_str())
+        .collect();
+    assert_eq!(members.len(), n);
+    assert_eq!(ids.len(), n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_stopped_midway_resumes_and_applies_every_line_once() {
+    let n = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (org, job_id) = {
+        let rt = boot(dir.path(), settings(250)).await;
+        let w = world(&rt).await;
+        let job_id = rt
+            .start_import(w.caac, body(&lines(w.channel, n)))
+            .await
+            .unwrap();
+        assert!(!rt.scope_merge_state(w.caac).unwrap());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while rt.import_status(w.caac, job_id).unwrap().done == 0 {
+            assert!(Instant::now() < deadline, "no progress");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        rt.shutdown().await.unwrap();
+        let job = rt.import_status(w.caac, job_id).unwrap();
+        assert_eq!(job.status, ImportStatus::Running, "stopped midway: {job:?}");
+        assert!(job.done < n as u64);
+        assert_eq!(
+            rt.list_members(w.caac, 0, n).unwrap().len() as u64,
+            job.done,
+            "members and the job record are written together"
+        );
+        (w.caac, job_id)
+    };
+    let rt = boot(dir.path(), settings(250)).await;
+    let job = finished(&rt, org, job_id).await;
+    assert_eq!((job.done, job.failed), (n as u64, 0), "{job:?}");
+    assert_each_member_once(&rt, org, n);
+    rt.shutdown().await.unwrap();
+    assert_verified(rt.store());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_survives_a_scope_failure_midway() {
+    let n = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = boot(dir.path(), settings(100)).await;
+    let w = world(&rt).await;
+    let job_id = rt
+        .start_import(w.caac, body(&lines(w.channel, n)))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rt.import_status(w.caac, job_id).unwrap().done == 0 {
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    rt.inject_panic(w.caac).unwrap();
+    let job = finished(&rt, w.caac, job_id).await;
+    assert_eq!((job.done, job.failed), (n as u64, 0), "{job:?}");
+    assert_each_member_once(&rt, w.caac, n);
+    rt.shutdown().await.unwrap();
+    assert_verified(rt.store());
+}
