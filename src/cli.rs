@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::auth::Role;
 use crate::synth::GenSource;
 
 #[derive(Debug, Parser)]
@@ -28,6 +29,27 @@ pub enum Command {
         #[arg(long)]
         listen: Option<String>,
         /// Data directory (overrides config and UNIFY_DATA_DIR).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Prints an API token signed with the deployment secret (works while the server runs).
+    Token {
+        #[arg(long, value_enum)]
+        role: Role,
+        /// The account of an admin or agent token.
+        #[arg(long)]
+        account: Option<u64>,
+        /// An org an agent token may use (repeatable).
+        #[arg(long = "org")]
+        orgs: Vec<u64>,
+        /// Lifetime, e.g. `300s`, `30m`, `1h`, `7d`.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// The token's subject.
+        #[arg(long, default_value = "cli")]
+        sub: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },

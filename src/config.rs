@@ -1,9 +1,11 @@
 //! The configuration: one struct, layered embedded defaults → file → env → flags.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use unify_actors::engine::{Attribute, BlockRule, Limits, NormalizeConfigError, Normalizer};
+use unify_actors::settings::CdhSettings;
 
 /// The documented default configuration, embedded in the binary.
 pub const DEFAULT_CONFIG: &str = include_str!("../config.toml");
@@ -114,6 +116,9 @@ pub struct CdhConfig {
     pub timeout_ms: u64,
     pub batch_max: usize,
     pub max_attempts: u32,
+    /// First retry delay of a failed delivery; doubles per attempt up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -215,6 +220,21 @@ impl Config {
         )?)
     }
 
+    /// Returns the bridge settings described by `[cdh]`, `None` when no CDH url is set.
+    pub fn cdh_settings(&self) -> Option<CdhSettings> {
+        let cdh = &self.cdh;
+        let url = cdh.url.as_ref().filter(|u| !u.trim().is_empty())?;
+        Some(CdhSettings {
+            url: url.clone(),
+            token: cdh.token.clone(),
+            timeout: Duration::from_millis(cdh.timeout_ms),
+            batch_max: cdh.batch_max.max(1),
+            max_attempts: cdh.max_attempts.max(1),
+            retry_base: Duration::from_millis(cdh.retry_base_ms),
+            retry_max: Duration::from_millis(cdh.retry_max_ms.max(cdh.retry_base_ms)),
+        })
+    }
+
     /// Returns the partition limits described by `[unify]`.
     pub fn limits(&self) -> Limits {
         Limits {
@@ -263,7 +283,9 @@ mod tests {
             (c.cdh.timeout_ms, c.cdh.batch_max, c.cdh.max_attempts),
             (5000, 100, 12)
         );
+        assert_eq!((c.cdh.retry_base_ms, c.cdh.retry_max_ms), (1000, 300_000));
         assert_eq!(c.cdh.url, None);
+        assert_eq!(c.cdh_settings(), None);
         let n = c.normalizer().unwrap();
         assert_eq!(n.normalize(Attribute::CustomId, "null"), None);
     }

@@ -1,7 +1,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
+use unify::auth::{Role, Tokens, parse_ttl};
 use unify::cli::{Cli, Command};
 use unify::config::{Config, Overrides};
 use unify::synth::{GenOptions, write_ndjson};
@@ -48,7 +50,29 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             data_dir,
         } => {
             let config = load(config, listen, data_dir)?;
-            runtime()?.block_on(unify::run(config, shutdown_signal()))?;
+            runtime()?.block_on(async {
+                let listener = tokio::net::TcpListener::bind(&config.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", config.listen))?;
+                unify::run(config, listener, shutdown_signal()).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            role,
+            account,
+            orgs,
+            ttl,
+            sub,
+            config,
+            data_dir,
+        } => {
+            let config = load(config, None, data_dir)?;
+            if role != Role::Root && account.is_none() {
+                anyhow::bail!("--account is required for admin and agent tokens");
+            }
+            let tokens = Tokens::from_config(&config)?;
+            println!("{}", tokens.issue(&sub, role, account, orgs, parse_ttl(&ttl)?)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { config, data_dir } => {

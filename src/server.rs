@@ -5,11 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use unify_actors::runtime::Runtime;
 use unify_actors::settings::Settings;
 use unify_storage::Store;
 
+use crate::auth::{Role, Tokens};
 use crate::config::Config;
+use crate::http::AppState;
+
+/// Lifetime of the root token printed on first start.
+const ROOT_TOKEN_TTL_S: u64 = 24 * 3600;
 
 /// Returns the runtime settings described by the configuration.
 pub fn settings(config: &Config) -> anyhow::Result<Settings> {
@@ -25,7 +32,8 @@ pub fn settings(config: &Config) -> anyhow::Result<Settings> {
         restart_window: Duration::from_secs(rt.restart_window_s),
         job_chunk: rt.job_chunk,
         events_retain: config.events.retain,
-        cdh_enabled: config.cdh.url.is_some(),
+        cdh_enabled: config.cdh_settings().is_some(),
+        cdh: config.cdh_settings(),
     })
 }
 
@@ -42,13 +50,45 @@ pub async fn start(config: &Config) -> anyhow::Result<Runtime> {
         .context("cannot start the runtime")
 }
 
-/// Runs the service until `shutdown` resolves, then drains the actors and flushes the store.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let runtime = start(&config).await?;
-    tracing::info!(data_dir = %config.data_dir.display(), "unify started");
-    shutdown.await;
-    tracing::info!("shutting down");
+/// Runs the service on `listener` until `shutdown` resolves: stops accepting, closes
+/// websockets, waits for in-flight requests, drains the actors and flushes the store.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let tokens = Arc::new(Tokens::from_config(&config)?);
+    let runtime = Arc::new(start(&config).await?);
+    announce_root_token(&runtime, &tokens)?;
+    let (closing_tx, closing) = watch::channel(false);
+    let state = AppState {
+        runtime: runtime.clone(),
+        tokens,
+        config: Arc::new(config),
+        metrics: crate::metrics::handle(),
+        closing,
+    };
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %state.config.data_dir.display(), "unify started");
+    axum::serve(listener, crate::http::router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            let _ = closing_tx.send(true);
+        })
+        .await?;
     runtime.shutdown().await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Prints a root token when the deployment has no account yet, so that the operator can
+/// create the first one.
+fn announce_root_token(runtime: &Runtime, tokens: &Tokens) -> anyhow::Result<()> {
+    if runtime.store().has_accounts()? {
+        return Ok(());
+    }
+    let token = tokens.issue("root", Role::Root, None, Vec::new(), ROOT_TOKEN_TTL_S)?;
+    println!("no accounts yet; a root token valid for 24 hours:\n{token}");
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 use unify_storage::Id;
 
 use crate::events::Event;
@@ -16,9 +16,22 @@ const CAPACITY: usize = 4096;
 #[derive(Debug, Clone, Default)]
 pub struct Hub {
     channels: Arc<Mutex<HashMap<Id, broadcast::Sender<Arc<Event>>>>>,
+    /// Wakes the CDH bridge when outbox entries become durable (or are requeued), so that it
+    /// delivers at once instead of polling.
+    outbox: Arc<Notify>,
 }
 
 impl Hub {
+    /// Tells the CDH bridge that an outbox has new entries; wake-ups coalesce and none is lost.
+    pub fn notify_outbox(&self) {
+        self.outbox.notify_one();
+    }
+
+    /// Resolves at the next [`Hub::notify_outbox`] (or at once if one is pending).
+    pub async fn outbox_notified(&self) {
+        self.outbox.notified().await;
+    }
+
     /// Returns a receiver of the scope's events published from now on.
     pub fn subscribe(&self, scope_id: Id) -> broadcast::Receiver<Arc<Event>> {
         self.sender(scope_id).subscribe()

@@ -18,6 +18,7 @@ use crate::clock::now_millis;
 use crate::engine::{DryRun, Explanation, HotValue, KeySet, UnifyKey};
 use crate::error::{OpError, found};
 use crate::hub::Hub;
+use crate::key_change::KeyChange;
 use crate::links::{key_records, scope_keys};
 use crate::member::MemberRegistry;
 use crate::ops::{MemberOp, NewMember};
@@ -59,7 +60,9 @@ pub struct Runtime {
     /// Running bulk-import drivers.
     imports: crate::import::Imports,
     /// Serializes directory writes and scope re-shaping, which are rare.
-    admin: Mutex<()>,
+    pub(crate) admin: Mutex<()>,
+    /// The CDH bridge (runs only when a CDH is configured).
+    pub(crate) cdh: crate::bridge::Cdh,
 }
 
 /// Counts one admitted operation in its scope until dropped.
@@ -80,7 +83,10 @@ impl Drop for Admission {
 impl Runtime {
     /// Boots the supervisor and every stored scope.
     pub async fn start(store: Store, settings: Settings) -> Result<Runtime, OpError> {
-        let settings = Arc::new(settings);
+        let settings = Arc::new(Settings {
+            cdh_enabled: settings.cdh_enabled || settings.cdh.is_some(),
+            ..settings
+        });
         let registry = Arc::new(Registry::default());
         let hub = Hub::default();
         let args = SupervisorArgs {
@@ -92,6 +98,7 @@ impl Runtime {
         let (supervisor, task) = Actor::spawn(None, Supervisor, args)
             .await
             .map_err(|e| OpError::Unavailable(format!("supervisor failed to start: {e}")))?;
+        let cdh = crate::bridge::Cdh::start(store.clone(), &settings, hub.clone()).await?;
         let runtime = Runtime {
             router: Arc::new(Router {
                 store,
@@ -104,6 +111,7 @@ impl Runtime {
             hub,
             imports: crate::import::Imports::default(),
             admin: Mutex::new(()),
+            cdh,
         };
         runtime.imports.resume(&runtime.router).await?;
         Ok(runtime)
@@ -111,6 +119,7 @@ impl Runtime {
 
     /// Stops every actor (each scope commits what it handled) and flushes the store.
     pub async fn shutdown(&self) -> Result<(), OpError> {
+        self.cdh.stop().await;
         self.imports.stop_all().await;
         self.members.stop_all().await;
         self.supervisor.stop(None);
@@ -147,6 +156,11 @@ impl Runtime {
             .filter(|(_, s)| s.failed.load(Ordering::Acquire))
             .map(|(id, _)| id)
             .collect()
+    }
+
+    /// Returns the status of every running (or failed) scope, by scope id.
+    pub fn scope_statuses(&self) -> Vec<(Id, Arc<ScopeStatus>)> {
+        self.router.scopes.statuses()
     }
 
     /// Returns the status of a scope.
@@ -340,7 +354,17 @@ impl Runtime {
 
     /// Replaces the org's scope keys and schedules re-unification; returns the new setting.
     pub async fn set_keys(&self, org_id: Id, keys: Vec<UnifyKey>) -> Result<ScopeRecord, OpError> {
-        self.call(org_id, true, |reply| ScopeMsg::SetKeys { keys, reply })
+        self.change_keys(org_id, KeyChange::Set(keys)).await
+    }
+
+    /// Applies a key change to the org's scope (its preconditions are checked in the scope
+    /// actor) and schedules re-unification; returns the new setting.
+    pub async fn change_keys(
+        &self,
+        org_id: Id,
+        change: KeyChange,
+    ) -> Result<ScopeRecord, OpError> {
+        self.call(org_id, true, |reply| ScopeMsg::SetKeys { change, reply })
             .await
     }
 

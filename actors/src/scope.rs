@@ -27,6 +27,7 @@ use crate::engine::{
 use crate::error::{OpError, found};
 use crate::events::{Event, EventBody, Reason, profile_events};
 use crate::hub::Hub;
+use crate::key_change::KeyChange;
 use crate::links::{key_records, member_links, scope_keys};
 use crate::ops::{self, MemberOp, NewMember};
 use crate::settings::Settings;
@@ -123,7 +124,7 @@ pub enum ScopeMsg {
     },
     /// Replaces the unify keys (priority order) and schedules the re-unification job.
     SetKeys {
-        keys: Vec<UnifyKey>,
+        change: KeyChange,
         reply: Reply<ScopeRecord>,
     },
     /// Commits the pending batch (sent by the actor to itself).
@@ -395,8 +396,11 @@ impl Actor for Scope {
                 let record = state.record.clone();
                 state.respond(reply, Ok(record));
             }
-            ScopeMsg::SetKeys { keys, reply } => {
-                let result = state.set_keys(&myself, keys)?;
+            ScopeMsg::SetKeys { change, reply } => {
+                let result = match change.resolve(&state.record, state.unifier.keys()) {
+                    Ok(keys) => state.set_keys(&myself, keys)?,
+                    Err(e) => Err(e),
+                };
                 state.respond(reply, result);
             }
         }
@@ -500,6 +504,11 @@ impl ScopeState {
         }
         for reply in pending.replies {
             reply(Ok(()));
+        }
+        if self.settings.cdh_enabled && self.record.org_ids.len() > 1 && !pending.events.is_empty()
+        {
+            // The batch made outbox entries durable: the bridge delivers them now.
+            self.hub.notify_outbox();
         }
         self.hub.publish(self.id, pending.events);
         Ok(())

@@ -26,7 +26,42 @@ pub struct Settings {
     /// Events retained per scope.
     pub events_retain: u64,
     /// Whether a CDH is configured; without one nothing is queued in the outbox.
+    /// [`crate::runtime::Runtime::start`] sets it when `cdh` is given.
     pub cdh_enabled: bool,
+    /// Where and how the bridge delivers the outbox; `None` runs no bridge.
+    pub cdh: Option<CdhSettings>,
+}
+
+/// The CDH endpoint and the bridge's delivery policy (SPEC 7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CdhSettings {
+    /// Base URL; batches are posted to `{url}/v1/unify-events`.
+    pub url: String,
+    /// Sent as `Authorization: Bearer <token>` when set.
+    pub token: Option<String>,
+    /// Timeout of one delivery request, connection included.
+    pub timeout: Duration,
+    /// Events per delivered batch.
+    pub batch_max: usize,
+    /// Permanent rejections of a batch before it is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay; it doubles with every failed attempt up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for CdhSettings {
+    fn default() -> Self {
+        CdhSettings {
+            url: String::new(),
+            token: None,
+            timeout: Duration::from_millis(5000),
+            batch_max: 100,
+            max_attempts: 12,
+            retry_base: Duration::from_millis(1000),
+            retry_max: Duration::from_millis(300_000),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -43,6 +78,7 @@ impl Default for Settings {
             job_chunk: 50_000,
             events_retain: 100_000,
             cdh_enabled: false,
+            cdh: None,
         }
     }
 }

@@ -21,6 +21,7 @@
 //! | `0x18` | scope id, seq                             | `EventRecord`              |
 //! | `0x19` | scope id, seq                             | `OutboxEntry`              |
 //! | `0x1a` | scope id, seq                             | `OutboxEntry` (dead letter)|
+//! | `0x1b` | scope id                                  | `DeliveryRecord`           |
 //! | `0x20` | job id                                    | `ImportJob`                |
 //!
 //! Ids and seqs are 8-byte big-endian. Channel id 0 stands for "no channel" (ids start at 1).
@@ -55,6 +56,8 @@ pub const EVENT: u8 = 0x18;
 pub const OUTBOX: u8 = 0x19;
 /// Prefix of dead-lettered outbox entries by scope and seq.
 pub const DEAD: u8 = 0x1a;
+/// Prefix of the CDH delivery state by scope.
+pub const DELIVERY: u8 = 0x1b;
 /// Prefix of bulk import jobs by id (`0x20`, apart from the `0x1_` member and scope records).
 pub const IMPORT_JOB: u8 = 0x20;
 
@@ -169,6 +172,11 @@ pub fn outbox(scope_id: Id, seq: u64) -> [u8; 17] {
 /// Returns the key of a dead-lettered outbox entry.
 pub fn dead(scope_id: Id, seq: u64) -> [u8; 17] {
     pair_key(DEAD, scope_id, seq)
+}
+
+/// Returns the key of a scope's CDH delivery state.
+pub fn delivery(scope_id: Id) -> [u8; 9] {
+    id_key(DELIVERY, scope_id)
 }
 
 /// Returns the big-endian u64 at byte `at` of `bytes`, or `Corrupt` when it is too short.

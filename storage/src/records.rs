@@ -181,6 +181,23 @@ pub struct OutboxEntry {
     pub last_error: Option<String>,
 }
 
+/// The CDH delivery state of one scope, written by the bridge in the same batch as the outbox
+/// entries it removes or updates.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub scope_id: Id,
+    /// Events delivered (acknowledged with a 2xx) since the scope was created.
+    pub delivered: u64,
+    pub last_delivered_at: Option<Millis>,
+    /// Error of the last failed attempt; cleared by the next successful delivery.
+    pub last_error: Option<String>,
+    /// Seqs `(first, last)` of the batch being delivered. Kept so that a retry, also after a
+    /// restart, resends exactly the same events under the same idempotency key.
+    pub batch: Option<(u64, u64)>,
+    /// Permanent (non-retryable) rejections of that batch; it is dead-lettered at the limit.
+    pub rejections: u32,
+}
+
 /// Where a bulk import stands (`GET /imports/:job_id`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ImportStatus {

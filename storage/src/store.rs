@@ -19,7 +19,8 @@ use crate::codec;
 use crate::error::{Result, StoreError};
 use crate::keys;
 use crate::records::{
-    Account, Channel, EventRecord, Id, IdKind, ImportJob, Member, Org, OutboxEntry, ScopeRecord,
+    Account, Channel, DeliveryRecord, EventRecord, Id, IdKind, ImportJob, Member, Org, OutboxEntry,
+    ScopeRecord,
 };
 
 /// Schema version of the key layout and records, stored in the meta record. A store written
@@ -523,6 +524,33 @@ impl Store {
     pub fn dead_entries(&self, scope_id: Id) -> Result<Vec<OutboxEntry>> {
         self.scan_values(&keys::id_key(keys::DEAD, scope_id))
     }
+
+    /// Returns the number of dead-lettered entries of scope `scope_id`.
+    pub fn dead_len(&self, scope_id: Id) -> Result<u64> {
+        self.count_prefix(&keys::id_key(keys::DEAD, scope_id))
+    }
+
+    /// Returns at most `limit` outbox entries of scope `scope_id` with a seq of at least
+    /// `from_seq`, ascending seq.
+    pub fn outbox_from(
+        &self,
+        scope_id: Id,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>> {
+        self.range_values(
+            keys::outbox(scope_id, from_seq)..=keys::outbox(scope_id, u64::MAX),
+            limit,
+        )
+    }
+
+    /// Returns the CDH delivery state of scope `scope_id`; `None` before its first delivery.
+    pub fn get_delivery(&self, scope_id: Id) -> Result<Option<DeliveryRecord>> {
+        self.db
+            .get(keys::delivery(scope_id))?
+            .map(|bytes| codec::decode(&bytes))
+            .transpose()
+    }
 }
 
 /// A set of writes applied atomically by [`Store::apply`]. Domain-typed so that callers never
@@ -667,5 +695,10 @@ impl WriteBatch {
     /// Removes a dead-lettered entry (requeued or discarded).
     pub fn delete_dead(&mut self, scope_id: Id, seq: u64) -> &mut Self {
         self.remove(&keys::dead(scope_id, seq))
+    }
+
+    /// Writes a scope's CDH delivery state.
+    pub fn put_delivery(&mut self, record: &DeliveryRecord) -> &mut Self {
+        self.insert_record(&keys::delivery(record.scope_id), record)
     }
 }

@@ -1,0 +1,148 @@
+//! The one API error type: every error answer of the HTTP layer, with the body and codes of
+//! SPEC 4.2. Details of 5xx errors are logged, never sent.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use unify_actors::error::OpError;
+
+/// Seconds a client is asked to wait after `OVERLOADED` or `UNAVAILABLE`.
+const RETRY_AFTER_S: &str = "1";
+
+/// An error answered to an API client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// The error body `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// One of the codes of SPEC 4.2.
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
+    }
+
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "MALFORMED_JSON", message)
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
+    }
+
+    pub fn forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "this role may not call this endpoint",
+        )
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("{what} not found"))
+    }
+
+    pub fn too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "the request body is larger than 1 MiB",
+        )
+    }
+
+    pub fn unsupported_media_type(expected: &str) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            format!("the request body must be {expected}"),
+        )
+    }
+
+    /// An internal failure: logged with its detail, answered without it.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "internal error",
+        )
+    }
+}
+
+impl From<OpError> for ApiError {
+    fn from(err: OpError) -> Self {
+        match err {
+            OpError::NotFound(what) => ApiError::not_found(what),
+            OpError::InvalidArgument(message) => ApiError::invalid(message),
+            OpError::Conflict { code, message } => {
+                let status = match code {
+                    "EMPTY_EXTERNAL_ID" | "INVALID_ARGUMENT" | "MALFORMED_JSON" => {
+                        StatusCode::BAD_REQUEST
+                    }
+                    _ => StatusCode::CONFLICT,
+                };
+                ApiError::new(status, code, message)
+            }
+            OpError::Overloaded => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "OVERLOADED",
+                "too many operations in flight; retry later",
+            ),
+            OpError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "the service is temporarily unavailable; retry later",
+                )
+            }
+            OpError::Storage(err) => ApiError::internal(err),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));
+        }
+        response
+    }
+}
+
+/// The result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,182 @@
+//! Admin Center endpoints (SPEC 4.6), served under both `/api/v1/applications/cdh` and
+//! `/api/v1/application/cdh`. Admin only; they act on the caller's account, whose *account
+//! scope* is the scope of its caac org.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use unify_actors::key_change::{KeyChange, keep_distinct};
+use unify_actors::links::scope_keys;
+use unify_storage::{Id, Org, ScopeRecord, Source};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::accounts::OrgView;
+use super::auth::Caller;
+use super::extract::Json;
+use super::unification::{KeyNames, attributes};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(organizations))
+        .routes(routes!(get_setting))
+        .routes(routes!(replace_keys))
+        .routes(routes!(merge_state))
+        .routes(routes!(integrate))
+        .routes(routes!(disconnect))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminKey {
+    pub id: Id,
+    pub attribute: String,
+    pub is_distinct: bool,
+}
+
+/// The admin shape of a unify-scope setting.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminSetting {
+    pub unify_scope_id: Id,
+    pub orgs: Vec<OrgView>,
+    pub unify_keys: Vec<AdminKey>,
+    pub is_cdh_connected: bool,
+    /// The attribute of the distinct key, if any.
+    pub distinct_key: Option<String>,
+}
+
+/// Returns the admin view of a scope record.
+pub fn admin_setting(state: &AppState, record: ScopeRecord) -> ApiResult<AdminSetting> {
+    let orgs = record
+        .org_ids
+        .iter()
+        .map(|&id| Ok(state.runtime.org(id)?.into()))
+        .collect::<ApiResult<_>>()?;
+    let distinct_key = record
+        .keys
+        .iter()
+        .find(|k| k.is_distinct)
+        .map(|k| k.attribute.clone());
+    Ok(AdminSetting {
+        unify_scope_id: record.id,
+        is_cdh_connected: record.org_ids.len() > 1,
+        orgs,
+        unify_keys: record
+            .keys
+            .into_iter()
+            .map(|k| AdminKey {
+                id: k.id,
+                attribute: k.attribute,
+                is_distinct: k.is_distinct,
+            })
+            .collect(),
+        distinct_key,
+    })
+}
+
+/// Returns the caller's (admin) account and its caac org, whose scope is the account scope.
+fn account_scope(state: &AppState, caller: &Caller) -> ApiResult<(Id, Org)> {
+    let account_id = caller.admin_account()?;
+    let caac = state
+        .runtime
+        .orgs_of_account(account_id)?
+        .into_iter()
+        .find(|o| o.source == Source::Caac)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "MISSING_ORGANIZATION",
+                "the account has no caac organization",
+            )
+        })?;
+    Ok((account_id, caac))
+}
+
+/// The account's organizations.
+#[utoipa::path(get, path = "/organizations", tag = "admin",
+    responses((status = 200, body = [OrgView]), (status = "4XX", body = ErrorBody)))]
+async fn organizations(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<axum::Json<Vec<OrgView>>> {
+    let account_id = caller.admin_account()?;
+    let orgs = state.runtime.orgs_of_account(account_id)?;
+    Ok(axum::Json(orgs.into_iter().map(OrgView::from).collect()))
+}
+
+/// The account scope's setting.
+#[utoipa::path(get, path = "/unify-scope-setting", tag = "admin",
+    responses((status = 200, body = AdminSetting), (status = "4XX", body = ErrorBody)))]
+async fn get_setting(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<axum::Json<AdminSetting>> {
+    let (_, caac) = account_scope(&state, &caller)?;
+    let record = state.runtime.setting(caac.id).await?;
+    Ok(axum::Json(admin_setting(&state, record)?))
+}
+
+/// Replaces the account scope's keys (allowed while connected).
+#[utoipa::path(put, path = "/unify-scope-setting/unify-keys", tag = "admin",
+    request_body = KeyNames,
+    responses((status = 200, body = AdminSetting), (status = "4XX", body = ErrorBody)))]
+async fn replace_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<KeyNames>,
+) -> ApiResult<axum::Json<AdminSetting>> {
+    let (_, caac) = account_scope(&state, &caller)?;
+    let change = KeyChange::Replace {
+        attributes: attributes(&body.unify_keys),
+        allow_connected: true,
+    };
+    let record = state.runtime.change_keys(caac.id, change).await?;
+    Ok(axum::Json(admin_setting(&state, record)?))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScopeMergeState {
+    pub unify_scope_id: Id,
+    pub is_finished: bool,
+}
+
+/// Whether the account scope's unification work is finished.
+#[utoipa::path(get, path = "/unify-scope-setting/merge-state", tag = "admin",
+    responses((status = 200, body = ScopeMergeState), (status = "4XX", body = ErrorBody)))]
+async fn merge_state(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<axum::Json<ScopeMergeState>> {
+    let (_, caac) = account_scope(&state, &caller)?;
+    Ok(axum::Json(ScopeMergeState {
+        unify_scope_id: state.runtime.scope_of(caac.id)?,
+        is_finished: state.runtime.scope_merge_state(caac.id)?,
+    }))
+}
+
+/// Joins the account's caac and maac orgs into one scope with these keys.
+#[utoipa::path(post, path = "/integrate", tag = "admin", request_body = KeyNames,
+    responses((status = 200, body = AdminSetting), (status = "4XX", body = ErrorBody)))]
+async fn integrate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<KeyNames>,
+) -> ApiResult<axum::Json<AdminSetting>> {
+    let (account_id, caac) = account_scope(&state, &caller)?;
+    let current = state.runtime.setting(caac.id).await?;
+    let current = scope_keys(&current).map_err(ApiError::internal)?;
+    let keys = keep_distinct(&current, &attributes(&body.unify_keys));
+    let record = state.runtime.integrate(account_id, keys).await?;
+    Ok(axum::Json(admin_setting(&state, record)?))
+}
+
+/// Splits the account scope: each org returns to a scope of its own.
+#[utoipa::path(post, path = "/disconnect", tag = "admin",
+    responses((status = 204), (status = "4XX", body = ErrorBody)))]
+async fn disconnect(State(state): State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
+    let account_id = caller.admin_account()?;
+    state.runtime.disconnect(account_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,368 @@
+//! Member endpoints (SPEC 4.4): create (idempotent), list, read, update, delete, and the NDJSON
+//! bulk import with its job resource.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use unify_actors::clock::{parse_rfc3339, rfc3339};
+use unify_actors::input::MemberInput;
+use unify_actors::ops::{MemberOp, MemberPatch};
+use unify_storage::{ImportJob, Id, Member};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::accounts::SourceName;
+use super::auth::Caller;
+use super::extract::{Json, Path, Query, double_option};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+
+/// Largest page of `GET /chat/members`.
+const MAX_LIMIT: usize = 1000;
+/// Page size when `limit` is not given.
+const DEFAULT_LIMIT: usize = 100;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_members, create_member))
+        .routes(routes!(get_member, update_member, delete_member))
+        .routes(routes!(import_members))
+        .routes(routes!(import_status))
+}
+
+/// A member as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberView {
+    pub id: Id,
+    pub org_id: Id,
+    pub source: SourceName,
+    pub channel_id: Option<Id>,
+    pub external_member_id: String,
+    pub original_name: Option<String>,
+    pub display_name: Option<String>,
+    pub username: Option<String>,
+    pub display_email: Option<String>,
+    pub display_mobile: Option<String>,
+    pub custom_id: Option<String>,
+    pub line_id: Option<String>,
+    pub connect_id: Option<String>,
+    pub manual_unification: bool,
+    pub profile_id: Id,
+    pub last_message_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<Member> for MemberView {
+    fn from(m: Member) -> Self {
+        MemberView {
+            id: m.id,
+            org_id: m.org_id,
+            source: m.source.into(),
+            channel_id: m.channel_id,
+            external_member_id: m.external_member_id,
+            original_name: m.original_name,
+            display_name: m.display_name,
+            username: m.username,
+            display_email: m.display_email,
+            display_mobile: m.display_mobile,
+            custom_id: m.custom_id,
+            line_id: m.line_id,
+            connect_id: m.connect_id,
+            manual_unification: m.manual_unification,
+            profile_id: m.profile_id,
+            last_message_at: m.last_message_at.map(rfc3339),
+            created_at: rfc3339(m.created_at),
+            updated_at: rfc3339(m.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct OrgPath {
+    org_id: Id,
+}
+
+#[derive(Debug, Deserialize)]
+struct MemberPath {
+    org_id: Id,
+    member_id: Id,
+}
+
+#[derive(Debug, Deserialize)]
+struct JobPath {
+    org_id: Id,
+    job_id: Id,
+}
+
+/// Creates a member, or answers 200 with the existing member of the same identity.
+#[utoipa::path(post, path = "/chat/members", tag = "members",
+    params(("org_id" = u64, Path)), request_body = MemberInput,
+    responses((status = 201, body = MemberView), (status = 200, body = MemberView),
+        (status = "4XX", body = ErrorBody)))]
+async fn create_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<OrgPath>,
+    Json(body): Json<MemberInput>,
+) -> ApiResult<(StatusCode, axum::Json<MemberView>)> {
+    let org = caller.org(&state, p.org_id)?;
+    let new = body.into_new_member()?;
+    let (member, created) = state.runtime.create_member(org.id, new).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(member.into())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    channel_id: Option<Id>,
+    external_member_id: Option<String>,
+    after: Option<Id>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberPage {
+    pub members: Vec<MemberView>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next_after: Option<Id>,
+}
+
+/// Lists the org's members by ascending id, or finds one by identity.
+#[utoipa::path(get, path = "/chat/members", tag = "members",
+    params(("org_id" = u64, Path), ("channel_id" = Option<u64>, Query),
+        ("external_member_id" = Option<String>, Query), ("after" = Option<u64>, Query),
+        ("limit" = Option<usize>, Query, description = "at most 1000")),
+    responses((status = 200, body = MemberPage), (status = "4XX", body = ErrorBody)))]
+async fn list_members(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<OrgPath>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<axum::Json<MemberPage>> {
+    let org = caller.org(&state, p.org_id)?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::invalid(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let page = state.runtime.find_members(
+        org.id,
+        q.channel_id,
+        q.external_member_id.as_deref(),
+        q.after.unwrap_or(0),
+        limit,
+    )?;
+    let next_after = (page.len() == limit)
+        .then(|| page.last().map(|m| m.id))
+        .flatten();
+    Ok(axum::Json(MemberPage {
+        members: page.into_iter().map(MemberView::from).collect(),
+        next_after,
+    }))
+}
+
+/// One member.
+#[utoipa::path(get, path = "/chat/members/{member_id}", tag = "members",
+    params(("org_id" = u64, Path), ("member_id" = u64, Path)),
+    responses((status = 200, body = MemberView), (status = "4XX", body = ErrorBody)))]
+async fn get_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<MemberPath>,
+) -> ApiResult<axum::Json<MemberView>> {
+    let org = caller.org(&state, p.org_id)?;
+    let member = state.runtime.get_member(org.id, p.member_id).await?;
+    Ok(axum::Json(member.into()))
+}
+
+/// A partial update: an absent field is left alone, `null` clears it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMember {
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub display_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub display_email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub display_mobile: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub custom_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub line_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub connect_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub original_name: Option<Option<String>>,
+    /// RFC 3339 timestamp, or null.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub last_message_at: Option<Option<String>>,
+    /// `false` releases the operator's lock on the member's unification.
+    #[serde(default)]
+    pub manual_unification: Option<bool>,
+}
+
+impl UpdateMember {
+    fn into_patch(self) -> ApiResult<MemberPatch> {
+        let last_message_at = match self.last_message_at {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(text)) => Some(Some(parse_rfc3339(&text).ok_or_else(|| {
+                ApiError::invalid("last_message_at must be an RFC 3339 timestamp")
+            })?)),
+        };
+        Ok(MemberPatch {
+            display_name: self.display_name,
+            display_email: self.display_email,
+            display_mobile: self.display_mobile,
+            custom_id: self.custom_id,
+            line_id: self.line_id,
+            connect_id: self.connect_id,
+            original_name: self.original_name,
+            last_message_at,
+            manual_unification: self.manual_unification,
+        })
+    }
+}
+
+/// Updates a member; a changed unify-key attribute is re-unified before the answer.
+#[utoipa::path(patch, path = "/chat/members/{member_id}", tag = "members",
+    params(("org_id" = u64, Path), ("member_id" = u64, Path)), request_body = UpdateMember,
+    responses((status = 200, body = MemberView), (status = "4XX", body = ErrorBody)))]
+async fn update_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<MemberPath>,
+    Json(body): Json<UpdateMember>,
+) -> ApiResult<axum::Json<MemberView>> {
+    let org = caller.org(&state, p.org_id)?;
+    let op = MemberOp::Patch(body.into_patch()?);
+    let member = state
+        .runtime
+        .member_op(org.id, p.member_id, op)
+        .await?
+        .ok_or_else(|| ApiError::not_found("member"))?;
+    Ok(axum::Json(member.into()))
+}
+
+/// Erases a member and recomputes its clusters.
+#[utoipa::path(delete, path = "/chat/members/{member_id}", tag = "members",
+    params(("org_id" = u64, Path), ("member_id" = u64, Path)),
+    responses((status = 204), (status = "4XX", body = ErrorBody)))]
+async fn delete_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<MemberPath>,
+) -> ApiResult<StatusCode> {
+    let org = caller.org(&state, p.org_id)?;
+    state
+        .runtime
+        .member_op(org.id, p.member_id, MemberOp::Delete)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportAccepted {
+    pub job_id: Id,
+}
+
+/// Starts a bulk import: the NDJSON body (one member object per line, unlimited size) is
+/// streamed to disk, then applied in the background.
+#[utoipa::path(post, path = "/chat/members/import", tag = "members",
+    params(("org_id" = u64, Path)),
+    request_body(content = String, content_type = "application/x-ndjson",
+        description = "one member object (as for POST /chat/members) per line"),
+    responses((status = 202, body = ImportAccepted), (status = "4XX", body = ErrorBody)))]
+async fn import_members(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<OrgPath>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, axum::Json<ImportAccepted>)> {
+    let org = caller.org(&state, p.org_id)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if content_type.as_deref() != Some("application/x-ndjson") {
+        return Err(ApiError::unsupported_media_type("application/x-ndjson"));
+    }
+    let job_id = state
+        .runtime
+        .start_import(org.id, body.into_data_stream())
+        .await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(ImportAccepted { job_id })))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportLineErrorView {
+    pub line: u64,
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportJobView {
+    pub job_id: Id,
+    /// `running`, `finished` or `failed`.
+    pub status: String,
+    pub total: u64,
+    pub done: u64,
+    pub failed: u64,
+    /// The first 100 refused lines.
+    pub errors: Vec<ImportLineErrorView>,
+}
+
+impl From<ImportJob> for ImportJobView {
+    fn from(j: ImportJob) -> Self {
+        ImportJobView {
+            job_id: j.id,
+            status: j.status.as_str().to_owned(),
+            total: j.total,
+            done: j.done,
+            failed: j.failed,
+            errors: j
+                .errors
+                .into_iter()
+                .map(|e| ImportLineErrorView {
+                    line: e.line,
+                    code: e.code,
+                    message: e.message,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An import job's progress.
+#[utoipa::path(get, path = "/imports/{job_id}", tag = "members",
+    params(("org_id" = u64, Path), ("job_id" = u64, Path)),
+    responses((status = 200, body = ImportJobView), (status = "4XX", body = ErrorBody)))]
+async fn import_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<JobPath>,
+) -> ApiResult<axum::Json<ImportJobView>> {
+    let org = caller.org(&state, p.org_id)?;
+    let job = state.runtime.import_status(org.id, p.job_id)?;
+    Ok(axum::Json(job.into()))
+}

@@ -1,0 +1,94 @@
+//! The HTTP API (SPEC 4): one file per resource. Handlers authenticate, validate, make one
+//! runtime call and map its reply; the business rules live in `unify-actors`.
+
+pub mod accounts;
+pub mod admin;
+pub mod auth;
+pub mod channels;
+pub mod extract;
+pub mod members;
+pub mod ops;
+pub mod unification;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use metrics_exporter_prometheus::PrometheusHandle;
+use unify_actors::runtime::Runtime;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::auth::Tokens;
+use auth::BearerScheme;
+use crate::config::Config;
+use crate::error::ApiError;
+
+/// Request bodies larger than this are refused with `413 PAYLOAD_TOO_LARGE` (import excepted).
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub runtime: Arc<Runtime>,
+    pub tokens: Arc<Tokens>,
+    pub config: Arc<Config>,
+    pub metrics: PrometheusHandle,
+    /// Turns `true` when the server shuts down; websocket connections close on it.
+    pub closing: tokio::sync::watch::Receiver<bool>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "unify",
+        description = "Self-hosted profile unification engine (SPEC 4)"
+    ),
+    modifiers(&BearerScheme),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+/// Returns the API's routes and their OpenAPI document.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(accounts::routes())
+        .nest("/api/v1/applications/cdh", admin::routes())
+        .nest("/api/v1/application/cdh", admin::routes())
+        .nest("/api/v1/orgs/{org_id}", channels::routes())
+        .nest("/api/v1/orgs/{org_id}", members::routes())
+        .nest("/api/v1/orgs/{org_id}", unification::routes())
+        .merge(ops::routes())
+        .split_for_parts()
+}
+
+/// Returns the application: every route with its error handling, limits and metrics.
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = api();
+    let doc = Arc::new(doc);
+    api.route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc.as_ref().clone()) }
+        }),
+    )
+    .fallback(not_found)
+    .method_not_allowed_fallback(method_not_allowed)
+    .layer(DefaultBodyLimit::max(BODY_LIMIT))
+    .layer(axum::middleware::from_fn(ops::track))
+    .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "INVALID_ARGUMENT",
+        "method not allowed on this route",
+    )
+}

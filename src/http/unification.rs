@@ -1,0 +1,605 @@
+//! Unification endpoints (SPEC 4.5): the org's unify-scope setting, dry runs, merge state, hot
+//! values, and the unification of one member (profile, explain, uni, change, cancel).
+
+use std::str::FromStr;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use unify_actors::engine::{Attribute, KeySet, UnifyKey};
+use unify_actors::key_change::KeyChange;
+use unify_actors::ops::MemberOp;
+use unify_storage::{Id, ScopeRecord};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::accounts::SourceName;
+use super::admin::{AdminSetting, admin_setting};
+use super::auth::Caller;
+use super::extract::{Json, Path, Query};
+use super::members::MemberView;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_setting, create_setting))
+        .routes(routes!(replace_keys))
+        .routes(routes!(remove_key))
+        .routes(routes!(dry_run))
+        .routes(routes!(scope_merge_state))
+        .routes(routes!(hot_values))
+        .routes(routes!(update_key))
+        .routes(routes!(unification))
+        .routes(routes!(unify_profile))
+        .routes(routes!(explain))
+        .routes(routes!(uni))
+        .routes(routes!(change_unification))
+        .routes(routes!(cancel_unification))
+        .routes(routes!(member_merge_state))
+}
+
+/// A unify-key attribute name; any other name is `INVALID_ARGUMENT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[schema(value_type = String, example = "display_email")]
+pub struct AttributeName(pub Attribute);
+
+impl<'de> Deserialize<'de> for AttributeName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Attribute::from_str(&name)
+            .map(AttributeName)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for AttributeName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+/// Returns the attributes of a list of names.
+pub fn attributes(names: &[AttributeName]) -> Vec<Attribute> {
+    names.iter().map(|a| a.0).collect()
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyInput {
+    pub attribute: AttributeName,
+    #[serde(default)]
+    pub is_distinct: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeysInput {
+    pub unify_keys: Vec<KeyInput>,
+}
+
+impl KeysInput {
+    fn keys(&self) -> Vec<UnifyKey> {
+        self.unify_keys
+            .iter()
+            .map(|k| UnifyKey {
+                attribute: k.attribute.0,
+                is_distinct: k.is_distinct,
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyNames {
+    pub unify_keys: Vec<AttributeName>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SettingOrg {
+    pub id: Id,
+    pub source: SourceName,
+}
+
+/// The org-scoped unify-scope setting.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Setting {
+    pub unify_scope_id: Id,
+    pub is_cdh_connected: bool,
+    pub orgs: Vec<SettingOrg>,
+    /// Attribute names in priority order (`[]` when none).
+    pub unify_keys: Vec<String>,
+}
+
+fn setting(state: &AppState, record: ScopeRecord) -> ApiResult<Setting> {
+    let orgs = record
+        .org_ids
+        .iter()
+        .map(|&id| {
+            let org = state.runtime.org(id)?;
+            Ok(SettingOrg {
+                id,
+                source: org.source.into(),
+            })
+        })
+        .collect::<ApiResult<_>>()?;
+    Ok(Setting {
+        unify_scope_id: record.id,
+        is_cdh_connected: record.org_ids.len() > 1,
+        orgs,
+        unify_keys: record.keys.into_iter().map(|k| k.attribute).collect(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct OrgPath {
+    org_id: Id,
+}
+
+#[derive(Debug, Deserialize)]
+struct AttributePath {
+    org_id: Id,
+    attribute: AttributeName,
+}
+
+#[derive(Debug, Deserialize)]
+struct KeyPath {
+    org_id: Id,
+    unify_key_id: Id,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct MemberPath {
+    pub org_id: Id,
+    pub member_id: Id,
+}
+
+/// Returns the org's unify-scope setting.
+#[utoipa::path(get, path = "/organization/unify-scope-setting", tag = "unification",
+    params(("org_id" = u64, Path)),
+    responses((status = 200, body = Setting), (status = "4XX", body = ErrorBody)))]
+async fn get_setting(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<OrgPath>,
+) -> ApiResult<axum::Json<Setting>> {
+    let org = caller.org(&state, p.org_id)?;
+    let record = state.runtime.setting(org.id).await?;
+    Ok(axum::Json(setting(&state, record)?))
+}
+
+/// Creates the setting (the first keys) and re-unifies the scope.
+#[utoipa::path(post, path = "/organization/unify-scope-setting", tag = "unification",
+    params(("org_id" = u64, Path)), request_body = KeysInput,
+    responses((status = 201, body = Setting), (status = "4XX", body = ErrorBody)))]
+async fn create_setting(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<OrgPath>,
+    Json(body): Json<KeysInput>,
+) -> ApiResult<(StatusCode, axum::Json<Setting>)> {
+    let org = caller.org(&state, p.org_id)?;
+    let record = state
+        .runtime
+        .change_keys(org.id, KeyChange::Create(body.keys()))
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(setting(&state, record)?)))
+}
+
+/// Replaces the key list (kept keys keep `is_distinct`; new keys are not distinct).
+#[utoipa::path(put, path = "/organization/unify-scope-setting/unify-keys", tag = "unification",
+    params(("org_id" = u64, Path)), request_body = KeyNames,
+    responses((status = 200, body = Setting), (status = "4XX", body = ErrorBody)))]
+async fn replace_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<OrgPath>,
+    Json(body): Json<KeyNames>,
+) -> ApiResult<axum::Json<Setting>> {
+    let org = caller.org(&state, p.org_id)?;
+    let change = KeyChange::Replace {
+        attributes: attributes(&body.unify_keys),
+        allow_connected: false,
+    };
+    let record = state.runtime.change_keys(org.id, change).await?;
+    Ok(axum::Json(setting(&state, record)?))
+}
+
+/// Removes one key.
+#[utoipa::path(delete, path = "/organization/unify-scope-setting/unify-keys/{attribute}",
+    tag = "unification", params(("org_id" = u64, Path), ("attribute" = String, Path)),
+    responses((status = 200, body = Setting), (status = "4XX", body = ErrorBody)))]
+async fn remove_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<AttributePath>,
+) -> ApiResult<axum::Json<Setting>> {
+    let org = caller.org(&state, p.org_id)?;
+    let record = state
+        .runtime
+        .change_keys(org.id, KeyChange::Remove(p.attribute.0))
+        .await?;
+    Ok(axum::Json(setting(&state, record)?))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DryRunView {
+    pub profiles_before: u64,
+    pub profiles_after: u64,
+    pub members_moved: u64,
+    pub profiles_merged: u64,
+    pub profiles_split: u64,
+}
+
+/// Computes what a key setting would do, changing nothing.
+#[utoipa::path(post, path = "/organization/unify-scope-setting/dry-run", tag = "unification",
+    params(("org_id" = u64, Path)), request_body = KeysInput,
+    responses((status = 200, body = DryRunView), (status = "4XX", body = ErrorBody)))]
+async fn dry_run(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<OrgPath>,
+    Json(body): Json<KeysInput>,
+) -> ApiResult<axum::Json<DryRunView>> {
+    let org = caller.org(&state, p.org_id)?;
+    let keys = KeySet::new(body.keys()).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let d = state.runtime.dry_run(org.id, keys).await?;
+    Ok(axum::Json(DryRunView {
+        profiles_before: d.profiles_before,
+        profiles_after: d.profiles_after,
+        members_moved: d.members_moved,
+        profiles_merged: d.profiles_merged,
+        profiles_split: d.profiles_split,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrgMergeState {
+    pub org_id: Id,
+    pub is_finished: bool,
+}
+
+/// Whether the scope's unification work is finished.
+#[utoipa::path(get, path = "/organization/unify-scope-setting/merge-state", tag = "unification",
+    params(("org_id" = u64, Path)),
+    responses((status = 200, body = OrgMergeState), (status = "4XX", body = ErrorBody)))]
+async fn scope_merge_state(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<OrgPath>,
+) -> ApiResult<axum::Json<OrgMergeState>> {
+    let org = caller.org(&state, p.org_id)?;
+    let is_finished = state.runtime.scope_merge_state(org.id)?;
+    Ok(axum::Json(OrgMergeState {
+        org_id: org.id,
+        is_finished,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HotValueView {
+    pub attribute: AttributeName,
+    pub value: String,
+    pub members: u32,
+}
+
+/// Key values held by more members than `unify.max_members_per_value`; they do not link.
+#[utoipa::path(get, path = "/organization/unify-scope-setting/hot-values", tag = "unification",
+    params(("org_id" = u64, Path)),
+    responses((status = 200, body = [HotValueView]), (status = "4XX", body = ErrorBody)))]
+async fn hot_values(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<OrgPath>,
+) -> ApiResult<axum::Json<Vec<HotValueView>>> {
+    let org = caller.org(&state, p.org_id)?;
+    let values = state.runtime.hot_values(org.id).await?;
+    Ok(axum::Json(
+        values
+            .into_iter()
+            .map(|h| HotValueView {
+                attribute: AttributeName(h.attribute),
+                value: h.value,
+                members: h.members,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyUpdate {
+    pub unify_key_attribute: AttributeName,
+    #[serde(default)]
+    pub is_distinct: bool,
+}
+
+/// Changes one key's attribute and distinctness (admin).
+#[utoipa::path(put, path = "/organization/unify-keys/{unify_key_id}", tag = "unification",
+    params(("org_id" = u64, Path), ("unify_key_id" = u64, Path)), request_body = KeyUpdate,
+    responses((status = 200, body = AdminSetting), (status = "4XX", body = ErrorBody)))]
+async fn update_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<KeyPath>,
+    Json(body): Json<KeyUpdate>,
+) -> ApiResult<axum::Json<AdminSetting>> {
+    caller.admin_account()?;
+    let org = caller.org(&state, p.org_id)?;
+    let change = KeyChange::Update {
+        key_id: p.unify_key_id,
+        attribute: body.unify_key_attribute.0,
+        is_distinct: body.is_distinct,
+    };
+    let record = state.runtime.change_keys(org.id, change).await?;
+    Ok(axum::Json(admin_setting(&state, record)?))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnifyMember {
+    pub source: SourceName,
+    pub channel_id: Option<Id>,
+    pub channel_name: Option<String>,
+    #[serde(rename = "type")]
+    pub channel_type: Option<String>,
+    pub member_id: Id,
+    pub original_name: Option<String>,
+    pub external_member_id: String,
+    pub last_message_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Unification {
+    pub member_id: Id,
+    /// The other members of the member's profile, by member id.
+    pub unify_members: Vec<UnifyMember>,
+}
+
+/// The other members of the member's profile.
+#[utoipa::path(get, path = "/chat/members/{member_id}/unification", tag = "unification",
+    params(("org_id" = u64, Path), ("member_id" = u64, Path)),
+    responses((status = 200, body = Unification), (status = "4XX", body = ErrorBody)))]
+async fn unification(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<MemberPath>,
+) -> ApiResult<axum::Json<Unification>> {
+    let org = caller.org(&state, p.org_id)?;
+    let members = state.runtime.unification(org.id, p.member_id).await?;
+    let unify_members = members
+        .into_iter()
+        .map(|(m, channel)| UnifyMember {
+            source: m.source.into(),
+            channel_id: m.channel_id,
+            channel_name: channel.as_ref().map(|c| c.name.clone()),
+            channel_type: channel.map(|c| c.channel_type),
+            member_id: m.id,
+            original_name: m.original_name,
+            external_member_id: m.external_member_id,
+            last_message_at: m.last_message_at.map(unify_actors::clock::rfc3339),
+        })
+        .collect();
+    Ok(axum::Json(Unification {
+        member_id: p.member_id,
+        unify_members,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnifyProfile {
+    pub profile_id: Id,
+    pub unify_scope_id: Id,
+    pub member_ids: Vec<Id>,
+    pub display_name: Option<String>,
+    pub display_email: Option<String>,
+    pub display_mobile: Option<String>,
+    pub custom_id: Option<String>,
+    pub line_id: Option<String>,
+    pub connect_id: Option<String>,
+    pub updated_at: String,
+}
+
+/// The merged view of the member's unified profile.
+#[utoipa::path(get, path = "/chat/members/{member_id}/unify-profile", tag = "unification",
+    params(("org_id" = u64, Path), ("member_id" = u64, Path)),
+    responses((status = 200, body = UnifyProfile), (status = "4XX", body = ErrorBody)))]
+async fn unify_profile(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<MemberPath>,
+) -> ApiResult<axum::Json<UnifyProfile>> {
+    let org = caller.org(&state, p.org_id)?;
+    let profile = state.runtime.profile(org.id, p.member_id).await?;
+    let [
+        display_name,
+        display_email,
+        display_mobile,
+        custom_id,
+        line_id,
+        connect_id,
+    ] = profile.view.fields;
+    Ok(axum::Json(UnifyProfile {
+        profile_id: profile.profile_id,
+        unify_scope_id: profile.unify_scope_id,
+        member_ids: profile.member_ids,
+        display_name,
+        display_email,
+        display_mobile,
+        custom_id,
+        line_id,
+        connect_id,
+        updated_at: unify_actors::clock::rfc3339(profile.view.updated_at),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainQuery {
+    other: Id,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PathStepView {
+    pub member_id: Id,
+    /// The key node linking this member to the previous one (null on the first step).
+    pub attribute: Option<AttributeName>,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefusedLink {
+    pub member_id: Id,
+    pub attribute: AttributeName,
+    pub value: String,
+    pub profile_id: Id,
+    pub other_profile_id: Id,
+    /// `distinct_conflict` or `max_profile_size`.
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExplainView {
+    pub same_profile: bool,
+    pub path: Vec<PathStepView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<RefusedLink>,
+}
+
+/// The chain of links joining two members, or the refused link keeping them apart.
+#[utoipa::path(get, path = "/chat/members/{member_id}/unification/explain", tag = "unification",
+    params(("org_id" = u64, Path), ("member_id" = u64, Path), ("other" = u64, Query)),
+    responses((status = 200, body = ExplainView), (status = "4XX", body = ErrorBody)))]
+async fn explain(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<MemberPath>,
+    Query(q): Query<ExplainQuery>,
+) -> ApiResult<axum::Json<ExplainView>> {
+    let org = caller.org(&state, p.org_id)?;
+    let e = state.runtime.explain(org.id, p.member_id, q.other).await?;
+    Ok(axum::Json(ExplainView {
+        same_profile: e.same_profile,
+        path: e
+            .path
+            .into_iter()
+            .map(|s| PathStepView {
+                member_id: s.member_id,
+                attribute: s.attribute.map(AttributeName),
+                value: s.value,
+            })
+            .collect(),
+        refused: e.refused.map(|r| RefusedLink {
+            member_id: r.member_id,
+            attribute: AttributeName(r.attribute),
+            value: r.value,
+            profile_id: r.profile_id,
+            other_profile_id: r.other_profile_id,
+            reason: r.reason.as_str().to_owned(),
+        }),
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UniInput {
+    pub unify_key: AttributeName,
+    /// `null` clears the attribute.
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeInput {
+    pub unify_key: AttributeName,
+    pub value: String,
+}
+
+async fn member_op(
+    state: &AppState,
+    caller: &Caller,
+    p: &MemberPath,
+    op: MemberOp,
+) -> ApiResult<axum::Json<MemberView>> {
+    let org = caller.org(state, p.org_id)?;
+    let member = state
+        .runtime
+        .member_op(org.id, p.member_id, op)
+        .await?
+        .ok_or_else(|| ApiError::not_found("member"))?;
+    Ok(axum::Json(member.into()))
+}
+
+/// Sets (or clears) one unify-key attribute of the member.
+#[utoipa::path(put, path = "/chat/members/{member_id}/uni", tag = "unification",
+    params(("org_id" = u64, Path), ("member_id" = u64, Path)), request_body = UniInput,
+    responses((status = 200, body = MemberView), (status = "4XX", body = ErrorBody)))]
+async fn uni(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<MemberPath>,
+    Json(body): Json<UniInput>,
+) -> ApiResult<axum::Json<MemberView>> {
+    let op = MemberOp::Uni {
+        attribute: body.unify_key.0,
+        value: body.value,
+    };
+    member_op(&state, &caller, &p, op).await
+}
+
+/// Clears the member's unify-key attributes and editable columns, sets one key, and locks the
+/// member's unification (SPEC 2.6).
+#[utoipa::path(post, path = "/chat/members/{member_id}/change-unification", tag = "unification",
+    params(("org_id" = u64, Path), ("member_id" = u64, Path)), request_body = ChangeInput,
+    responses((status = 200, body = MemberView), (status = "4XX", body = ErrorBody)))]
+async fn change_unification(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<MemberPath>,
+    Json(body): Json<ChangeInput>,
+) -> ApiResult<axum::Json<MemberView>> {
+    let op = MemberOp::ChangeUnification {
+        attribute: body.unify_key.0,
+        value: body.value,
+    };
+    member_op(&state, &caller, &p, op).await
+}
+
+/// Clears the member's unify-key attributes: it becomes a singleton profile (SPEC 2.6).
+#[utoipa::path(post, path = "/chat/members/{member_id}/cancel-unification", tag = "unification",
+    params(("org_id" = u64, Path), ("member_id" = u64, Path)),
+    responses((status = 200, body = MemberView), (status = "4XX", body = ErrorBody)))]
+async fn cancel_unification(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<MemberPath>,
+) -> ApiResult<axum::Json<MemberView>> {
+    member_op(&state, &caller, &p, MemberOp::CancelUnification).await
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberMergeState {
+    pub member_id: Id,
+    pub is_finished: bool,
+}
+
+/// Whether no operation on the member is queued or running.
+#[utoipa::path(get, path = "/chat/members/{member_id}/merge-state", tag = "unification",
+    params(("org_id" = u64, Path), ("member_id" = u64, Path)),
+    responses((status = 200, body = MemberMergeState), (status = "4XX", body = ErrorBody)))]
+async fn member_merge_state(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<MemberPath>,
+) -> ApiResult<axum::Json<MemberMergeState>> {
+    let org = caller.org(&state, p.org_id)?;
+    let is_finished = state
+        .runtime
+        .member_merge_state(org.id, p.member_id)
+        .await?;
+    Ok(axum::Json(MemberMergeState {
+        member_id: p.member_id,
+        is_finished,
+    }))
+}
