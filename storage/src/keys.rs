@@ -23,6 +23,8 @@
 //! | `0x1a` | scope id, seq                             | `OutboxEntry` (dead letter)|
 //! | `0x1b` | scope id                                  | `DeliveryRecord`           |
 //! | `0x20` | job id                                    | `ImportJob`                |
+//! | `0x21` | channel id, event id bytes                | `AcceptedEvent`            |
+//! | `0x22` | link code bytes                           | `LinkCode`                 |
 //!
 //! Ids and seqs are 8-byte big-endian. Channel id 0 stands for "no channel" (ids start at 1).
 //! External ids and usernames are the last component, so their variable length is unambiguous.
@@ -60,6 +62,10 @@ pub const DEAD: u8 = 0x1a;
 pub const DELIVERY: u8 = 0x1b;
 /// Prefix of bulk import jobs by id (`0x20`, apart from the `0x1_` member and scope records).
 pub const IMPORT_JOB: u8 = 0x20;
+/// Prefix of the webhook events accepted per channel (deduplication and pending provisioning).
+pub const ACCEPTED_EVENT: u8 = 0x21;
+/// Prefix of link codes by code.
+pub const LINK_CODE: u8 = 0x22;
 
 /// Key of the schema version.
 pub const SCHEMA_VERSION_KEY: &[u8] = b"\x00schema_version";
@@ -151,6 +157,22 @@ pub fn username(org_id: Id, username: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(9 + username.len());
     key.extend_from_slice(&id_key(USERNAME, org_id));
     key.extend_from_slice(username.as_bytes());
+    key
+}
+
+/// Returns the key of an accepted webhook event of a channel.
+pub fn accepted_event(channel_id: Id, event_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + event_id.len());
+    key.extend_from_slice(&id_key(ACCEPTED_EVENT, channel_id));
+    key.extend_from_slice(event_id.as_bytes());
+    key
+}
+
+/// Returns the key of a link code.
+pub fn link_code(code: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + code.len());
+    key.push(LINK_CODE);
+    key.extend_from_slice(code.as_bytes());
     key
 }
 

@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod webhooks;
+
+pub use webhooks::{AcceptedEvent, LinkCode};
+
 use crate::codec;
 use crate::error::{Result, StoreError};
 use crate::keys;
