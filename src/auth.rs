@@ -179,7 +179,9 @@ fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     let path = data_dir.join(SECRET_FILE);
     let secret: String = {
         let mut rng = rand::rng();
-        (0..32).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
+        (0..32)
+            .map(|_| format!("{:02x}", rng.random::<u8>()))
+            .collect()
     };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -193,8 +195,7 @@ fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
     }
-    let stored =
-        std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let stored = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     anyhow::ensure!(!stored.is_empty(), "{} is empty", path.display());
     Ok(stored)
 }

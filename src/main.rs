@@ -72,7 +72,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("--account is required for admin and agent tokens");
             }
             let tokens = Tokens::from_config(&config)?;
-            println!("{}", tokens.issue(&sub, role, account, orgs, parse_ttl(&ttl)?)?);
+            println!(
+                "{}",
+                tokens.issue(&sub, role, account, orgs, parse_ttl(&ttl)?)?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { config, data_dir } => {

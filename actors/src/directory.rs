@@ -55,6 +55,7 @@ impl Runtime {
         channel_id: Id,
         patch: ChannelPatch,
     ) -> Result<Channel, OpError> {
+        let patch = self.settle_channel_patch(org_id, channel_id, patch).await?;
         let _admin = self.admin.lock().await;
         let mut channel = self.channel(org_id, channel_id)?;
         if let Some(name) = patch.name {
@@ -73,6 +74,7 @@ impl Runtime {
             channel.contact_api = contact_api;
         }
         channel.updated_at = now_millis();
+        crate::provision::check_channel(&channel)?;
         let mut batch = WriteBatch::new();
         batch.put_channel(&channel);
         self.store().apply(batch)?;

@@ -137,7 +137,10 @@ async fn create_channel(
         contact_api: body.contact_api.map(ContactApi::from),
     };
     let channel = state.runtime.create_channel(org.id, new).await?;
-    Ok((StatusCode::CREATED, axum::Json(ChannelView::new(channel, true))))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(ChannelView::new(channel, true)),
+    ))
 }
 
 /// The org's channels.

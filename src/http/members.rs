@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use unify_actors::clock::{parse_rfc3339, rfc3339};
 use unify_actors::input::MemberInput;
 use unify_actors::ops::{MemberOp, MemberPatch};
-use unify_storage::{ImportJob, Id, Member};
+use unify_storage::{Id, ImportJob, Member};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

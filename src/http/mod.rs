@@ -21,9 +21,9 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::Tokens;
-use auth::BearerScheme;
 use crate::config::Config;
 use crate::error::ApiError;
+use auth::BearerScheme;
 
 /// Request bodies larger than this are refused with `413 PAYLOAD_TOO_LARGE` (import excepted).
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -59,6 +59,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .nest("/api/v1/orgs/{org_id}", channels::routes())
         .nest("/api/v1/orgs/{org_id}", members::routes())
         .nest("/api/v1/orgs/{org_id}", unification::routes())
+        .nest("/api/v1/orgs/{org_id}", crate::ws::routes())
         .merge(ops::routes())
         .split_for_parts()
 }

@@ -66,8 +66,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
             .set(status.job_done.load(Ordering::Relaxed) as f64);
         metrics::gauge!("unify_job_total", "scope" => scope.clone())
             .set(status.job_total.load(Ordering::Relaxed) as f64);
-        metrics::gauge!("unify_scope_finished", "scope" => scope)
-            .set(if status.is_finished() { 1.0 } else { 0.0 });
+        metrics::gauge!("unify_scope_finished", "scope" => scope).set(if status.is_finished() {
+            1.0
+        } else {
+            0.0
+        });
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -1,0 +1,208 @@
+//! A real server on `127.0.0.1:0` with a fresh data directory, and a JSON client for it.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use unify::auth::{Role, Tokens};
+use unify::config::Config;
+
+/// The secret the test servers sign tokens with.
+pub const SECRET: &str = "test-secret-of-the-api-tests";
+
+/// A running server.
+pub struct Server {
+    pub base: String,
+    pub tokens: Tokens,
+    pub client: reqwest::Client,
+    pub config: Config,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server with the embedded defaults.
+    pub async fn start() -> Server {
+        Server::start_with(|_| {}).await
+    }
+
+    /// Starts a server with the defaults changed by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.data_dir = dir.path().to_path_buf();
+        config.auth.jwt_secret = Some(SECRET.to_owned());
+        configure(&mut config);
+        let mut server = Server::start_in(config).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Starts a server on an existing configuration (restarts keep the data directory).
+    pub async fn start_in(config: Config) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(unify::run(config.clone(), listener, async move {
+            let _ = rx.await;
+        }));
+        let server = Server {
+            base,
+            tokens: Tokens::new(SECRET.as_bytes(), &config.auth.issuer),
+            client: reqwest::Client::new(),
+            config,
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: None,
+        };
+        let ready = eventually(|| async {
+            server
+                .client
+                .get(format!("{}/readyz", server.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK)
+        })
+        .await;
+        assert!(ready, "server did not become ready");
+        server
+    }
+
+    /// Shuts the server down gracefully and returns its data directory (kept alive).
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+        self._dir.take()
+    }
+
+    pub fn root(&self) -> String {
+        self.tokens
+            .issue("root", Role::Root, None, Vec::new(), 3600)
+            .unwrap()
+    }
+
+    pub fn admin(&self, account_id: u64) -> String {
+        self.tokens
+            .issue("admin", Role::Admin, Some(account_id), Vec::new(), 3600)
+            .unwrap()
+    }
+
+    pub fn agent(&self, account_id: u64, org_ids: Vec<u64>) -> String {
+        self.tokens
+            .issue("agent", Role::Agent, Some(account_id), org_ids, 3600)
+            .unwrap()
+    }
+
+    /// Sends a JSON request (no body when `body` is `Value::Null`) and returns the status and
+    /// the JSON body (`Value::Null` when empty).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(token);
+        if !body.is_null() {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes))
+            })
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, token, Value::Null).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, token, body).await
+    }
+
+    /// Creates an account with an admin token, a caac org and one channel; returns
+    /// `(account_id, admin token, org_id, channel_id)`.
+    pub async fn tenant(&self, name: &str) -> Tenant {
+        let (status, account) = self
+            .post("/api/v1/accounts", &self.root(), json!({ "name": name }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{account}");
+        let account_id = account["id"].as_u64().unwrap();
+        let admin = self.admin(account_id);
+        let (status, org) = self
+            .post(
+                "/api/v1/applications/organizations",
+                &admin,
+                json!({ "source": "caac", "name": format!("{name} chat") }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{org}");
+        let org_id = org["id"].as_u64().unwrap();
+        let (status, channel) = self
+            .post(
+                &format!("/api/v1/orgs/{org_id}/channels"),
+                &admin,
+                json!({ "name": "LINE", "type": "line" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{channel}");
+        Tenant {
+            account_id,
+            admin,
+            org_id,
+            channel_id: channel["id"].as_u64().unwrap(),
+        }
+    }
+}
+
+/// An account with a caac org and a channel.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub account_id: u64,
+    pub admin: String,
+    pub org_id: u64,
+    pub channel_id: u64,
+}
+
+impl Tenant {
+    /// Returns the org-scoped path `/api/v1/orgs/{org}{rest}`.
+    pub fn path(&self, rest: &str) -> String {
+        format!("/api/v1/orgs/{}{}", self.org_id, rest)
+    }
+}
+
+/// Polls `condition` until it holds or 30 s pass; returns whether it held.
+pub async fn eventually<F, Fut>(mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if condition().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
