@@ -13,6 +13,7 @@ pub mod key_change;
 pub mod links;
 pub mod member;
 pub mod ops;
+pub mod provision;
 pub mod router;
 pub mod runtime;
 pub mod scope;

@@ -63,6 +63,8 @@ pub struct Runtime {
     pub(crate) admin: Mutex<()>,
     /// The CDH bridge (runs only when a CDH is configured).
     pub(crate) cdh: crate::bridge::Cdh,
+    /// Channel-event provisioning (SPEC 6).
+    pub(crate) provisioner: Arc<crate::provision::Provisioner>,
 }
 
 /// Counts one admitted operation in its scope until dropped.
@@ -99,12 +101,14 @@ impl Runtime {
             .await
             .map_err(|e| OpError::Unavailable(format!("supervisor failed to start: {e}")))?;
         let cdh = crate::bridge::Cdh::start(store.clone(), &settings, hub.clone()).await?;
+        let router = Arc::new(Router {
+            store,
+            settings,
+            scopes: registry,
+        });
+        let provisioner = crate::provision::Provisioner::new(router.clone())?;
         let runtime = Runtime {
-            router: Arc::new(Router {
-                store,
-                settings,
-                scopes: registry,
-            }),
+            router,
             supervisor,
             supervisor_task: Mutex::new(Some(task)),
             members: Arc::default(),
@@ -112,13 +116,16 @@ impl Runtime {
             imports: crate::import::Imports::default(),
             admin: Mutex::new(()),
             cdh,
+            provisioner,
         };
         runtime.imports.resume(&runtime.router).await?;
+        runtime.provisioner.start();
         Ok(runtime)
     }
 
     /// Stops every actor (each scope commits what it handled) and flushes the store.
     pub async fn shutdown(&self) -> Result<(), OpError> {
+        self.provisioner.stop();
         self.cdh.stop().await;
         self.imports.stop_all().await;
         self.members.stop_all().await;
@@ -225,19 +232,45 @@ impl Runtime {
         crate::import::status(&self.router.store, org_id, job_id)
     }
 
-    /// Creates a member, or returns the existing one (`false`) with the same identity.
+    /// Creates a member, or returns the existing one (`false`) with the same identity. The
+    /// create runs in the identity's actor, so concurrent identical creates make one member.
     pub async fn create_member(
         &self,
         org_id: Id,
         member: NewMember,
     ) -> Result<(Member, bool), OpError> {
-        self.call(org_id, true, |reply| ScopeMsg::Create {
+        let identity = crate::member::Identity {
             org_id,
-            member,
-            reason: crate::events::Reason::MemberCreated,
-            reply,
+            channel_id: member.channel_id,
+            external_member_id: member.external_member_id.clone(),
+        };
+        self.with_identity(identity, move |handle| async move {
+            handle
+                .get_or_create(member, crate::events::Reason::MemberCreated)
+                .await
         })
         .await
+    }
+
+    /// Runs `work` in the actor of one identity `(org, channel, external_member_id)`, after
+    /// the creates and provisionings of that identity queued before it, and returns its
+    /// result. Provisioning (SPEC 6) uses it for "get or create, then maybe update": `work`
+    /// gets an [`crate::member::IdentityHandle`] with `find`, `get_or_create` and `mutate`
+    /// (the latter through the member's own actor), and may do slow work (a contact-API
+    /// fetch) without blocking the scope. Admitted like a mutation of the org's scope.
+    pub async fn with_identity<T, F, Fut>(
+        &self,
+        identity: crate::member::Identity,
+        work: F,
+    ) -> Result<T, OpError>
+    where
+        T: Send + 'static,
+        F: FnOnce(crate::member::IdentityHandle) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, OpError>> + Send + 'static,
+    {
+        let scope_id = self.router.scope_of(identity.org_id)?;
+        let _admission = self.admit(scope_id, true)?;
+        self.members.run(&self.router, identity, work).await
     }
 
     /// Creates many members in one scope call (bulk import).
@@ -459,6 +492,7 @@ impl Runtime {
 
     /// Creates a channel of a caac org; the webhook secret is in the returned record only.
     pub async fn create_channel(&self, org_id: Id, new: NewChannel) -> Result<Channel, OpError> {
+        let new = self.settle_new_channel(new).await?;
         let _admin = self.admin.lock().await;
         let store = &self.router.store;
         let org = found(store.get_org(org_id), "organization")?;
@@ -487,6 +521,7 @@ impl Runtime {
             created_at: now,
             updated_at: now,
         };
+        crate::provision::check_channel(&channel)?;
         let mut batch = WriteBatch::new();
         batch.put_channel(&channel);
         self.write(batch).await?;

@@ -59,6 +59,7 @@ pub struct ProfileView {
 }
 
 mod import_chunk;
+mod provision;
 
 /// Messages of the scope actor.
 #[derive(Debug)]
@@ -131,6 +132,18 @@ pub enum ScopeMsg {
     Flush,
     /// Writes the next chunk of a scope-wide job (sent by the actor to itself).
     JobChunk,
+    /// Finds or creates a channel sender's member and enriches it (SPEC 6).
+    Provision {
+        sender: crate::provision::Sender,
+        profile: Option<crate::provision::EventProfile>,
+        reply: Reply<crate::provision::Provisioned>,
+    },
+    /// Redeems a link code for a channel sender (SPEC 6).
+    RedeemLinkCode {
+        sender: crate::provision::Sender,
+        code: String,
+        reply: Reply<crate::provision::Redemption>,
+    },
     /// Makes the actor panic, for supervision tests.
     #[doc(hidden)]
     Panic,
@@ -162,6 +175,8 @@ struct Pending {
     identities: HashMap<(Id, Option<Id>, String), Option<Id>>,
     /// The running job finishes when this batch is durable.
     finishes_job: bool,
+    /// Usernames and link codes claimed by provisioning in this batch.
+    provision: provision::Staged,
 }
 
 impl Pending {
@@ -316,6 +331,22 @@ impl Actor for Scope {
             ScopeMsg::Flush => return state.commit().await,
             ScopeMsg::JobChunk => state.job_chunk(&myself)?,
             ScopeMsg::Panic => panic!("scope actor panic requested"),
+            ScopeMsg::Provision {
+                sender,
+                profile,
+                reply,
+            } => {
+                let result = state.provision(sender, profile)?;
+                state.respond(reply, result);
+            }
+            ScopeMsg::RedeemLinkCode {
+                sender,
+                code,
+                reply,
+            } => {
+                let result = state.redeem_link_code(sender, code)?;
+                state.respond(reply, result);
+            }
             ScopeMsg::Create {
                 org_id,
                 member,
