@@ -745,3 +745,46 @@ proptest! {
         prop_assert_eq!(store.count_members().unwrap(), model.len() as u64);
     }
 }
+
+#[test]
+fn delivery_state_and_outbox_ranges_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.get_delivery(6).unwrap(), None);
+    let record = unify_storage::DeliveryRecord {
+        scope_id: 6,
+        delivered: 300,
+        last_delivered_at: Some(1_700_000_000_000),
+        last_error: Some("HTTP 503".into()),
+        batch: Some((255, 257)),
+        rejections: 2,
+    };
+    apply(&store, |b| {
+        for seq in [1u64, 255, 256, 257, 65_536] {
+            b.put_outbox(&entry(6, seq));
+        }
+        b.put_outbox(&entry(7, 300))
+            .put_dead(&entry(6, 2))
+            .put_dead(&entry(7, 3))
+            .put_delivery(&record);
+    });
+    let store = reopen(store, dir.path());
+    assert_eq!(store.get_delivery(6).unwrap(), Some(record));
+    assert_eq!(store.get_delivery(7).unwrap(), None);
+    let from = |seq, limit| -> Vec<u64> {
+        store
+            .outbox_from(6, seq, limit)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    };
+    assert_eq!(from(255, 3), vec![255, 256, 257]);
+    assert_eq!(from(2, 10), vec![255, 256, 257, 65_536]);
+    assert!(
+        from(65_537, 10).is_empty(),
+        "scope 7 does not leak into scope 6"
+    );
+    assert_eq!(store.dead_len(6).unwrap(), 1);
+    assert_eq!(store.dead_len(8).unwrap(), 0);
+}
