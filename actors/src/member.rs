@@ -2,31 +2,157 @@
 //! through its actor, which forwards one operation at a time to the scope and waits for the
 //! durable answer, so operations on one member apply in arrival order even when some of them
 //! do slow work first.
+//!
+//! Actors are keyed either by member id (operations on an existing member) or by identity
+//! `(org, channel, external_member_id)` (creates and provisioning, before the member id is
+//! known): concurrent creates of one identity queue in its actor, so the first creates the
+//! member and the others find it. Bulk import bypasses member actors (see [`crate::import`]).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use futures_util::future::BoxFuture;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, oneshot};
 use unify_storage::{Id, Member};
 
-use crate::error::OpError;
-use crate::ops::MemberOp;
+use crate::error::{OpError, found};
+use crate::events::Reason;
+use crate::ops::{MemberOp, NewMember};
 use crate::router::Router;
 use crate::scope::ScopeMsg;
 
+/// The identity of a member: unique per org (SPEC 4.4).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub org_id: Id,
+    /// `None` for maac members.
+    pub channel_id: Option<Id>,
+    pub external_member_id: String,
+}
+
+/// What a member actor serializes: one existing member, or one identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ActorKey {
+    Member(Id),
+    Identity(Identity),
+}
+
+/// Work run inside an identity's actor, one at a time; it reports its result itself.
+pub type IdentityWork = Box<dyn FnOnce(IdentityHandle) -> BoxFuture<'static, ()> + Send>;
+
 /// Messages of a member actor.
-#[derive(Debug)]
 pub enum MemberMsg {
     Op {
         org_id: Id,
         op: Box<MemberOp>,
         reply: RpcReplyPort<Result<Option<Member>, OpError>>,
     },
+    /// Runs work for the identity of an identity-keyed actor.
+    Run(IdentityWork),
     /// Periodic idle check.
     Tick,
+}
+
+impl std::fmt::Debug for MemberMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MemberMsg::Op { org_id, op, .. } => f
+                .debug_struct("Op")
+                .field("org_id", org_id)
+                .field("op", op)
+                .finish(),
+            MemberMsg::Run(_) => f.write_str("Run"),
+            MemberMsg::Tick => f.write_str("Tick"),
+        }
+    }
+}
+
+impl std::fmt::Debug for IdentityHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityHandle")
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+/// What work running in an identity's actor may do. Everything it does for the identity is
+/// serialized with every other create or provisioning of that identity; updates of the
+/// member go through the member's own (id-keyed) actor, so they are also ordered with the
+/// operator's operations on it.
+pub struct IdentityHandle {
+    identity: Identity,
+    router: Arc<Router>,
+    registry: Arc<MemberRegistry>,
+}
+
+impl IdentityHandle {
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Returns the member with this identity, if it exists.
+    pub async fn find(&self) -> Result<Option<Member>, OpError> {
+        let Identity {
+            org_id,
+            channel_id,
+            external_member_id,
+        } = &self.identity;
+        let Some(member_id) =
+            self.router
+                .store
+                .lookup_member_by_ext(*org_id, *channel_id, external_member_id)?
+        else {
+            return Ok(None);
+        };
+        let scope_id = self.router.scope_of(*org_id)?;
+        let org_id = *org_id;
+        let member = self
+            .router
+            .call(scope_id, |reply| ScopeMsg::GetMember {
+                org_id,
+                member_id,
+                reply,
+            })
+            .await;
+        match member {
+            Ok(m) => Ok(Some(m)),
+            Err(OpError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates the member, or returns the existing one (`false`). The new member's channel and
+    /// external id are those of the identity; `reason` goes on its events (`member_created`,
+    /// `provisioned`).
+    pub async fn get_or_create(
+        &self,
+        mut member: NewMember,
+        reason: Reason,
+    ) -> Result<(Member, bool), OpError> {
+        member.channel_id = self.identity.channel_id;
+        member.external_member_id = self.identity.external_member_id.clone();
+        let org_id = self.identity.org_id;
+        let scope_id = self.router.scope_of(org_id)?;
+        self.router
+            .call(scope_id, |reply| ScopeMsg::Create {
+                org_id,
+                member,
+                reason,
+                reply,
+            })
+            .await
+    }
+
+    /// Applies an operation to a member of the identity's org through that member's actor.
+    pub async fn mutate(&self, member_id: Id, op: MemberOp) -> Result<Option<Member>, OpError> {
+        self.registry
+            .send(&self.router, member_id, self.identity.org_id, op)
+            .await
+    }
 }
 
 /// A running member actor and its count of queued operations.
@@ -40,7 +166,7 @@ struct Running {
 /// actor never stops with an operation on its way.
 #[derive(Debug, Default)]
 pub struct MemberRegistry {
-    running: Mutex<HashMap<Id, Running>>,
+    running: Mutex<HashMap<ActorKey, Running>>,
 }
 
 impl MemberRegistry {
@@ -49,8 +175,74 @@ impl MemberRegistry {
         self.running
             .lock()
             .await
-            .get(&member_id)
+            .get(&ActorKey::Member(member_id))
             .map_or(0, |r| r.queued.load(Ordering::Acquire))
+    }
+
+    /// Returns the actor of `key` (spawning it if needed) with one more operation counted.
+    async fn enqueue(
+        self: &Arc<Self>,
+        router: &Arc<Router>,
+        key: ActorKey,
+    ) -> Result<Running, OpError> {
+        let mut map = self.running.lock().await;
+        let running = match map.get(&key) {
+            Some(r) => r.clone(),
+            None => {
+                let queued = Arc::new(AtomicUsize::new(0));
+                let args = MemberArgs {
+                    key: key.clone(),
+                    router: router.clone(),
+                    registry: self.clone(),
+                    queued: queued.clone(),
+                };
+                let (actor, _) = Actor::spawn(None, MemberActor, args)
+                    .await
+                    .map_err(|e| OpError::Unavailable(format!("member actor: {e}")))?;
+                let r = Running { actor, queued };
+                map.insert(key, r.clone());
+                r
+            }
+        };
+        running.queued.fetch_add(1, Ordering::AcqRel);
+        Ok(running)
+    }
+
+    /// Runs `work` in the identity's actor after the work queued before it, and returns its
+    /// result. This is the entry point of creates and provisioning ("get or create, then maybe
+    /// update" for one identity); `work` gets an [`IdentityHandle`].
+    pub async fn run<T, F, Fut>(
+        self: &Arc<Self>,
+        router: &Arc<Router>,
+        identity: Identity,
+        work: F,
+    ) -> Result<T, OpError>
+    where
+        T: Send + 'static,
+        F: FnOnce(IdentityHandle) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, OpError>> + Send + 'static,
+    {
+        found(router.store.get_org(identity.org_id), "organization")?;
+        let running = self.enqueue(router, ActorKey::Identity(identity)).await?;
+        let (tx, rx) = oneshot::channel();
+        let work: IdentityWork = Box::new(move |handle| {
+            Box::pin(async move {
+                let _ = tx.send(work(handle).await);
+            })
+        });
+        let stopped = || OpError::Unavailable("the identity actor stopped".into());
+        if running.actor.send_message(MemberMsg::Run(work)).is_err() {
+            running.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(stopped());
+        }
+        match rx.await {
+            Ok(result) => result,
+            Err(_) => {
+                // The work was dropped unrun (or panicked): the actor did not count it off.
+                running.queued.fetch_sub(1, Ordering::AcqRel);
+                Err(stopped())
+            }
+        }
     }
 
     /// Sends an operation to the member's actor (spawning it if needed) and waits for the answer.
@@ -61,29 +253,7 @@ impl MemberRegistry {
         org_id: Id,
         op: MemberOp,
     ) -> Result<Option<Member>, OpError> {
-        let running = {
-            let mut map = self.running.lock().await;
-            let running = match map.get(&member_id) {
-                Some(r) => r.clone(),
-                None => {
-                    let queued = Arc::new(AtomicUsize::new(0));
-                    let args = MemberArgs {
-                        member_id,
-                        router: router.clone(),
-                        registry: self.clone(),
-                        queued: queued.clone(),
-                    };
-                    let (actor, _) = Actor::spawn(None, MemberActor, args)
-                        .await
-                        .map_err(|e| OpError::Unavailable(format!("member actor: {e}")))?;
-                    let r = Running { actor, queued };
-                    map.insert(member_id, r.clone());
-                    r
-                }
-            };
-            running.queued.fetch_add(1, Ordering::AcqRel);
-            running
-        };
+        let running = self.enqueue(router, ActorKey::Member(member_id)).await?;
         let sent = running.actor.call(
             |reply| MemberMsg::Op {
                 org_id,
@@ -101,11 +271,11 @@ impl MemberRegistry {
         }
     }
 
-    /// Removes the member's actor if nothing is queued; returns whether it was removed.
-    async fn retire(&self, member_id: Id, queued: &AtomicUsize) -> bool {
+    /// Removes the actor of `key` if nothing is queued; returns whether it was removed.
+    async fn retire(&self, key: &ActorKey, queued: &AtomicUsize) -> bool {
         let mut map = self.running.lock().await;
         if queued.load(Ordering::Acquire) == 0 {
-            map.remove(&member_id);
+            map.remove(key);
             true
         } else {
             false
@@ -124,7 +294,7 @@ impl MemberRegistry {
 /// Start-up arguments of a member actor.
 #[derive(Debug, Clone)]
 pub struct MemberArgs {
-    pub member_id: Id,
+    pub key: ActorKey,
     pub router: Arc<Router>,
     pub registry: Arc<MemberRegistry>,
     pub queued: Arc<AtomicUsize>,
@@ -169,10 +339,12 @@ impl Actor for MemberActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             MemberMsg::Op { org_id, op, reply } => {
-                let member_id = state.args.member_id;
                 let router = &state.args.router;
-                let result = match router.scope_of(org_id) {
-                    Ok(scope_id) => {
+                let result = match (&state.args.key, router.scope_of(org_id)) {
+                    (ActorKey::Identity(_), _) => Err(OpError::invalid(
+                        "member operations go to the member's actor",
+                    )),
+                    (&ActorKey::Member(member_id), Ok(scope_id)) => {
                         router
                             .call(scope_id, |reply| ScopeMsg::Mutate {
                                 org_id,
@@ -182,11 +354,24 @@ impl Actor for MemberActor {
                             })
                             .await
                     }
-                    Err(e) => Err(e),
+                    (_, Err(e)) => Err(e),
                 };
                 state.args.queued.fetch_sub(1, Ordering::AcqRel);
                 state.last_active = Instant::now();
                 let _ = reply.send(result);
+            }
+            MemberMsg::Run(work) => {
+                if let ActorKey::Identity(identity) = &state.args.key {
+                    let handle = IdentityHandle {
+                        identity: identity.clone(),
+                        router: state.args.router.clone(),
+                        registry: state.args.registry.clone(),
+                    };
+                    work(handle).await;
+                    state.args.queued.fetch_sub(1, Ordering::AcqRel);
+                    state.last_active = Instant::now();
+                }
+                // Work sent to a member-keyed actor is dropped; its caller counts it off.
             }
             MemberMsg::Tick => {
                 let idle = state.args.router.settings.member_idle;
@@ -194,7 +379,7 @@ impl Actor for MemberActor {
                     && state
                         .args
                         .registry
-                        .retire(state.args.member_id, &state.args.queued)
+                        .retire(&state.args.key, &state.args.queued)
                         .await
                 {
                     myself.stop(None);
