@@ -13,7 +13,7 @@
 //! scope actor (`scope/provision.rs`), where the writes of an org are serialized: that is what
 //! makes one member per identity and one holder per username race-free.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -270,31 +270,67 @@ pub fn username_candidate(base: &str, n: u32) -> String {
 // ---------------------------------------------------------------------------------------------
 // The provisioner.
 
-/// The lane of one identity: held while one of its events is provisioned.
-type Lane = Arc<tokio::sync::Mutex<()>>;
+/// One accepted event waiting in its identity's lane.
+#[derive(Debug)]
+struct Job {
+    org_id: Id,
+    record: AcceptedEvent,
+    event: ChannelEvent,
+    /// Counts the event against [`MAX_PENDING_EVENTS`] until it is provisioned.
+    _permit: OwnedSemaphorePermit,
+}
 
-/// Per-identity lanes: events of one identity are provisioned one at a time, in arrival
-/// order, so that the first fetches the contact profile and the others find it cached.
+/// The lane key: a channel and a sender identity.
+type LaneKey = (Id, String);
+
+/// Per-identity lanes, the identity-keyed mailboxes of provisioning: the events of one
+/// identity are provisioned one at a time in arrival order (the order in which the webhook
+/// accepted them), so the first fetches the contact profile and the next find it cached. A
+/// lane exists while it has work; one task drains it and removes it when it is empty.
 #[derive(Debug, Default)]
 struct Lanes {
-    lanes: std::sync::Mutex<HashMap<(Id, String), Lane>>,
+    queues: std::sync::Mutex<HashMap<LaneKey, VecDeque<Job>>>,
 }
 
 impl Lanes {
-    fn get(&self, channel_id: Id, identity: &str) -> Lane {
-        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-        lanes
-            .entry((channel_id, identity.to_owned()))
-            .or_default()
-            .clone()
+    /// Queues a job; returns whether the lane was idle (the caller starts its drainer).
+    fn push(&self, key: &LaneKey, job: Job) -> bool {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        match queues.get_mut(key) {
+            Some(queue) => {
+                queue.push_back(job);
+                false
+            }
+            None => {
+                queues.insert(key.clone(), VecDeque::from([job]));
+                true
+            }
+        }
     }
 
-    /// Drops the lane when no one else holds or waits for it.
-    fn release(&self, channel_id: Id, identity: &str, lane: Lane) {
-        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (channel_id, identity.to_owned());
-        if Arc::strong_count(&lane) == 2 && lanes.get(&key).is_some_and(|l| Arc::ptr_eq(l, &lane)) {
-            lanes.remove(&key);
+    /// Returns the lane's next job, or removes the lane when it is empty.
+    fn next(&self, key: &LaneKey) -> Option<Job> {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let job = queues.get_mut(key).and_then(VecDeque::pop_front);
+        if job.is_none() {
+            queues.remove(key);
+        }
+        job
+    }
+}
+
+/// Removes a lane whose drainer panicked, so that the identity's later events start a new
+/// one (the dropped events stay pending in the store and resume at the next start).
+struct DrainGuard<'a> {
+    lanes: &'a Lanes,
+    key: &'a LaneKey,
+}
+
+impl Drop for DrainGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut queues = self.lanes.queues.lock().unwrap_or_else(|e| e.into_inner());
+            queues.remove(self.key);
         }
     }
 }
@@ -440,24 +476,32 @@ impl Provisioner {
         event: ChannelEvent,
         permit: OwnedSemaphorePermit,
     ) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let Ok(identity) = event.identity().map(str::to_owned) else {
-                this.finish(&record);
-                return;
-            };
-            let lane = this.lanes.get(record.channel_id, &identity);
-            let done = {
-                let _turn = lane.lock().await;
-                this.provision(org_id, record.channel_id, &identity, &event)
-                    .await
-            };
-            this.lanes.release(record.channel_id, &identity, lane);
-            if done {
-                this.finish(&record);
-            }
-        });
+        let Ok(identity) = event.identity().map(str::to_owned) else {
+            self.finish(&record);
+            return;
+        };
+        let key = (record.channel_id, identity);
+        let job = Job {
+            org_id,
+            record,
+            event,
+            _permit: permit,
+        };
+        if self.lanes.push(&key, job) {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let _guard = DrainGuard {
+                    lanes: &this.lanes,
+                    key: &key,
+                };
+                while let Some(job) = this.lanes.next(&key) {
+                    let done = this.provision(job.org_id, key.0, &key.1, &job.event).await;
+                    if done {
+                        this.finish(&job.record);
+                    }
+                }
+            });
+        }
     }
 
     /// Marks an accepted event provisioned. Not flushed: should the mark be lost in a crash,

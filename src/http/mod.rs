@@ -9,6 +9,7 @@ pub mod extract;
 pub mod members;
 pub mod ops;
 pub mod unification;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -59,6 +60,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .nest("/api/v1/orgs/{org_id}", channels::routes())
         .nest("/api/v1/orgs/{org_id}", members::routes())
         .nest("/api/v1/orgs/{org_id}", unification::routes())
+        .nest("/api/v1/orgs/{org_id}", webhooks::routes())
         .nest("/api/v1/orgs/{org_id}", crate::ws::routes())
         .merge(ops::routes())
         .split_for_parts()

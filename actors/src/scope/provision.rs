@@ -101,19 +101,23 @@ impl ScopeState {
         Ok(Ok(Provisioned { member, created }))
     }
 
-    /// Writes a profile's values onto an existing member, and a username if it has none. A
-    /// manually unified member is left alone: operator decisions are authoritative.
+    /// Writes a profile's values onto an existing member, a newer `last_message_at`, and a
+    /// username if it has none. The profile is not written onto a manually unified member:
+    /// operator decisions are authoritative.
     fn enrich(
         &mut self,
         mut member: Member,
         sender: &Sender,
         profile: Option<&EventProfile>,
     ) -> Step<Member> {
-        if member.manual_unification {
-            return Ok(Ok(member));
-        }
         let mut changed = false;
-        if let Some(profile) = profile {
+        if let Some(at) = sender.last_message_at
+            && member.last_message_at.is_none_or(|last| last < at)
+        {
+            member.last_message_at = Some(at);
+            changed = true;
+        }
+        if let Some(profile) = profile.filter(|_| !member.manual_unification) {
             let values = [
                 (&mut member.display_email, &profile.display_email),
                 (&mut member.display_mobile, &profile.display_mobile),
