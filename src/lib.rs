@@ -12,5 +12,6 @@ pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod synth;
+pub mod ws;
 
 pub use server::run;
