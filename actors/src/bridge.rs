@@ -126,6 +126,19 @@ impl Runtime {
         Ok(dead.len() as u64)
     }
 
+    /// Makes the CDH bridge (`None`) or the delivery actor of a scope panic (supervision
+    /// tests); `Unavailable` when no bridge runs.
+    #[doc(hidden)]
+    pub async fn inject_bridge_panic(&self, scope_id: Option<Id>) -> Result<(), OpError> {
+        let supervisor = self.cdh.supervisor.lock().await;
+        let (actor, _) = supervisor
+            .as_ref()
+            .ok_or_else(|| OpError::Unavailable("no cdh bridge runs".into()))?;
+        actor
+            .send_message(BridgeSupervisorMsg::Forward(BridgeMsg::Panic(scope_id)))
+            .map_err(|e| OpError::Unavailable(e.to_string()))
+    }
+
     /// Returns the account scope: the scope of the account's caac org.
     fn account_scope(&self, account_id: Id) -> Result<Id, OpError> {
         let store = self.store();
@@ -148,7 +161,7 @@ impl Runtime {
 #[derive(Debug, Default)]
 pub struct Cdh {
     /// The bridge supervisor and its task; `None` without a CDH or after shutdown.
-    supervisor: tokio::sync::Mutex<Option<(ActorRef<()>, JoinHandle<()>)>>,
+    supervisor: tokio::sync::Mutex<Option<(ActorRef<BridgeSupervisorMsg>, JoinHandle<()>)>>,
     /// Serializes requeues of dead letters.
     requeue: tokio::sync::Mutex<()>,
 }
@@ -200,9 +213,19 @@ pub struct BridgeArgs {
     pub restart_window: Duration,
 }
 
-/// Keeps one [`Bridge`] running (configuration only). Its only message is a delayed restart.
+/// Keeps one [`Bridge`] running (configuration only).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BridgeSupervisor;
+
+/// Messages of the bridge supervisor.
+#[derive(Debug)]
+pub enum BridgeSupervisorMsg {
+    /// Starts the bridge if it is not running (a delayed restart).
+    Restart,
+    /// Forwards a message to the running bridge (supervision tests).
+    #[doc(hidden)]
+    Forward(BridgeMsg),
+}
 
 /// State of the bridge supervisor.
 #[derive(Debug)]
@@ -214,14 +237,13 @@ pub struct BridgeSupervisorState {
 }
 
 impl Actor for BridgeSupervisor {
-    /// A (delayed) request to start the bridge if it is not running.
-    type Msg = ();
+    type Msg = BridgeSupervisorMsg;
     type State = BridgeSupervisorState;
     type Arguments = BridgeArgs;
 
     async fn pre_start(
         &self,
-        myself: ActorRef<()>,
+        myself: ActorRef<BridgeSupervisorMsg>,
         args: BridgeArgs,
     ) -> Result<BridgeSupervisorState, ActorProcessingErr> {
         let mut state = BridgeSupervisorState {
@@ -235,19 +257,28 @@ impl Actor for BridgeSupervisor {
 
     async fn handle(
         &self,
-        myself: ActorRef<()>,
-        _message: (),
+        myself: ActorRef<BridgeSupervisorMsg>,
+        message: BridgeSupervisorMsg,
         state: &mut BridgeSupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        if state.bridge.is_none() && state.spawn(&myself).await.is_err() {
-            myself.send_after(state.args.restart_window, || ());
+        match message {
+            BridgeSupervisorMsg::Restart => {
+                if state.bridge.is_none() && state.spawn(&myself).await.is_err() {
+                    myself.send_after(state.args.restart_window, || BridgeSupervisorMsg::Restart);
+                }
+            }
+            BridgeSupervisorMsg::Forward(message) => {
+                if let Some(bridge) = &state.bridge {
+                    let _ = bridge.send_message(message);
+                }
+            }
         }
         Ok(())
     }
 
     async fn handle_supervisor_evt(
         &self,
-        myself: ActorRef<()>,
+        myself: ActorRef<BridgeSupervisorMsg>,
         event: SupervisionEvent,
         state: &mut BridgeSupervisorState,
     ) -> Result<(), ActorProcessingErr> {
@@ -271,13 +302,13 @@ impl Actor for BridgeSupervisor {
                 "cdh bridge restarted too often, delaying the next restart"
             );
         }
-        myself.send_after(state.args.restart_window, || ());
+        myself.send_after(state.args.restart_window, || BridgeSupervisorMsg::Restart);
         Ok(())
     }
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<()>,
+        _myself: ActorRef<BridgeSupervisorMsg>,
         state: &mut BridgeSupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(bridge) = state.bridge.take() {
@@ -288,7 +319,10 @@ impl Actor for BridgeSupervisor {
 }
 
 impl BridgeSupervisorState {
-    async fn spawn(&mut self, myself: &ActorRef<()>) -> Result<(), ActorProcessingErr> {
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<BridgeSupervisorMsg>,
+    ) -> Result<(), ActorProcessingErr> {
         match Actor::spawn_linked(None, Bridge, self.args.clone(), myself.get_cell()).await {
             Ok((bridge, _)) => {
                 self.bridge = Some(bridge);
@@ -325,6 +359,9 @@ impl BridgeSupervisorState {
 pub enum BridgeMsg {
     /// Finds the scopes with a non-empty outbox and wakes their delivery actors.
     Scan,
+    /// Makes the bridge (`None`) or a scope's delivery actor panic, for supervision tests.
+    #[doc(hidden)]
+    Panic(Option<Id>),
 }
 
 /// The bridge (configuration only).
@@ -396,6 +433,12 @@ impl Actor for Bridge {
                         }
                     }
                     Err(err) => tracing::warn!(error = %err, "cannot list cdh outboxes"),
+                }
+            }
+            BridgeMsg::Panic(None) => panic!("injected cdh bridge panic"),
+            BridgeMsg::Panic(Some(scope_id)) => {
+                if let Some(worker) = state.workers.get(&scope_id) {
+                    let _ = worker.actor.send_message(DeliveryMsg::Panic);
                 }
             }
         }
@@ -497,6 +540,9 @@ pub enum DeliveryMsg {
     Wake,
     /// Delivers (or retries) the next batch (sent by the actor to itself).
     Step,
+    /// Makes the actor panic, for supervision tests.
+    #[doc(hidden)]
+    Panic,
 }
 
 /// Start-up arguments of a delivery actor.
@@ -585,6 +631,7 @@ impl Actor for Delivery {
                     myself.send_message(DeliveryMsg::Step)?;
                 }
             }
+            DeliveryMsg::Panic => panic!("injected cdh delivery panic"),
             DeliveryMsg::Step => match state.step().await? {
                 Next::Idle => {
                     state.busy = false;

@@ -674,3 +674,27 @@ async fn a_resend_carries_the_same_batch_even_after_more_events_and_a_restart() 
     cdh.check_contract(50);
     rt.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_bridge_actors_are_restarted_and_delivery_continues_in_order() {
+    let cdh = FakeCdh::start().await;
+    cdh.with(|s| s.delay = Duration::from_millis(20));
+    let dir = tempfile::tempdir().unwrap();
+    let rt = boot(dir.path(), settings(&cdh.url, 5000, 10)).await;
+    let w = connected_world(&rt, "acme").await;
+    drain(&rt, &w).await;
+    let delivered = cdh.delivered(w.scope).len();
+    create_members(&rt, &w, 0, 100).await;
+    eventually("delivery to be under way", || async {
+        cdh.delivered(w.scope).len() > delivered
+    })
+    .await;
+    rt.inject_bridge_panic(Some(w.scope)).await.unwrap();
+    create_members(&rt, &w, 100, 150).await;
+    assert_all_delivered(&rt, &cdh, &w).await;
+    rt.inject_bridge_panic(None).await.unwrap();
+    create_members(&rt, &w, 150, 200).await;
+    assert_all_delivered(&rt, &cdh, &w).await;
+    cdh.check_contract(10);
+    rt.shutdown().await.unwrap();
+}
