@@ -53,6 +53,21 @@ pub enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Prints the websocket frames of one org, one JSON object per line.
+    Watch {
+        /// The org whose scope's events are printed.
+        #[arg(long)]
+        org: u64,
+        /// An API token that may use the org.
+        #[arg(long, env = "UNIFY_TOKEN")]
+        token: String,
+        /// Base URL of the server.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// Replays the retained events after this sequence number first.
+        #[arg(long)]
+        since: Option<u64>,
+    },
     /// Checks offline that every scope's stored partition equals a full rebuild.
     Verify {
         #[arg(long)]

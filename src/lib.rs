@@ -12,6 +12,7 @@ pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod synth;
+pub mod watch;
 pub mod ws;
 
 pub use server::run;

@@ -58,6 +58,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Watch {
+            org,
+            token,
+            server,
+            since,
+        } => {
+            runtime()?.block_on(unify::watch::run(&server, org, &token, since))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Token {
             role,
             account,

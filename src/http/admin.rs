@@ -27,6 +27,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(merge_state))
         .routes(routes!(integrate))
         .routes(routes!(disconnect))
+        .routes(routes!(sync_state))
+        .routes(routes!(sync_retry))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -179,4 +181,52 @@ async fn disconnect(State(state): State<AppState>, caller: Caller) -> ApiResult<
     let account_id = caller.admin_account()?;
     state.runtime.disconnect(account_id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The CDH delivery state of the account scope (SPEC 7).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SyncStateView {
+    /// Events waiting in the outbox.
+    pub pending: u64,
+    /// Events delivered so far.
+    pub delivered: u64,
+    /// Dead-lettered events (permanent rejections), requeued by `POST sync/retry`.
+    pub dead: u64,
+    pub last_error: Option<String>,
+    pub last_delivered_at: Option<String>,
+}
+
+/// The account scope's CDH delivery state.
+#[utoipa::path(get, path = "/sync-state", tag = "admin",
+    responses((status = 200, body = SyncStateView), (status = "4XX", body = ErrorBody)))]
+async fn sync_state(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<axum::Json<SyncStateView>> {
+    let account_id = caller.admin_account()?;
+    let s = state.runtime.sync_state(account_id).await?;
+    Ok(axum::Json(SyncStateView {
+        pending: s.pending,
+        delivered: s.delivered,
+        dead: s.dead,
+        last_error: s.last_error,
+        last_delivered_at: s.last_delivered_at,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Requeued {
+    pub requeued: u64,
+}
+
+/// Requeues the dead-lettered deliveries of the account scope.
+#[utoipa::path(post, path = "/sync/retry", tag = "admin",
+    responses((status = 200, body = Requeued), (status = "4XX", body = ErrorBody)))]
+async fn sync_retry(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<axum::Json<Requeued>> {
+    let account_id = caller.admin_account()?;
+    let requeued = state.runtime.sync_retry(account_id).await?;
+    Ok(axum::Json(Requeued { requeued }))
 }
