@@ -1,0 +1,186 @@
+//! Fuzzing the API's input side (SPEC 10): random bodies, content types and path segments get a
+//! 4xx with the error body (or a success for a valid request), never a 5xx or a hang, and a
+//! refused request writes nothing.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::{Server, Tenant};
+use proptest::prelude::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+struct Fixture {
+    rt: tokio::runtime::Runtime,
+    server: Server,
+    tenant: Tenant,
+    member_id: u64,
+    /// An org only the "writes nothing" property posts to, so that other properties running
+    /// at the same time cannot change what it compares.
+    quiet: Tenant,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (server, tenant, member_id, quiet) = rt.block_on(async {
+            let server = Server::start().await;
+            let tenant = server.tenant("fuzz").await;
+            let (_, m) = server
+                .post(
+                    &tenant.path("/chat/members"),
+                    &tenant.admin,
+                    json!({ "channel_id": tenant.channel_id, "external_member_id": "seed" }),
+                )
+                .await;
+            let quiet = server.tenant("quiet").await;
+            (server, tenant, m["id"].as_u64().unwrap(), quiet)
+        });
+        Fixture {
+            rt,
+            server,
+            tenant,
+            member_id,
+            quiet,
+        }
+    })
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(|f| json!(f)),
+        "[a-z_]{0,12}".prop_map(Value::from),
+        "\\PC{0,20}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::btree_map(
+                prop_oneof![
+                    Just("external_member_id".to_owned()),
+                    Just("channel_id".to_owned()),
+                    Just("unify_key".to_owned()),
+                    Just("value".to_owned()),
+                    Just("unify_keys".to_owned()),
+                    Just("display_email".to_owned()),
+                    Just("name".to_owned()),
+                    "[a-z_]{1,10}",
+                ],
+                inner,
+                0..5
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// The routes fuzzed, relative to the org (`{m}` is the seeded member).
+const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/chat/members"),
+    ("PATCH", "/chat/members/{m}"),
+    ("PUT", "/chat/members/{m}/uni"),
+    ("POST", "/chat/members/{m}/change-unification"),
+    ("POST", "/organization/unify-scope-setting/dry-run"),
+    ("PUT", "/organization/unify-scope-setting/unify-keys"),
+    ("POST", "/channels"),
+    ("PATCH", "/channels/{c}"),
+];
+
+async fn send(
+    f: &Fixture,
+    token: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let response = f
+        .server
+        .client
+        .request(
+            Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("{}{}", f.server.base, path),
+        )
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.bytes().await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn check(status: StatusCode, body: &Value) -> Result<(), TestCaseError> {
+    prop_assert!(!status.is_server_error(), "5xx: {status} {body}");
+    if status.is_client_error() {
+        prop_assert!(
+            body["error"]["code"].is_string(),
+            "no error body: {status} {body}"
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_json_bodies_never_fail_the_server(route in 0..ROUTES.len(), body in json_value()) {
+        let f = fixture();
+        let (method, rest) = ROUTES[route];
+        let rest = rest
+            .replace("{m}", &f.member_id.to_string())
+            .replace("{c}", &f.tenant.channel_id.to_string());
+        let path = f.tenant.path(&rest);
+        let (status, reply) = f.rt.block_on(send(f, &f.tenant.admin, method, &path, "application/json", body.to_string().into_bytes()));
+        check(status, &reply)?;
+    }
+
+    #[test]
+    fn random_bytes_are_refused_and_write_nothing(
+        bytes in prop::collection::vec(any::<u8>(), 0..256),
+        content_type in prop_oneof![Just("application/json".to_owned()), Just("text/plain".to_owned()), Just("application/x-ndjson".to_owned()), "[a-z/+-]{0,20}"],
+    ) {
+        let f = fixture();
+        prop_assume!(serde_json::from_slice::<Value>(&bytes).is_err());
+        let path = f.quiet.path("/chat/members");
+        let (before, after, status, reply) = f.rt.block_on(async {
+            let (_, before) = f.server.get(&format!("{path}?limit=1000"), &f.quiet.admin).await;
+            let (status, reply) = send(f, &f.quiet.admin, "POST", &path, &content_type, bytes).await;
+            let (_, after) = f.server.get(&format!("{path}?limit=1000"), &f.quiet.admin).await;
+            (before, after, status, reply)
+        });
+        check(status, &reply)?;
+        prop_assert!(status.is_client_error(), "{status}");
+        prop_assert_eq!(before, after);
+    }
+
+    #[test]
+    fn random_path_segments_are_4xx(segment in "[^/?#]{1,24}", route in 0..4usize) {
+        let f = fixture();
+        let encoded: String = segment.bytes().map(|b| format!("%{b:02X}")).collect();
+        let path = match route {
+            0 => format!("/api/v1/orgs/{encoded}/chat/members"),
+            1 => f.tenant.path(&format!("/chat/members/{encoded}")),
+            2 => f.tenant.path(&format!("/channels/{encoded}")),
+            _ => f.tenant.path(&format!("/organization/unify-scope-setting/unify-keys/{encoded}")),
+        };
+        let method = if route == 3 { "DELETE" } else { "GET" };
+        let (status, reply) = f.rt.block_on(send(f, &f.tenant.admin, method, &path, "application/json", Vec::new()));
+        check(status, &reply)?;
+    }
+}
