@@ -159,8 +159,10 @@ async fn p3() {
 /// P2, P4 and P6 on one store of `members` members.
 async fn big(members: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = unify::config::Config::default();
-    config.data_dir = dir.path().to_path_buf();
+    let mut config = unify::config::Config {
+        data_dir: dir.path().to_path_buf(),
+        ..unify::config::Config::default()
+    };
     config.auth.jwt_secret = Some(common::SECRET.to_owned());
     let s = Server::start_in(config.clone()).await;
     let t = s.tenant("big").await;

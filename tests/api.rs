@@ -830,6 +830,17 @@ async fn bad_tokens_are_unauthenticated() {
     s.stop().await;
 }
 
+/// One bad request: name, method, path, content type, body, expected status and code.
+type BadInput<'a> = (
+    &'a str,
+    Method,
+    String,
+    Option<&'a str>,
+    Vec<u8>,
+    StatusCode,
+    &'a str,
+);
+
 /// Sends a raw body with a content type and returns status and error code.
 async fn raw(
     s: &Server,
@@ -868,7 +879,7 @@ async fn bad_inputs_are_refused_with_their_code_and_write_nothing() {
         t.channel_id,
         "x".repeat(1024 * 1024 + 10)
     );
-    let cases: Vec<(&str, Method, String, Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
+    let cases: Vec<BadInput> = vec![
         ("malformed json", Method::POST, members.clone(), json_ct, b"{\"channel_id\":".to_vec(), StatusCode::BAD_REQUEST, "MALFORMED_JSON"),
         ("empty body", Method::POST, members.clone(), json_ct, Vec::new(), StatusCode::BAD_REQUEST, "MALFORMED_JSON"),
         ("invalid utf-8", Method::POST, members.clone(), json_ct, b"{\"external_member_id\":\"\xff\xfe\"}".to_vec(), StatusCode::BAD_REQUEST, "MALFORMED_JSON"),

@@ -33,8 +33,10 @@ impl Server {
     /// Starts a server with the defaults changed by `configure`.
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.data_dir = dir.path().to_path_buf();
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
         config.auth.jwt_secret = Some(SECRET.to_owned());
         configure(&mut config);
         let mut server = Server::start_in(config).await;
