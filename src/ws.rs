@@ -57,10 +57,19 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// The largest message a client may send; clients only answer pings and close.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
+/// Read buffer per connection: clients only send pongs and close frames, and the default
+/// (128 KiB) times 10k subscribers would be a lot of memory.
+const READ_BUFFER: usize = 4 * 1024;
+
+/// The leeway tokens are verified with (`crate::auth`): a connection ends when its token
+/// would no longer be accepted.
+const TOKEN_LEEWAY_S: u64 = 30;
+
 /// Close code sent with `lagged`: "try again later" (RFC 6455 registry), reconnect with `since`.
 const CLOSE_LAGGED: u16 = 1013;
-/// Close code for a client that did not answer a ping.
-const CLOSE_PING_TIMEOUT: u16 = 1008;
+/// Close code for a client that did not answer a ping, or whose token expired: "policy
+/// violation".
+const CLOSE_POLICY: u16 = 1008;
 /// Close code at server shutdown: "going away".
 const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code when the store fails: "internal error".
@@ -121,7 +130,10 @@ async fn subscribe(
     // Subscribed before anything is read from the store, so that replay and live events meet
     // without a gap.
     let live = state.runtime.hub().subscribe(scope_id);
+    let valid_for = caller.0.exp.saturating_add(TOKEN_LEEWAY_S).saturating_sub(unix_now());
+    let expires = Duration::from_secs(valid_for);
     let connection = Connection {
+        expires: Instant::now() + expires,
         store: state.runtime.store().clone(),
         state,
         org_id: org.id,
@@ -132,6 +144,7 @@ async fn subscribe(
     let since = query.since;
     Ok(upgrade
         .max_message_size(MAX_CLIENT_MESSAGE)
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| connection.serve(socket, since)))
 }
 
@@ -144,6 +157,8 @@ enum Ending {
     Lagged,
     /// The client did not answer the previous ping.
     PingTimeout,
+    /// The token the connection was opened with expired.
+    TokenExpired,
     /// The server shuts down.
     ShuttingDown,
     /// The store failed.
@@ -165,7 +180,8 @@ impl Ending {
                 Message::Text(Utf8Bytes::from_static(r#"{"type":"lagged"}"#)),
                 close(CLOSE_LAGGED, "lagged"),
             ],
-            Ending::PingTimeout => vec![close(CLOSE_PING_TIMEOUT, "ping timeout")],
+            Ending::PingTimeout => vec![close(CLOSE_POLICY, "ping timeout")],
+            Ending::TokenExpired => vec![close(CLOSE_POLICY, "token expired")],
             Ending::ShuttingDown => vec![close(CLOSE_GOING_AWAY, "server shutting down")],
             Ending::Internal => vec![close(CLOSE_INTERNAL, "internal error")],
         }
@@ -181,6 +197,9 @@ struct Connection {
     live: broadcast::Receiver<Arc<Event>>,
     /// Live events at or below this seq were already sent (by the replay).
     last_seq: u64,
+    /// When the caller's token expires: the connection is closed then, so that access ends
+    /// with the token (the client reconnects with a fresh one and `since`).
+    expires: Instant,
 }
 
 impl Connection {
@@ -235,11 +254,17 @@ impl Connection {
         since: Option<u64>,
         ping_period: Duration,
     ) -> Result<Infallible, Ending> {
+        // Both made once: the loop below runs for every event of every subscriber.
         let mut closing = self.state.closing.clone();
+        let shutting_down = shutdown(&mut closing);
+        tokio::pin!(shutting_down);
+        let expiry = tokio::time::sleep_until(self.expires);
+        tokio::pin!(expiry);
         if let Some(since) = since {
             tokio::select! {
                 biased;
-                _ = shutdown(&mut closing) => return Err(Ending::ShuttingDown),
+                _ = &mut shutting_down => return Err(Ending::ShuttingDown),
+                _ = &mut expiry => return Err(Ending::TokenExpired),
                 replayed = self.replay(since, tx) => replayed?,
             }
         }
@@ -251,7 +276,8 @@ impl Connection {
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown(&mut closing) => return Err(Ending::ShuttingDown),
+                _ = &mut shutting_down => return Err(Ending::ShuttingDown),
+                _ = &mut expiry => return Err(Ending::TokenExpired),
                 message = stream.next() => match message {
                     Some(Ok(Message::Pong(_))) => awaiting_pong = false,
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Err(Ending::ClientGone),
@@ -396,19 +422,34 @@ fn resync_frame(oldest_seq: u64) -> Message {
     Message::Text(format!(r#"{{"type":"resync_required","oldest_seq":{oldest_seq}}}"#).into())
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Resolves when the server starts shutting down (or is gone).
 async fn shutdown(closing: &mut watch::Receiver<bool>) {
     let _ = closing.wait_for(|closing| *closing).await;
 }
 
-/// The writer task: sends queued frames in order, then the frames of the ending.
+/// The writer task: sends queued frames in order, then the frames of the ending. Frames
+/// queued together are written with one flush.
 async fn write(
     mut sink: SplitSink<WebSocket, Message>,
     mut queue: mpsc::Receiver<Message>,
     ending: oneshot::Receiver<Ending>,
 ) {
     while let Some(message) = queue.recv().await {
-        if sink.send(message).await.is_err() {
+        if sink.feed(message).await.is_err() {
+            return;
+        }
+        while let Ok(message) = queue.try_recv() {
+            if sink.feed(message).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
             return;
         }
     }

@@ -938,3 +938,36 @@ async fn shutdown_closes_every_socket() {
         assert_eq!(code, 1001);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_closes_when_its_token_expires() {
+    let server = Server::start(|_| {}).await;
+    let (account, _) = server.account("acme").await;
+    let admin = server.token(Role::Admin, Some(account), Vec::new());
+    let org = server.org(&admin, "maac").await;
+    // Expired 25 s ago: still inside the 30 s leeway, so accepted, for about 5 s more.
+    let claims = Claims {
+        sub: "x".into(),
+        role: Role::Admin,
+        account_id: Some(account),
+        org_ids: Vec::new(),
+        iat: now_s() - 3600,
+        exp: now_s() - 25,
+        aud: "unify-api".into(),
+        iss: "unify".into(),
+    };
+    let mut ws = server.subscribe(org, &sign(&claims, SECRET), None).await;
+    let close = loop {
+        let message = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("the socket was not closed at expiry");
+        match message {
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame"),
+            Some(Ok(_)) => {}
+            other => panic!("ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1008);
+    assert_eq!(close.reason.as_str(), "token expired");
+    server.stop().await.unwrap();
+}
