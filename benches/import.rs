@@ -1,6 +1,7 @@
 //! P2 (SPEC 9): bulk import of 1M members into a fresh store, durable, with peak RSS.
 //!
-//! `cargo bench --bench import` (set `UNIFY_BENCH_MEMBERS` to change the size). The members
+//! `cargo bench --bench import` (set `UNIFY_BENCH_MEMBERS` to change the size and
+//! `UNIFY_BENCH_CHUNK` the lines per chunk, default `job_chunk`). The members
 //! come from `unify gen` (seed 42) spread over three channels of one caac org whose scope has
 //! the keys of P1 (email, mobile, distinct custom id). The body is generated to a file first,
 //! then streamed to `Runtime::start_import` in 64 KiB pieces, as an HTTP body arrives; the
@@ -42,7 +43,14 @@ async fn run() {
     let n = members();
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(&dir.path().join("store")).expect("store opens");
-    let rt = Runtime::start(store, Settings::default())
+    let mut settings = Settings::default();
+    if let Some(chunk) = std::env::var("UNIFY_BENCH_CHUNK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        settings.job_chunk = chunk;
+    }
+    let rt = Runtime::start(store, settings)
         .await
         .expect("runtime starts");
     let account = rt.create_account("bench").await.unwrap().id;

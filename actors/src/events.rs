@@ -89,10 +89,18 @@ pub fn profile_events(
             touched.entry(old).or_default().insert(old);
         }
     }
+    // Counted once: a per-profile scan of the moves is quadratic for a big delta (an import
+    // chunk, a rebuild).
+    let mut moved_in: BTreeMap<ProfileId, usize> = BTreeMap::new();
+    for m in &delta.moves {
+        if let Some(to) = m.to {
+            *moved_in.entry(to).or_default() += 1;
+        }
+    }
     let mut events = Vec::new();
     for (profile, mut previous) in touched {
         let member_ids = unifier.profile_members(profile);
-        let moved_in = delta.moves.iter().filter(|m| m.to == Some(profile)).count();
+        let moved_in = moved_in.get(&profile).copied().unwrap_or(0);
         if member_ids.len() > moved_in {
             previous.insert(profile);
         }
