@@ -20,8 +20,9 @@
 //!   after it carry the new `unify_scope_id` and its sequence numbers.
 //! - A gap found while replaying (events trimmed under a slow replay) is treated as lagging.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -130,7 +131,11 @@ async fn subscribe(
     // Subscribed before anything is read from the store, so that replay and live events meet
     // without a gap.
     let live = state.runtime.hub().subscribe(scope_id);
-    let valid_for = caller.0.exp.saturating_add(TOKEN_LEEWAY_S).saturating_sub(unix_now());
+    let valid_for = caller
+        .0
+        .exp
+        .saturating_add(TOKEN_LEEWAY_S)
+        .saturating_sub(unix_now());
     let expires = Duration::from_secs(valid_for);
     let connection = Connection {
         expires: Instant::now() + expires,
@@ -287,7 +292,7 @@ impl Connection {
                     Ok(event) => {
                         if event.seq > self.last_seq {
                             self.last_seq = event.seq;
-                            offer(tx, Message::Text(event.to_json().into()))?;
+                            offer(tx, Message::Text(frame_of(&event)))?;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => return Err(Ending::Lagged),
@@ -408,6 +413,26 @@ impl Connection {
             }
         }
     }
+}
+
+/// The JSON of the newest event of each scope, shared by the connections of that scope, so that
+/// an event fanned out to 10k subscribers is serialized once. Entries are matched by the
+/// event's allocation (every subscriber receives a clone of the same `Arc`), so that servers
+/// sharing the process never see each other's frames.
+static FRAMES: LazyLock<Mutex<HashMap<Id, (Arc<Event>, Utf8Bytes)>>> =
+    LazyLock::new(Default::default);
+
+/// Returns the frame of a live event.
+fn frame_of(event: &Arc<Event>) -> Utf8Bytes {
+    let mut frames = FRAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((cached, frame)) = frames.get(&event.unify_scope_id)
+        && Arc::ptr_eq(cached, event)
+    {
+        return frame.clone();
+    }
+    let frame = Utf8Bytes::from(event.to_json());
+    frames.insert(event.unify_scope_id, (event.clone(), frame.clone()));
+    frame
 }
 
 /// Queues a frame without waiting: a full queue means the client cannot keep up.
