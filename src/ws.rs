@@ -419,8 +419,10 @@ impl Connection {
 /// an event fanned out to 10k subscribers is serialized once. Entries are matched by the
 /// event's allocation (every subscriber receives a clone of the same `Arc`), so that servers
 /// sharing the process never see each other's frames.
-static FRAMES: LazyLock<Mutex<HashMap<Id, (Arc<Event>, Utf8Bytes)>>> =
-    LazyLock::new(Default::default);
+static FRAMES: LazyLock<Mutex<HashMap<Id, CachedFrame>>> = LazyLock::new(Default::default);
+
+/// An event and its JSON frame.
+type CachedFrame = (Arc<Event>, Utf8Bytes);
 
 /// Returns the frame of a live event.
 fn frame_of(event: &Arc<Event>) -> Utf8Bytes {
