@@ -868,6 +868,13 @@ async fn refusals_happen_before_the_upgrade_with_the_error_body() {
         "INVALID_ARGUMENT",
     );
 
+    // The route is in the OpenAPI document.
+    let (status, doc) = server
+        .call(reqwest::Method::GET, "/openapi.json", &admin, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["paths"]["/api/v1/orgs/{org_id}/ws"]["get"].is_object());
+
     // A plain GET (no upgrade) is refused with the error body too.
     let (status, body) = server
         .call(
@@ -909,6 +916,26 @@ async fn a_subscriber_follows_its_org_through_integrate() {
     let frames = frames_until(&mut ws, |f| is_created(f, m["id"].as_u64().unwrap())).await;
     assert!(
         frames.iter().all(|f| f["unify_scope_id"] == json!(joint)),
+        "{frames:?}"
+    );
+
+    // Disconnect gives the maac org a scope of its own again: followed the same way.
+    let (status, body) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/applications/cdh/disconnect",
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let split = server.scope_of(maac, &admin).await;
+    assert_ne!(split, joint);
+    frames_until(&mut ws, |f| f["type"] == "resync_required").await;
+    let m = server.create_member(maac, &admin, "m3", "m3@x.com").await;
+    let frames = frames_until(&mut ws, |f| is_created(f, m["id"].as_u64().unwrap())).await;
+    assert!(
+        frames.iter().all(|f| f["unify_scope_id"] == json!(split)),
         "{frames:?}"
     );
     server.stop().await.unwrap();
