@@ -325,7 +325,7 @@ impl Connection {
                         .await?;
                     if since > newest.unwrap_or(0) {
                         // Ahead of the scope: a seq of another scope or of lost history.
-                        self.resync(tx).await?;
+                        return self.resync(tx).await;
                     }
                 }
                 break;

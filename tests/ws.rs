@@ -479,6 +479,12 @@ async fn since_older_than_retention_starts_with_resync_required() {
     let mut ahead = server.subscribe(org, &admin, Some(newest + 100)).await;
     let frame = next_frame(&mut ahead).await;
     assert_eq!(frame["type"], "resync_required");
+    // ... and live events follow it, though their seqs are below the `since` given.
+    let m = server
+        .create_member(org, &admin, "later", "later@x.com")
+        .await;
+    let live = frames_until(&mut ahead, |f| is_created(f, m["id"].as_u64().unwrap())).await;
+    assert_eq!(live[0]["seq"], json!(newest + 1));
     server.stop().await.unwrap();
 }
 
