@@ -52,10 +52,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let config = load(config, listen, data_dir)?;
             runtime()?.block_on(async {
+                let shutdown = shutdown_signal()?;
                 let listener = tokio::net::TcpListener::bind(&config.listen)
                     .await
                     .with_context(|| format!("cannot listen on {}", config.listen))?;
-                unify::run(config, listener, shutdown_signal()).await
+                unify::run(config, listener, shutdown).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -125,19 +126,16 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("signal handler");
+/// Installs the SIGINT and SIGTERM handlers now (so that a signal arriving while the server
+/// boots is not lost to the default action) and returns a future that resolves on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
         tokio::select! {
-            _ = interrupt => {}
+            _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+    })
 }
