@@ -7,26 +7,31 @@
 //! event until it is provisioned, so an event acknowledged just before a crash is provisioned
 //! after the restart.
 //!
-//! Provisioning runs off the webhook's path, one event at a time per identity (the identity's
-//! lane, see [`Lanes`]): the slow contact-API fetch happens there, never in a scope actor. The
-//! get-or-create, the enrichment, the username and the link-code redemption are decided by the
-//! scope actor (`scope/provision.rs`), where the writes of an org are serialized: that is what
+//! Provisioning runs off the webhook's path. The events of one identity queue in its lane
+//! (see [`Lanes`]) in the order the webhook accepted them, and each runs in the identity's
+//! member actor ([`MemberRegistry::run`]), serialized with the API's creates of that identity:
+//! the slow contact-API fetch happens there, never in a scope actor. The get-or-create, the
+//! enrichment, the username and the link-code redemption are decided by the scope actor
+//! (`scope/provision.rs`), where the writes of an org are serialized: that is what
 //! makes one member per identity and one holder per username race-free.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use unify_storage::{AcceptedEvent, Channel, ContactApi, Id, LinkCode, Member, Millis, WriteBatch};
+use unify_storage::{
+    AcceptedEvent, Channel, ContactApi, Id, LinkCode, Member, Millis, Store, WriteBatch,
+};
 
 use crate::clock::{now_millis, parse_rfc3339};
 use crate::directory::ChannelPatch;
 use crate::error::{OpError, found};
 use crate::input::EMPTY_EXTERNAL_ID;
+use crate::member::{Identity, MemberRegistry};
 use crate::router::Router;
 use crate::runtime::{NewChannel, Runtime};
 use crate::scope::ScopeMsg;
@@ -335,6 +340,39 @@ impl Drop for DrainGuard<'_> {
     }
 }
 
+/// Makes the webhook's writes durable with one flush at a time, shared by every caller
+/// that asked before it started (group commit).
+///
+/// The flush runs on a blocking thread rather than through sled's `flush_async`, which waits
+/// on one of sled's few IO threads for a write that needs another of them: many concurrent
+/// `flush_async` calls (50 deliveries at once) can take every IO thread and hang the store.
+#[derive(Debug, Default)]
+struct Flusher {
+    /// Tickets handed out: a caller's writes precede its ticket.
+    requested: AtomicU64,
+    /// Every ticket up to this one is durable.
+    flushed: AtomicU64,
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl Flusher {
+    /// Returns once every write made before the call is durable.
+    async fn flush(&self, store: &Store) -> Result<(), OpError> {
+        let ticket = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
+        let _turn = self.turn.lock().await;
+        if self.flushed.load(Ordering::Acquire) >= ticket {
+            return Ok(());
+        }
+        let covered = self.requested.load(Ordering::Acquire);
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|e| OpError::Unavailable(format!("flush: {e}")))??;
+        self.flushed.store(covered, Ordering::Release);
+        Ok(())
+    }
+}
+
 /// A cached contact profile.
 #[derive(Debug, Clone)]
 struct Cached {
@@ -346,6 +384,8 @@ struct Cached {
 #[derive(Debug)]
 pub struct Provisioner {
     router: Arc<Router>,
+    /// The member actors: provisioning runs in the actor of the sender's identity.
+    members: Arc<MemberRegistry>,
     client: reqwest::Client,
     permits: Arc<Semaphore>,
     lanes: Lanes,
@@ -353,10 +393,14 @@ pub struct Provisioner {
     /// Set at shutdown: no new work is started; accepted events stay pending in the store.
     closing: AtomicBool,
     sweeper: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    flusher: Flusher,
 }
 
 impl Provisioner {
-    pub(crate) fn new(router: Arc<Router>) -> Result<Arc<Provisioner>, OpError> {
+    pub(crate) fn new(
+        router: Arc<Router>,
+        members: Arc<MemberRegistry>,
+    ) -> Result<Arc<Provisioner>, OpError> {
         let client = reqwest::Client::builder()
             .timeout(CONTACT_API_TIMEOUT)
             .connect_timeout(CONTACT_API_TIMEOUT)
@@ -364,12 +408,14 @@ impl Provisioner {
             .map_err(|e| OpError::Unavailable(format!("contact-API client: {e}")))?;
         Ok(Arc::new(Provisioner {
             router,
+            members,
             client,
             permits: Arc::new(Semaphore::new(MAX_PENDING_EVENTS)),
             lanes: Lanes::default(),
             cache: std::sync::Mutex::default(),
             closing: AtomicBool::new(false),
             sweeper: std::sync::Mutex::default(),
+            flusher: Flusher::default(),
         }))
     }
 
@@ -517,10 +563,11 @@ impl Provisioner {
         }
     }
 
-    /// Provisions one event; returns whether it is finished (`false`: left pending for the
-    /// next start because the runtime is shutting down).
+    /// Provisions one event in the identity's member actor (serialized with the creates of
+    /// that identity); returns whether it is finished (`false`: left pending for the next
+    /// start because the runtime is shutting down).
     async fn provision(
-        &self,
+        self: &Arc<Self>,
         org_id: Id,
         channel_id: Id,
         identity: &str,
@@ -555,7 +602,44 @@ impl Provisioner {
                 _ => None,
             },
         };
-        if let Some(code) = event.link_code() {
+        let link_code = event.link_code();
+        if link_code.is_none() && !channel.auto_provision {
+            count("skipped");
+            return true;
+        }
+        let actor = Identity {
+            org_id,
+            channel_id: Some(channel_id),
+            external_member_id: identity.to_owned(),
+        };
+        let this = self.clone();
+        let profile = event.profile.clone();
+        let work = move |_: crate::member::IdentityHandle| async move {
+            Ok(this
+                .provision_in_actor(channel, sender, link_code, profile)
+                .await)
+        };
+        match self.members.run(&self.router, actor, work).await {
+            Ok(done) => done,
+            Err(err) => {
+                count("failed");
+                tracing::warn!(org_id, channel_id, error = %err, "provisioning failed");
+                !self.closing.load(Ordering::Acquire)
+            }
+        }
+    }
+
+    /// The part of [`Provisioner::provision`] that runs in the identity's actor: redeems the
+    /// link code, or fetches the profile (when the event has none) and provisions.
+    async fn provision_in_actor(
+        &self,
+        channel: Channel,
+        sender: Sender,
+        link_code: Option<String>,
+        profile: Option<EventProfile>,
+    ) -> bool {
+        let (org_id, channel_id) = (sender.org_id, sender.channel_id);
+        if let Some(code) = link_code {
             // The link-code flow is authoritative: such events are never auto-provisioned.
             count("skipped");
             let result = self
@@ -581,14 +665,13 @@ impl Provisioner {
                 }
             };
         }
-        if !channel.auto_provision {
-            count("skipped");
-            return true;
-        }
-        let profile = match &event.profile {
-            Some(profile) => Some(profile.clone()),
+        let profile = match profile {
+            Some(profile) => Some(profile),
             None => match &channel.contact_api {
-                Some(api) => self.contact_profile(channel_id, identity, api).await,
+                Some(api) => {
+                    self.contact_profile(channel_id, &sender.external_member_id, api)
+                        .await
+                }
                 None => None,
             },
         };
@@ -855,7 +938,7 @@ impl Runtime {
             metrics::counter!("unify_webhook_events_total", "status" => "duplicate").increment(1);
             return Ok(Acceptance::Duplicate);
         }
-        store.flush_async().await?;
+        self.provisioner.flusher.flush(store).await?;
         metrics::counter!("unify_webhook_events_total", "status" => "accepted").increment(1);
         if needs_work {
             provisioner.dispatch(channel.org_id, record, event, permit);
@@ -882,7 +965,7 @@ impl Runtime {
                 used_at: None,
             };
             if store.insert_link_code(&code)? {
-                store.flush_async().await?;
+                self.provisioner.flusher.flush(store).await?;
                 return Ok(code);
             }
         }

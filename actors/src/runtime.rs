@@ -106,12 +106,13 @@ impl Runtime {
             settings,
             scopes: registry,
         });
-        let provisioner = crate::provision::Provisioner::new(router.clone())?;
+        let members: Arc<MemberRegistry> = Arc::default();
+        let provisioner = crate::provision::Provisioner::new(router.clone(), members.clone())?;
         let runtime = Runtime {
             router,
             supervisor,
             supervisor_task: Mutex::new(Some(task)),
-            members: Arc::default(),
+            members,
             hub,
             imports: crate::import::Imports::default(),
             admin: Mutex::new(()),
