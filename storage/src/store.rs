@@ -225,11 +225,21 @@ impl Store {
         Ok(())
     }
 
-    /// Makes every write made so far durable without blocking the calling task; the fsync runs
-    /// on sled's own thread pool.
+    /// Makes every write made so far durable without blocking the calling task: the
+    /// synchronous flush runs on tokio's blocking pool. (sled's own `flush_async` parks one of
+    /// sled's few shared IO threads per call; enough concurrent calls take them all and the
+    /// write they wait for never runs.)
     pub async fn flush_async(&self) -> Result<()> {
-        self.db.flush_async().await?;
-        Ok(())
+        let db = self.db.clone();
+        match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(flushed) => {
+                flushed?;
+                Ok(())
+            }
+            Err(join) => Err(StoreError::Io(sled::Error::Io(std::io::Error::other(
+                format!("the flush task failed: {join}"),
+            )))),
+        }
     }
 
     /// Test-only hook that writes raw bytes under a raw key, bypassing the codec, so that tests

@@ -622,42 +622,18 @@ fn deleted_scope_is_not_found() {
     assert_eq!(store.list_scopes().unwrap(), vec![scope(2, &[1])]);
 }
 
-#[test]
-fn flush_async_makes_writes_durable() {
+#[tokio::test]
+async fn flush_async_makes_writes_durable() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     apply(&store, |b| {
         b.put_account(&account(1));
     });
-    block_on(store.flush_async()).unwrap();
+    store.flush_async().await.unwrap();
     drop(store);
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.get_account(1).unwrap(), account(1));
 }
-
-/// Drives a future to completion on the current thread (the crate has no async runtime).
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::sync::Arc;
-    use std::task::{Context, Poll, Wake, Waker};
-
-    struct ThreadWaker(std::thread::Thread);
-    impl Wake for ThreadWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut context = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        match future.as_mut().poll(&mut context) {
-            Poll::Ready(output) => return output,
-            Poll::Pending => std::thread::park(),
-        }
-    }
-}
-
 /// One step of the member model test.
 #[derive(Debug, Clone)]
 enum Op {
