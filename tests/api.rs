@@ -253,15 +253,7 @@ async fn creates_are_idempotent_and_pages_list_members() {
 async fn members_need_the_right_channel_for_their_product() {
     let s = Server::start().await;
     let t = s.tenant("acme").await;
-    let (status, maac) = s
-        .post(
-            "/api/v1/applications/organizations",
-            &t.admin,
-            json!({ "source": "maac", "name": "marketing" }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let maac_id = id(&maac);
+    let maac_id = s.org(&t.admin, "maac", "marketing").await;
     let (status, e) = s
         .post(
             &format!("/api/v1/orgs/{maac_id}/chat/members"),
@@ -418,14 +410,7 @@ async fn admin_center_integrates_and_disconnects() {
             (StatusCode::CONFLICT, json!("MISSING_ORGANIZATION"))
         );
     }
-    let (_, maac) = s
-        .post(
-            "/api/v1/applications/organizations",
-            &t.admin,
-            json!({ "source": "maac", "name": "m" }),
-        )
-        .await;
-    let maac_id = id(&maac);
+    let maac_id = s.org(&t.admin, "maac", "m").await;
     let (_, orgs) = s
         .get("/api/v1/application/cdh/organizations", &t.admin)
         .await;
@@ -850,19 +835,8 @@ async fn raw(
     content_type: Option<&str>,
     body: Vec<u8>,
 ) -> (StatusCode, Value) {
-    let mut request = s
-        .client
-        .request(method, format!("{}{}", s.base, path))
-        .bearer_auth(token)
-        .body(body);
-    if let Some(ct) = content_type {
-        request = request.header("content-type", ct);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    let value: Value =
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    let (status, value) = s.send(method, path, token, content_type, body).await;
+    assert!(!value.is_null(), "no body ({status})");
     (status, value["error"]["code"].clone())
 }
 
@@ -958,17 +932,16 @@ async fn import_runs_as_a_job_with_per_line_errors() {
         "{{\"channel_id\":{},\"external_member_id\":\"\"}}\n",
         t.channel_id
     ));
-    let response = s
-        .client
-        .post(format!("{}{}", s.base, t.path("/chat/members/import")))
-        .bearer_auth(&t.admin)
-        .header("content-type", "application/x-ndjson")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let job: Value = response.json().await.unwrap();
+    let (status, job) = s
+        .send(
+            Method::POST,
+            &t.path("/chat/members/import"),
+            &t.admin,
+            Some("application/x-ndjson"),
+            body.into_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     let job_id = job["job_id"].as_u64().unwrap();
     let path = t.path(&format!("/imports/{job_id}"));
     let finished = eventually(|| async {
@@ -992,15 +965,8 @@ async fn import_runs_as_a_job_with_per_line_errors() {
 async fn openapi_metrics_and_health() {
     let s = Server::start().await;
     let t = s.tenant("acme").await;
-    let doc: Value = s
-        .client
-        .get(format!("{}/openapi.json", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, doc) = s.get("/openapi.json", "").await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(doc["openapi"], json!("3.1.0"));
     let paths = doc["paths"].as_object().unwrap();
     for path in [
@@ -1055,15 +1021,7 @@ async fn openapi_metrics_and_health() {
         (status, health),
         (StatusCode::OK, json!({ "status": "ok" }))
     );
-    let metrics = s
-        .client
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains(
             "unify_http_requests_total{route=\"/api/v1/accounts\",method=\"POST\",status=\"201\"}"

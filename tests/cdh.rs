@@ -76,13 +76,7 @@ async fn connected_events_reach_the_cdh_and_dead_letters_are_retried() {
     })
     .await;
     let t = s.tenant("acme").await;
-    let (_, maac) = s
-        .post(
-            "/api/v1/applications/organizations",
-            &t.admin,
-            json!({ "source": "maac", "name": "m" }),
-        )
-        .await;
+    let maac = s.org(&t.admin, "maac", "m").await;
     let (status, _) = s
         .post(
             &t.path("/chat/members"),
@@ -109,7 +103,7 @@ async fn connected_events_reach_the_cdh_and_dead_letters_are_retried() {
     for i in 0..20 {
         let (status, _) = s
             .post(
-                &format!("/api/v1/orgs/{}/chat/members", maac["id"]),
+                &format!("/api/v1/orgs/{maac}/chat/members"),
                 &t.admin,
                 json!({ "external_member_id": format!("m{i}"), "display_email": format!("p{}@x.com", i % 5) }),
             )

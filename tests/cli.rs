@@ -2,10 +2,16 @@
 //! generated once into the data directory, and `unify token` mints tokens the running server
 //! accepts.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+use common::call_at;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_unify");
 
@@ -68,29 +74,32 @@ async fn first_start_prints_a_root_token_and_cli_tokens_work() {
     assert_eq!(secret.len(), 64, "a generated 32-byte hex secret");
 
     let client = reqwest::Client::new();
-    let account: serde_json::Value = client
-        .post(format!("http://{addr}/api/v1/accounts"))
-        .bearer_auth(&root)
-        .json(&serde_json::json!({ "name": "acme" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let base = format!("http://{addr}");
+    let (status, account) = call_at(
+        &client,
+        &base,
+        Method::POST,
+        "/api/v1/accounts",
+        &root,
+        json!({ "name": "acme" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{account}");
     let account_id = account["id"].as_u64().unwrap().to_string();
     let admin = token(
         dir.path(),
         &["--role", "admin", "--account", &account_id, "--ttl", "10m"],
     );
-    let response = client
-        .post(format!("http://{addr}/api/v1/applications/organizations"))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({ "source": "caac", "name": "chat" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    let (status, org) = call_at(
+        &client,
+        &base,
+        Method::POST,
+        "/api/v1/applications/organizations",
+        &admin,
+        json!({ "source": "caac", "name": "chat" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{org}");
     assert_eq!(
         std::fs::read(dir.path().join("jwt_secret")).unwrap(),
         secret,

@@ -103,25 +103,10 @@ async fn send(
     content_type: &str,
     body: Vec<u8>,
 ) -> (StatusCode, Value) {
-    let response = f
-        .server
-        .client
-        .request(
-            Method::from_bytes(method.as_bytes()).unwrap(),
-            format!("{}{}", f.server.base, path),
-        )
-        .bearer_auth(token)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
+    let method = Method::from_bytes(method.as_bytes()).unwrap();
+    f.server
+        .send(method, path, token, Some(content_type), body)
         .await
-        .unwrap();
-    let status = response.status();
-    let bytes = response.bytes().await.unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 fn check(status: StatusCode, body: &Value) -> Result<(), TestCaseError> {

@@ -848,16 +848,10 @@ async fn channels_without_auto_provision_accept_events_but_create_nobody() {
 
 /// Returns the sum of a counter over its labels from `GET /metrics`.
 async fn metric(server: &Server, name: &str) -> f64 {
-    let text = server
-        .client
-        .get(format!("{}/metrics", server.base))
-        .send()
+    server
+        .metrics()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()

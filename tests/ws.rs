@@ -3,217 +3,85 @@
 //! changes and shutdown. Clients are real websocket clients (tokio-tungstenite), or a raw TCP
 //! client where the test needs one that never reads or never answers pings.
 
-use std::future::Future;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod common;
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::{DEADLINE, SECRET, Server, eventually};
 use futures_util::StreamExt;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use unify::auth::{Claims, Role, Tokens};
-use unify::config::Config;
-
-const SECRET: &str = "secret-of-the-websocket-tests";
-
-/// How long any awaited condition may take on a loaded machine.
-const DEADLINE: Duration = Duration::from_secs(30);
+use unify::auth::{Claims, Role};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// A running server with a fresh data directory.
-struct Server {
-    addr: String,
-    http: reqwest::Client,
-    tokens: Tokens,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
+fn ws_url(server: &Server, org_id: u64, query: &str) -> String {
+    format!("ws://{}/api/v1/orgs/{org_id}/ws{query}", server.addr)
 }
 
-impl Server {
-    async fn start(configure: impl FnOnce(&mut Config)) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config {
-            data_dir: dir.path().to_path_buf(),
-            ..Config::default()
-        };
-        config.auth.jwt_secret = Some(SECRET.to_owned());
-        configure(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(unify::run(config.clone(), listener, async move {
-            let _ = rx.await;
-        }));
-        let server = Server {
-            addr,
-            http: reqwest::Client::new(),
-            tokens: Tokens::new(SECRET.as_bytes(), &config.auth.issuer),
-            shutdown: Some(tx),
-            task,
-            _dir: dir,
-        };
-        let ready = eventually(|| async {
-            server
-                .http
-                .get(server.url("/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == StatusCode::OK)
-        })
-        .await;
-        assert!(ready, "the server did not become ready");
-        server
-    }
+/// Sends a JSON request that must succeed; returns the JSON body.
+async fn ok(server: &Server, method: Method, path: &str, token: &str, body: Value) -> Value {
+    let (status, body) = server.call(method, path, token, body).await;
+    assert!(status.is_success(), "{path}: {status} {body}");
+    body
+}
 
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
+/// Creates an account with a maac org keyed by `display_email`; returns the org and an admin
+/// token.
+async fn keyed_org(server: &Server) -> (u64, String) {
+    let (_, admin) = server.account("acme").await;
+    let org = server.org(&admin, "maac", "maac org").await;
+    ok(
+        server,
+        Method::POST,
+        &format!("/api/v1/orgs/{org}/organization/unify-scope-setting"),
+        &admin,
+        json!({ "unify_keys": [{ "attribute": "display_email", "is_distinct": false }] }),
+    )
+    .await;
+    (org, admin)
+}
 
-    fn ws_url(&self, org_id: u64, query: &str) -> String {
-        format!("ws://{}/api/v1/orgs/{org_id}/ws{query}", self.addr)
-    }
+async fn create_member(
+    server: &Server,
+    org: u64,
+    token: &str,
+    external: &str,
+    email: &str,
+) -> Value {
+    ok(
+        server,
+        Method::POST,
+        &format!("/api/v1/orgs/{org}/chat/members"),
+        token,
+        json!({ "external_member_id": external, "display_email": email }),
+    )
+    .await
+}
 
-    fn token(&self, role: Role, account_id: Option<u64>, org_ids: Vec<u64>) -> String {
-        self.tokens
-            .issue("ws-test", role, account_id, org_ids, 3600)
-            .unwrap()
-    }
-
-    /// Sends a JSON request and returns the status and the JSON body (null when empty).
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, body)
-    }
-
-    async fn ok(&self, method: reqwest::Method, path: &str, token: &str, body: Value) -> Value {
-        let (status, body) = self.call(method, path, token, Some(body)).await;
-        assert!(status.is_success(), "{path}: {status} {body}");
-        body
-    }
-
-    /// Creates an account and returns its id and an admin token.
-    async fn account(&self, name: &str) -> (u64, String) {
-        let root = self.token(Role::Root, None, Vec::new());
-        let account = self
-            .ok(
-                reqwest::Method::POST,
-                "/api/v1/accounts",
-                &root,
-                json!({ "name": name }),
-            )
-            .await;
-        let id = account["id"].as_u64().unwrap();
-        (id, self.token(Role::Admin, Some(id), Vec::new()))
-    }
-
-    async fn org(&self, admin: &str, source: &str) -> u64 {
-        let org = self
-            .ok(
-                reqwest::Method::POST,
-                "/api/v1/applications/organizations",
-                admin,
-                json!({ "source": source, "name": format!("{source} org") }),
-            )
-            .await;
-        org["id"].as_u64().unwrap()
-    }
-
-    /// Creates an account with a maac org keyed by `display_email`; returns the org and an
-    /// admin token.
-    async fn keyed_org(&self) -> (u64, String) {
-        let (_, admin) = self.account("acme").await;
-        let org = self.org(&admin, "maac").await;
-        self.ok(
-            reqwest::Method::POST,
+async fn scope_of(server: &Server, org: u64, token: &str) -> u64 {
+    let (status, setting) = server
+        .get(
             &format!("/api/v1/orgs/{org}/organization/unify-scope-setting"),
-            &admin,
-            json!({ "unify_keys": [{ "attribute": "display_email", "is_distinct": false }] }),
+            token,
         )
         .await;
-        (org, admin)
-    }
-
-    async fn create_member(&self, org: u64, token: &str, external: &str, email: &str) -> Value {
-        self.ok(
-            reqwest::Method::POST,
-            &format!("/api/v1/orgs/{org}/chat/members"),
-            token,
-            json!({ "external_member_id": external, "display_email": email }),
-        )
-        .await
-    }
-
-    async fn scope_of(&self, org: u64, token: &str) -> u64 {
-        let (status, setting) = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/api/v1/orgs/{org}/organization/unify-scope-setting"),
-                token,
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{setting}");
-        setting["unify_scope_id"].as_u64().unwrap()
-    }
-
-    /// Opens a websocket with the token as `?access_token=`.
-    async fn subscribe(&self, org: u64, token: &str, since: Option<u64>) -> Ws {
-        let since = since.map(|s| format!("&since={s}")).unwrap_or_default();
-        let url = self.ws_url(org, &format!("?access_token={token}{since}"));
-        let (ws, response) = tokio_tungstenite::connect_async(url).await.unwrap();
-        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
-        ws
-    }
-
-    /// Stops the server gracefully and returns how `run` ended.
-    async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        tokio::time::timeout(DEADLINE, &mut self.task)
-            .await
-            .expect("graceful shutdown did not finish")
-            .unwrap()
-    }
+    assert_eq!(status, StatusCode::OK, "{setting}");
+    setting["unify_scope_id"].as_u64().unwrap()
 }
 
-/// Polls `condition` until it holds or the deadline passes.
-async fn eventually<F, Fut>(mut condition: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    while Instant::now() < deadline {
-        if condition().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+/// Opens a websocket with the token as `?access_token=`.
+async fn subscribe(server: &Server, org: u64, token: &str, since: Option<u64>) -> Ws {
+    let since = since.map(|s| format!("&since={s}")).unwrap_or_default();
+    let url = ws_url(server, org, &format!("?access_token={token}{since}"));
+    let (ws, response) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws
 }
 
 /// Returns the next text frame as JSON (answering pings on the way), or panics at the deadline
@@ -270,17 +138,17 @@ fn assert_consecutive(seqs: &[u64], first: u64, last: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profile_updated_frames_follow_http_changes() {
-    let server = Server::start(|_| {}).await;
-    let (org, admin) = server.keyed_org().await;
-    let scope = server.scope_of(org, &admin).await;
+    let server = Server::start().await;
+    let (org, admin) = keyed_org(&server).await;
+    let scope = scope_of(&server, org, &admin).await;
     // This one authenticates with the header.
-    let mut request = server.ws_url(org, "").into_client_request().unwrap();
+    let mut request = ws_url(&server, org, "").into_client_request().unwrap();
     request
         .headers_mut()
         .insert("authorization", format!("Bearer {admin}").parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
 
-    let a = server.create_member(org, &admin, "a", "a@x.com").await;
+    let a = create_member(&server, org, &admin, "a", "a@x.com").await;
     let a_id = a["id"].as_u64().unwrap();
     let frames = frames_until(&mut ws, |f| is_created(f, a_id)).await;
     let created = frames.last().unwrap();
@@ -315,7 +183,7 @@ async fn profile_updated_frames_follow_http_changes() {
     );
 
     // A second member with the same email joins the profile of the first.
-    let b = server.create_member(org, &admin, "b", "a@x.com").await;
+    let b = create_member(&server, org, &admin, "b", "a@x.com").await;
     let b_id = b["id"].as_u64().unwrap();
     assert_eq!(b["profile_id"], a["profile_id"]);
     let more = frames_until(&mut ws, |f| is_created(f, b_id)).await;
@@ -325,14 +193,14 @@ async fn profile_updated_frames_follow_http_changes() {
     assert_eq!(joined["reason"], "member_created");
 
     // Changing b's email splits it off: the old profile is updated with the reason.
-    let patched = server
-        .ok(
-            reqwest::Method::PATCH,
-            &format!("/api/v1/orgs/{org}/chat/members/{b_id}"),
-            &admin,
-            json!({ "display_email": "b@x.com" }),
-        )
-        .await;
+    let patched = ok(
+        &server,
+        Method::PATCH,
+        &format!("/api/v1/orgs/{org}/chat/members/{b_id}"),
+        &admin,
+        json!({ "display_email": "b@x.com" }),
+    )
+    .await;
     let b_profile = patched["profile_id"].clone();
     assert_ne!(b_profile, a["profile_id"]);
     let split = frames_until(&mut ws, |f| {
@@ -344,14 +212,14 @@ async fn profile_updated_frames_follow_http_changes() {
     assert_eq!(left["reason"], "member_updated");
 
     // change-unification moves b back by hand.
-    server
-        .ok(
-            reqwest::Method::POST,
-            &format!("/api/v1/orgs/{org}/chat/members/{b_id}/change-unification"),
-            &admin,
-            json!({ "unify_key": "display_email", "value": "a@x.com" }),
-        )
-        .await;
+    ok(
+        &server,
+        Method::POST,
+        &format!("/api/v1/orgs/{org}/chat/members/{b_id}/change-unification"),
+        &admin,
+        json!({ "unify_key": "display_email", "value": "a@x.com" }),
+    )
+    .await;
     let changed = frames_until(&mut ws, |f| f["reason"] == "change_unification").await;
     let last = changed.last().unwrap();
     assert_eq!(last["type"], "profile_updated");
@@ -367,28 +235,33 @@ async fn profile_updated_frames_follow_http_changes() {
         seqs.windows(2).all(|w| w[1] == w[0] + 1),
         "seqs must be consecutive: {seqs:?}"
     );
-    server.stop().await.unwrap();
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn since_replays_then_goes_live_without_gap_or_duplicate() {
-    let server = Server::start(|_| {}).await;
-    let (org, admin) = server.keyed_org().await;
+    let server = Server::start().await;
+    let (org, admin) = keyed_org(&server).await;
     // The reference sees every event from the start.
-    let mut reference = server.subscribe(org, &admin, None).await;
+    let mut reference = subscribe(&server, org, &admin, None).await;
     let mut tenth = 0;
     for i in 0..10 {
-        let m = server
-            .create_member(org, &admin, &format!("m{i}"), &format!("{i}@x.com"))
-            .await;
+        let m = create_member(
+            &server,
+            org,
+            &admin,
+            &format!("m{i}"),
+            &format!("{i}@x.com"),
+        )
+        .await;
         tenth = m["id"].as_u64().unwrap();
     }
     let mut everything = frames_until(&mut reference, |f| is_created(f, tenth)).await;
     let first_seq = everything[0]["seq"].as_u64().unwrap();
     // Writes keep coming while the replaying subscriber connects.
     let writer = {
-        let http = server.http.clone();
-        let url = server.url(&format!("/api/v1/orgs/{org}/chat/members"));
+        let http = server.client.clone();
+        let url = format!("{}/api/v1/orgs/{org}/chat/members", server.base);
         let admin = admin.clone();
         tokio::spawn(async move {
             let mut last = 0;
@@ -409,7 +282,7 @@ async fn since_replays_then_goes_live_without_gap_or_duplicate() {
             last
         })
     };
-    let mut replaying = server.subscribe(org, &admin, Some(first_seq + 2)).await;
+    let mut replaying = subscribe(&server, org, &admin, Some(first_seq + 2)).await;
     let last_member = writer.await.unwrap();
     everything.extend(frames_until(&mut reference, |f| is_created(f, last_member)).await);
     let all_seqs = seqs(&everything);
@@ -425,43 +298,44 @@ async fn since_replays_then_goes_live_without_gap_or_duplicate() {
     );
 
     // Caught up: `since` equal to the newest seq replays nothing and then goes live.
-    let mut current = server.subscribe(org, &admin, Some(last_seq)).await;
-    let next = server
-        .create_member(org, &admin, "next", "next@x.com")
-        .await;
+    let mut current = subscribe(&server, org, &admin, Some(last_seq)).await;
+    let next = create_member(&server, org, &admin, "next", "next@x.com").await;
     let frames = frames_until(&mut current, |f| {
         is_created(f, next["id"].as_u64().unwrap())
     })
     .await;
     assert_eq!(frames[0]["seq"], json!(last_seq + 1));
-    server.stop().await.unwrap();
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn since_older_than_retention_starts_with_resync_required() {
-    let server = Server::start(|c| c.events.retain = 5).await;
-    let (org, admin) = server.keyed_org().await;
-    let mut reference = server.subscribe(org, &admin, None).await;
+    let server = Server::start_with(|c| c.events.retain = 5).await;
+    let (org, admin) = keyed_org(&server).await;
+    let mut reference = subscribe(&server, org, &admin, None).await;
     let mut last_member = 0;
     for i in 0..12 {
-        let m = server
-            .create_member(org, &admin, &format!("m{i}"), &format!("{i}@x.com"))
-            .await;
+        let m = create_member(
+            &server,
+            org,
+            &admin,
+            &format!("m{i}"),
+            &format!("{i}@x.com"),
+        )
+        .await;
         last_member = m["id"].as_u64().unwrap();
     }
     let everything = frames_until(&mut reference, |f| is_created(f, last_member)).await;
     let last_seq = *seqs(&everything).last().unwrap();
     let oldest = last_seq - 4;
 
-    let mut stale = server.subscribe(org, &admin, Some(1)).await;
+    let mut stale = subscribe(&server, org, &admin, Some(1)).await;
     assert_eq!(
         next_frame(&mut stale).await,
         json!({ "type": "resync_required", "oldest_seq": oldest })
     );
     // The connection goes on with live events.
-    let m = server
-        .create_member(org, &admin, "after", "after@x.com")
-        .await;
+    let m = create_member(&server, org, &admin, "after", "after@x.com").await;
     let live = frames_until(&mut stale, |f| is_created(f, m["id"].as_u64().unwrap())).await;
     assert_eq!(
         live[0]["seq"],
@@ -471,21 +345,19 @@ async fn since_older_than_retention_starts_with_resync_required() {
     let newest = *seqs(&live).last().unwrap();
 
     // `since` right before the oldest retained event is still a complete replay.
-    let mut edge = server.subscribe(org, &admin, Some(newest - 5)).await;
+    let mut edge = subscribe(&server, org, &admin, Some(newest - 5)).await;
     let replayed = frames_until(&mut edge, |f| f["seq"] == json!(newest)).await;
     assert_consecutive(&seqs(&replayed), newest - 4, newest);
 
     // A seq ahead of the scope (of another scope, or of lost history) also needs a resync.
-    let mut ahead = server.subscribe(org, &admin, Some(newest + 100)).await;
+    let mut ahead = subscribe(&server, org, &admin, Some(newest + 100)).await;
     let frame = next_frame(&mut ahead).await;
     assert_eq!(frame["type"], "resync_required");
     // ... and live events follow it, though their seqs are below the `since` given.
-    let m = server
-        .create_member(org, &admin, "later", "later@x.com")
-        .await;
+    let m = create_member(&server, org, &admin, "later", "later@x.com").await;
     let live = frames_until(&mut ahead, |f| is_created(f, m["id"].as_u64().unwrap())).await;
     assert_eq!(live[0]["seq"], json!(newest + 1));
-    server.stop().await.unwrap();
+    server.stop().await;
 }
 
 /// A websocket client on a raw socket with a small receive buffer: it reads only when told to
@@ -509,7 +381,7 @@ impl RawClient {
     async fn connect(server: &Server, org: u64, token: &str) -> RawClient {
         let socket = TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
-        let mut stream = socket.connect(server.addr.parse().unwrap()).await.unwrap();
+        let mut stream = socket.connect(server.addr).await.unwrap();
         let request = format!(
             "GET /api/v1/orgs/{org}/ws?access_token={token} HTTP/1.1\r\nHost: {}\r\n\
              Upgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -581,23 +453,17 @@ fn parse_frames(mut bytes: &[u8]) -> Vec<RawFrame> {
 
 /// Returns the value of an unlabelled counter in the Prometheus text.
 async fn counter(server: &Server, name: &str) -> u64 {
-    let text = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
+    server
+        .metrics()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
         .unwrap_or(0.0) as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_never_reads_is_lagged_while_others_get_everything() {
-    let server = Server::start(|c| {
+    let server = Server::start_with(|c| {
         c.events.ws_queue = 32;
         // The lagged client is given one ping interval to read up to `lagged`.
         c.events.ping_interval_s = 120;
@@ -605,28 +471,25 @@ async fn a_subscriber_that_never_reads_is_lagged_while_others_get_everything() {
         c.unify.max_members_per_value = 100_000;
     })
     .await;
-    let (org, admin) = server.keyed_org().await;
+    let (org, admin) = keyed_org(&server).await;
     // A big profile first, so that every later frame is large (KiBs of member ids): the
     // kernel buffers of the connection that never reads fill after a few MiB.
     let ndjson: String = (0..1500)
         .map(|i| format!("{{\"external_member_id\":\"big{i}\",\"display_email\":\"big@x.com\"}}\n"))
         .collect();
-    let job = server
-        .http
-        .post(server.url(&format!("/api/v1/orgs/{org}/chat/members/import")))
-        .bearer_auth(&admin)
-        .header("content-type", "application/x-ndjson")
-        .body(ndjson)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(job.status(), StatusCode::ACCEPTED);
-    let job: Value = job.json().await.unwrap();
+    let (status, job) = server
+        .send(
+            Method::POST,
+            &format!("/api/v1/orgs/{org}/chat/members/import"),
+            &admin,
+            Some("application/x-ndjson"),
+            ndjson.into_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     let status_path = format!("/api/v1/orgs/{org}/imports/{}", job["job_id"]);
     let imported = eventually(|| async {
-        let (_, status) = server
-            .call(reqwest::Method::GET, &status_path, &admin, None)
-            .await;
+        let (_, status) = server.get(&status_path, &admin).await;
         status["status"] == "finished"
     })
     .await;
@@ -634,7 +497,7 @@ async fn a_subscriber_that_never_reads_is_lagged_while_others_get_everything() {
 
     let lagged_before = counter(&server, "unify_ws_lagged_total").await;
     let slow = RawClient::connect(&server, org, &admin).await;
-    let mut fast = server.subscribe(org, &admin, None).await;
+    let mut fast = subscribe(&server, org, &admin, None).await;
     let mut fast_frames = Vec::new();
     let mut lagged = false;
     for round in 0..200 {
@@ -645,9 +508,7 @@ async fn a_subscriber_that_never_reads_is_lagged_while_others_get_everything() {
             let admin = &admin;
             async move {
                 let external = format!("more{round}-{i}");
-                server
-                    .create_member(org, admin, &external, "big@x.com")
-                    .await
+                create_member(server, org, admin, &external, "big@x.com").await
             }
         }))
         .await;
@@ -664,9 +525,7 @@ async fn a_subscriber_that_never_reads_is_lagged_while_others_get_everything() {
     }
     assert!(lagged, "the subscriber that never reads was not lagged");
     // The fast subscriber is unaffected: one more event still arrives, after all the others.
-    let m = server
-        .create_member(org, &admin, "sentinel", "s@x.com")
-        .await;
+    let m = create_member(&server, org, &admin, "sentinel", "s@x.com").await;
     let id = m["id"].as_u64().unwrap();
     fast_frames.extend(frames_until(&mut fast, |f| is_created(f, id)).await);
     let fast_seqs = seqs(&fast_frames);
@@ -697,19 +556,19 @@ async fn a_subscriber_that_never_reads_is_lagged_while_others_get_everything() {
         "a prefix of the stream"
     );
     assert!(slow_seqs.len() < fast_seqs.len());
-    server.stop().await.unwrap();
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pings_keep_readers_and_close_clients_that_do_not_answer() {
-    let server = Server::start(|c| c.events.ping_interval_s = 1).await;
-    let (org, admin) = server.keyed_org().await;
+    let server = Server::start_with(|c| c.events.ping_interval_s = 1).await;
+    let (org, admin) = keyed_org(&server).await;
     // A raw client never answers: it is pinged, then closed.
     let silent = RawClient::connect(&server, org, &admin).await;
     let silent = tokio::spawn(silent.read_to_end());
     // A tungstenite client answers pings while it reads (the pong goes out with the next
     // read), and stays through several intervals.
-    let mut reader = server.subscribe(org, &admin, None).await;
+    let mut reader = subscribe(&server, org, &admin, None).await;
     let mut pings = 0;
     while pings < 4 {
         let message = tokio::time::timeout(DEADLINE, reader.next())
@@ -726,9 +585,9 @@ async fn pings_keep_readers_and_close_clients_that_do_not_answer() {
     assert_eq!(frames.first(), Some(&RawFrame::Ping), "{frames:?}");
     assert_eq!(frames.last(), Some(&RawFrame::Close(1008)), "{frames:?}");
     // The reader still gets events.
-    let m = server.create_member(org, &admin, "x", "x@x.com").await;
+    let m = create_member(&server, org, &admin, "x", "x@x.com").await;
     frames_until(&mut reader, |f| is_created(f, m["id"].as_u64().unwrap())).await;
-    server.stop().await.unwrap();
+    server.stop().await;
 }
 
 /// Attempts an upgrade and returns the refusal's status and JSON body.
@@ -769,13 +628,13 @@ fn sign(claims: &Claims, secret: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_happen_before_the_upgrade_with_the_error_body() {
-    let server = Server::start(|_| {}).await;
+    let server = Server::start().await;
     let (account, admin) = server.account("acme").await;
-    let org = server.org(&admin, "maac").await;
-    let caac = server.org(&admin, "caac").await;
+    let org = server.org(&admin, "maac", "maac org").await;
+    let caac = server.org(&admin, "caac", "caac org").await;
     let (_, other_admin) = server.account("other").await;
 
-    let url = |query: &str| server.ws_url(org, query);
+    let url = |query: &str| ws_url(&server, org, query);
     assert_error(
         refused(url("")).await,
         StatusCode::UNAUTHORIZED,
@@ -817,7 +676,7 @@ async fn refusals_happen_before_the_upgrade_with_the_error_body() {
     );
     // The same claims, validly signed, are accepted (the refusals above are about the token).
     let valid = sign(&claims, SECRET);
-    server.subscribe(org, &valid, None).await;
+    subscribe(&server, org, &valid, None).await;
     // A header token that is wrong is refused too.
     let mut request = url("").into_client_request().unwrap();
     request
@@ -835,27 +694,27 @@ async fn refusals_happen_before_the_upgrade_with_the_error_body() {
         StatusCode::NOT_FOUND,
         "NOT_FOUND",
     );
-    let agent = server.token(Role::Agent, Some(account), vec![caac]);
+    let agent = server.agent(account, vec![caac]);
     assert_error(
         refused(url(&format!("?access_token={agent}"))).await,
         StatusCode::NOT_FOUND,
         "NOT_FOUND",
     );
     assert_error(
-        refused(server.ws_url(999_999, &format!("?access_token={admin}"))).await,
+        refused(ws_url(&server, 999_999, &format!("?access_token={admin}"))).await,
         StatusCode::NOT_FOUND,
         "NOT_FOUND",
     );
     // Root never uses orgs: 403.
-    let root = server.token(Role::Root, None, Vec::new());
+    let root = server.root();
     assert_error(
         refused(url(&format!("?access_token={root}"))).await,
         StatusCode::FORBIDDEN,
         "FORBIDDEN",
     );
     // The agent of the org is accepted.
-    let agent = server.token(Role::Agent, Some(account), vec![org]);
-    server.subscribe(org, &agent, None).await;
+    let agent = server.agent(account, vec![org]);
+    subscribe(&server, org, &agent, None).await;
 
     // Bad query parameters.
     assert_error(
@@ -875,50 +734,41 @@ async fn refusals_happen_before_the_upgrade_with_the_error_body() {
     );
 
     // The route is in the OpenAPI document.
-    let (status, doc) = server
-        .call(reqwest::Method::GET, "/openapi.json", &admin, None)
-        .await;
+    let (status, doc) = server.get("/openapi.json", &admin).await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["paths"]["/api/v1/orgs/{org_id}/ws"]["get"].is_object());
 
     // A plain GET (no upgrade) is refused with the error body too.
-    let (status, body) = server
-        .call(
-            reqwest::Method::GET,
-            &format!("/api/v1/orgs/{org}/ws"),
-            &admin,
-            None,
-        )
-        .await;
+    let (status, body) = server.get(&format!("/api/v1/orgs/{org}/ws"), &admin).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "INVALID_ARGUMENT");
-    server.stop().await.unwrap();
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_follows_its_org_through_integrate() {
-    let server = Server::start(|_| {}).await;
+    let server = Server::start().await;
     let (_, admin) = server.account("acme").await;
-    let caac = server.org(&admin, "caac").await;
-    let maac = server.org(&admin, "maac").await;
-    let joint = server.scope_of(caac, &admin).await;
-    assert_ne!(server.scope_of(maac, &admin).await, joint);
-    server.create_member(maac, &admin, "m1", "m1@x.com").await;
-    let mut ws = server.subscribe(maac, &admin, None).await;
+    let caac = server.org(&admin, "caac", "caac org").await;
+    let maac = server.org(&admin, "maac", "maac org").await;
+    let joint = scope_of(&server, caac, &admin).await;
+    assert_ne!(scope_of(&server, maac, &admin).await, joint);
+    create_member(&server, maac, &admin, "m1", "m1@x.com").await;
+    let mut ws = subscribe(&server, maac, &admin, None).await;
 
-    server
-        .ok(
-            reqwest::Method::POST,
-            "/api/v1/applications/cdh/integrate",
-            &admin,
-            json!({ "unify_keys": ["display_email"] }),
-        )
-        .await;
-    assert_eq!(server.scope_of(maac, &admin).await, joint);
+    ok(
+        &server,
+        Method::POST,
+        "/api/v1/applications/cdh/integrate",
+        &admin,
+        json!({ "unify_keys": ["display_email"] }),
+    )
+    .await;
+    assert_eq!(scope_of(&server, maac, &admin).await, joint);
     let first = next_frame(&mut ws).await;
     assert_eq!(first["type"], "resync_required", "{first}");
     // From now on the frames are the joint scope's.
-    let m = server.create_member(maac, &admin, "m2", "m2@x.com").await;
+    let m = create_member(&server, maac, &admin, "m2", "m2@x.com").await;
     let frames = frames_until(&mut ws, |f| is_created(f, m["id"].as_u64().unwrap())).await;
     assert!(
         frames.iter().all(|f| f["unify_scope_id"] == json!(joint)),
@@ -927,35 +777,30 @@ async fn a_subscriber_follows_its_org_through_integrate() {
 
     // Disconnect gives the maac org a scope of its own again: followed the same way.
     let (status, body) = server
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/applications/cdh/disconnect",
-            &admin,
-            None,
-        )
+        .post("/api/v1/applications/cdh/disconnect", &admin, Value::Null)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    let split = server.scope_of(maac, &admin).await;
+    let split = scope_of(&server, maac, &admin).await;
     assert_ne!(split, joint);
     frames_until(&mut ws, |f| f["type"] == "resync_required").await;
-    let m = server.create_member(maac, &admin, "m3", "m3@x.com").await;
+    let m = create_member(&server, maac, &admin, "m3", "m3@x.com").await;
     let frames = frames_until(&mut ws, |f| is_created(f, m["id"].as_u64().unwrap())).await;
     assert!(
         frames.iter().all(|f| f["unify_scope_id"] == json!(split)),
         "{frames:?}"
     );
-    server.stop().await.unwrap();
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_every_socket() {
-    let server = Server::start(|_| {}).await;
-    let (org, admin) = server.keyed_org().await;
+    let server = Server::start().await;
+    let (org, admin) = keyed_org(&server).await;
     let mut sockets = Vec::new();
     for _ in 0..3 {
-        sockets.push(server.subscribe(org, &admin, None).await);
+        sockets.push(subscribe(&server, org, &admin, None).await);
     }
-    server.stop().await.unwrap();
+    server.stop().await;
     for mut ws in sockets {
         let close = loop {
             let message = tokio::time::timeout(DEADLINE, ws.next())
@@ -974,10 +819,9 @@ async fn shutdown_closes_every_socket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_closes_when_its_token_expires() {
-    let server = Server::start(|_| {}).await;
-    let (account, _) = server.account("acme").await;
-    let admin = server.token(Role::Admin, Some(account), Vec::new());
-    let org = server.org(&admin, "maac").await;
+    let server = Server::start().await;
+    let (account, admin) = server.account("acme").await;
+    let org = server.org(&admin, "maac", "maac org").await;
     // Expired 25 s ago: still inside the 30 s leeway, so accepted, for about 5 s more.
     let claims = Claims {
         sub: "x".into(),
@@ -989,7 +833,7 @@ async fn a_socket_closes_when_its_token_expires() {
         aud: "unify-api".into(),
         iss: "unify".into(),
     };
-    let mut ws = server.subscribe(org, &sign(&claims, SECRET), None).await;
+    let mut ws = subscribe(&server, org, &sign(&claims, SECRET), None).await;
     let close = loop {
         let message = tokio::time::timeout(DEADLINE, ws.next())
             .await
@@ -1002,5 +846,5 @@ async fn a_socket_closes_when_its_token_expires() {
     };
     assert_eq!(u16::from(close.code), 1008);
     assert_eq!(close.reason.as_str(), "token expired");
-    server.stop().await.unwrap();
+    server.stop().await;
 }

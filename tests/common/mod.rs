@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
@@ -13,8 +14,15 @@ use unify::config::Config;
 /// The secret the test servers sign tokens with.
 pub const SECRET: &str = "test-secret-of-the-api-tests";
 
+/// How long any awaited condition (readiness, a poll, a shutdown, a frame) may take on a loaded
+/// machine.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
 /// A running server.
 pub struct Server {
+    /// The listening address, for clients that speak raw TCP.
+    pub addr: SocketAddr,
+    /// `http://{addr}`.
     pub base: String,
     pub tokens: Tokens,
     pub client: reqwest::Client,
@@ -47,13 +55,14 @@ impl Server {
     /// Starts a server on an existing configuration (restarts keep the data directory).
     pub async fn start_in(config: Config) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(unify::run(config.clone(), listener, async move {
             let _ = rx.await;
         }));
         let server = Server {
-            base,
+            addr,
+            base: format!("http://{addr}"),
             tokens: Tokens::new(SECRET.as_bytes(), &config.auth.issuer),
             client: reqwest::Client::new(),
             config,
@@ -74,13 +83,18 @@ impl Server {
         server
     }
 
-    /// Shuts the server down gracefully and returns its data directory (kept alive).
+    /// Shuts the server down gracefully (panicking if that takes longer than [`DEADLINE`] or
+    /// `run` fails) and returns its data directory (kept alive).
     pub async fn stop(mut self) -> Option<tempfile::TempDir> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
+            tokio::time::timeout(DEADLINE, task)
+                .await
+                .expect("graceful shutdown did not finish")
+                .unwrap()
+                .unwrap();
         }
         self._dir.take()
     }
@@ -112,24 +126,40 @@ impl Server {
         token: &str,
         body: Value,
     ) -> (StatusCode, Value) {
+        call_at(&self.client, &self.base, method, path, token, body).await
+    }
+
+    /// Sends raw bytes with an optional content type and returns the status and the JSON body
+    /// (`Value::Null` when empty).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let mut request = self
             .client
             .request(method, format!("{}{}", self.base, path))
-            .bearer_auth(token);
-        if !body.is_null() {
-            request = request.json(&body);
+            .bearer_auth(token)
+            .body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
         }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let bytes = response.bytes().await.unwrap();
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes))
-            })
-        };
-        (status, value)
+        answer(request).await
+    }
+
+    /// Returns the Prometheus text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.unwrap()
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
@@ -140,24 +170,33 @@ impl Server {
         self.call(Method::POST, path, token, body).await
     }
 
-    /// Creates an account with an admin token, a caac org and one channel; returns
-    /// `(account_id, admin token, org_id, channel_id)`.
-    pub async fn tenant(&self, name: &str) -> Tenant {
+    /// Creates an account; returns its id and an admin token for it.
+    pub async fn account(&self, name: &str) -> (u64, String) {
         let (status, account) = self
             .post("/api/v1/accounts", &self.root(), json!({ "name": name }))
             .await;
         assert_eq!(status, StatusCode::CREATED, "{account}");
         let account_id = account["id"].as_u64().unwrap();
-        let admin = self.admin(account_id);
+        (account_id, self.admin(account_id))
+    }
+
+    /// Creates an org of `source` (`caac` or `maac`) in the admin's account; returns its id.
+    pub async fn org(&self, admin: &str, source: &str, name: &str) -> u64 {
         let (status, org) = self
             .post(
                 "/api/v1/applications/organizations",
-                &admin,
-                json!({ "source": "caac", "name": format!("{name} chat") }),
+                admin,
+                json!({ "source": source, "name": name }),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{org}");
-        let org_id = org["id"].as_u64().unwrap();
+        org["id"].as_u64().unwrap()
+    }
+
+    /// Creates an account with an admin token, a caac org and one channel.
+    pub async fn tenant(&self, name: &str) -> Tenant {
+        let (account_id, admin) = self.account(name).await;
+        let org_id = self.org(&admin, "caac", &format!("{name} chat")).await;
         let (status, channel) = self
             .post(
                 &format!("/api/v1/orgs/{org_id}/channels"),
@@ -191,13 +230,47 @@ impl Tenant {
     }
 }
 
-/// Polls `condition` until it holds or 30 s pass; returns whether it held.
+/// Sends a JSON request to a server at `base` (`http://host:port`) with `client`: what
+/// [`Server::call`] does, for a server this helper did not start (the binary in `cli.rs`).
+pub async fn call_at(
+    client: &reqwest::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let mut request = client
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token);
+    if !body.is_null() {
+        request = request.json(&body);
+    }
+    answer(request).await
+}
+
+/// Sends `request`; returns the status and the JSON body (`Value::Null` when empty), panicking
+/// on a body that is not JSON.
+async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let bytes = response.bytes().await.unwrap();
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes)))
+    };
+    (status, value)
+}
+
+/// Polls `condition` until it holds or [`DEADLINE`] passes; returns whether it held.
 pub async fn eventually<F, Fut>(mut condition: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + DEADLINE;
     loop {
         if condition().await {
             return true;
