@@ -2,9 +2,10 @@
 //! runtime on real sled stores in temp dirs: ordering, retries, restarts, dead letters,
 //! isolation of scopes and of member operations from a hanging CDH.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,13 +13,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use common::{boot, key};
 use futures_util::StreamExt;
 use serde_json::Value;
-use unify_actors::engine::{Attribute, UnifyKey};
+use unify_actors::engine::Attribute;
 use unify_actors::ops::NewMember;
-use unify_actors::runtime::{NewChannel, Runtime};
+use unify_actors::runtime::Runtime;
 use unify_actors::settings::{CdhSettings, Settings};
-use unify_storage::{Id, Source, Store};
+use unify_storage::{Id, Source};
 
 const TOKEN: &str = "cdh-test-token";
 
@@ -209,13 +211,6 @@ fn settings(url: &str, timeout_ms: u64, batch_max: usize) -> Settings {
     }
 }
 
-async fn boot(dir: &Path, settings: Settings) -> Runtime {
-    let store = Store::open(dir).expect("store opens");
-    Runtime::start(store, settings)
-        .await
-        .expect("runtime starts")
-}
-
 /// Polls `condition` until it holds or the deadline passes.
 async fn eventually<F, Fut>(what: &str, mut condition: F)
 where
@@ -241,33 +236,19 @@ struct World {
 }
 
 async fn connected_world(rt: &Runtime, name: &str) -> World {
-    let account = rt.create_account(name).await.unwrap().id;
-    let caac = rt
-        .create_org(account, Source::Caac, "chat", None)
-        .await
-        .unwrap()
-        .id;
+    let common::World {
+        account,
+        caac,
+        channel,
+    } = common::world(rt, name).await;
     rt.create_org(account, Source::Maac, "mkt", None)
         .await
         .unwrap();
-    let channel = rt
-        .create_channel(
-            caac,
-            NewChannel {
-                name: "line".into(),
-                channel_type: "line".into(),
-                ..NewChannel::default()
-            },
-        )
-        .await
-        .unwrap()
-        .id;
     let connected_after = rt.setting(caac).await.unwrap().last_seq;
-    let key = UnifyKey {
-        attribute: Attribute::DisplayEmail,
-        is_distinct: false,
-    };
-    let joined = rt.integrate(account, vec![key]).await.unwrap();
+    let joined = rt
+        .integrate(account, vec![key(Attribute::DisplayEmail)])
+        .await
+        .unwrap();
     eventually("the integration to finish", || async {
         rt.is_ready() && rt.scope_merge_state(caac).unwrap()
     })

@@ -1,6 +1,8 @@
 //! Creates and provisioning through identity-keyed member actors: one identity's work runs
 //! one at a time, so "get or create, then maybe update" never makes two members.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,9 +10,9 @@ use unify_actors::engine::Attribute;
 use unify_actors::events::Reason;
 use unify_actors::member::Identity;
 use unify_actors::ops::{MemberOp, NewMember};
-use unify_actors::runtime::{NewChannel, Runtime};
+use unify_actors::runtime::Runtime;
 use unify_actors::settings::Settings;
-use unify_storage::{Id, Source, Store};
+use unify_storage::Id;
 
 async fn boot(dir: &std::path::Path) -> (Runtime, Id, Id) {
     let settings = Settings {
@@ -18,22 +20,9 @@ async fn boot(dir: &std::path::Path) -> (Runtime, Id, Id) {
         member_idle: Duration::from_millis(50),
         ..Settings::default()
     };
-    let rt = Runtime::start(Store::open(dir).unwrap(), settings)
-        .await
-        .unwrap();
-    let account = rt.create_account("acme").await.unwrap().id;
-    let org = rt
-        .create_org(account, Source::Caac, "chat", None)
-        .await
-        .unwrap()
-        .id;
-    let channel = NewChannel {
-        name: "line".into(),
-        channel_type: "line".into(),
-        ..NewChannel::default()
-    };
-    let channel = rt.create_channel(org, channel).await.unwrap().id;
-    (rt, org, channel)
+    let rt = common::boot(dir, settings).await;
+    let w = common::world(&rt, "acme").await;
+    (rt, w.caac, w.channel)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,18 +2,20 @@
 //! re-import, merge state and progress events, and exactly-once resumption after a restart or
 //! a scope failure mid-import.
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::{World, assert_verified, key};
 use futures_util::stream;
-use unify_actors::engine::{Attribute, UnifyKey};
+use unify_actors::engine::Attribute;
 use unify_actors::error::OpError;
 use unify_actors::events::EventBody;
-use unify_actors::runtime::{NewChannel, Runtime};
+use unify_actors::runtime::Runtime;
 use unify_actors::settings::Settings;
-use unify_actors::verify::verify;
-use unify_storage::{Id, ImportJob, ImportStatus, Source, Store};
+use unify_storage::{Id, ImportJob, ImportStatus, Source};
 
 fn settings(job_chunk: usize) -> Settings {
     Settings {
@@ -25,54 +27,18 @@ fn settings(job_chunk: usize) -> Settings {
 
 /// The store lives in `dir/store`, so spools go to `dir/imports`.
 async fn boot(dir: &Path, settings: Settings) -> Runtime {
-    let store = Store::open(&dir.join("store")).expect("store opens");
-    Runtime::start(store, settings)
-        .await
-        .expect("runtime starts")
+    common::boot(&dir.join("store"), settings).await
 }
 
-struct World {
-    account: Id,
-    caac: Id,
-    channel: Id,
-}
-
+/// The common world, keyed by `display_email`.
 async fn world(rt: &Runtime) -> World {
-    let account = rt.create_account("acme").await.unwrap().id;
-    let caac = rt
-        .create_org(account, Source::Caac, "chat", None)
+    let w = common::world(rt, "acme").await;
+    rt.set_keys(w.caac, vec![key(Attribute::DisplayEmail)])
         .await
-        .unwrap()
-        .id;
-    let channel = rt
-        .create_channel(
-            caac,
-            NewChannel {
-                name: "line".into(),
-                channel_type: "line".into(),
-                ..NewChannel::default()
-            },
-        )
-        .await
-        .unwrap()
-        .id;
-    rt.set_keys(
-        caac,
-        vec![UnifyKey {
-            attribute: Attribute::DisplayEmail,
-            is_distinct: false,
-        }],
-    )
-    .await
-    .unwrap();
-    World {
-        account,
-        caac,
-        channel,
-    }
+        .unwrap();
+    w
 }
 
-/// The body split into uneven pieces, as a network delivers it.
 fn body(text: &str) -> impl futures_util::Stream<Item = Result<Vec<u8>, String>> + Unpin + Send {
     let pieces: Vec<Result<Vec<u8>, String>> =
         text.as_bytes().chunks(13).map(|c| Ok(c.to_vec())).collect();
@@ -93,11 +59,6 @@ async fn finished(rt: &Runtime, org: Id, job: Id) -> ImportJob {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-fn assert_verified(store: &Store) {
-    let report = verify(store, &Default::default(), Default::default()).unwrap();
-    assert!(report.is_ok(), "verify: {report:?}");
 }
 
 fn lines(channel: Id, n: usize) -> String {

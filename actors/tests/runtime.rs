@@ -1,18 +1,20 @@
 //! The actor runtime on real sled stores in temp dirs: durability across restarts, supervision,
 //! ordering, idempotent creates, jobs with progress and their resumption.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{World, assert_verified, boot, key, world};
 use tokio::sync::broadcast;
-use unify_actors::engine::{Attribute, UnifyKey};
+use unify_actors::engine::Attribute;
 use unify_actors::error::OpError;
 use unify_actors::events::{Event, EventBody};
 use unify_actors::ops::{MemberOp, MemberPatch, NewMember};
-use unify_actors::runtime::{NewChannel, Runtime};
+use unify_actors::runtime::Runtime;
 use unify_actors::settings::Settings;
-use unify_actors::verify::verify;
 use unify_storage::{Id, Source, Store};
 
 fn settings() -> Settings {
@@ -21,13 +23,6 @@ fn settings() -> Settings {
         call_timeout: Duration::from_secs(30),
         ..Settings::default()
     }
-}
-
-async fn boot(dir: &Path, settings: Settings) -> Runtime {
-    let store = Store::open(dir).expect("store opens");
-    Runtime::start(store, settings)
-        .await
-        .expect("runtime starts")
 }
 
 /// Polls `condition` until it holds or the deadline passes.
@@ -39,46 +34,6 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-fn key(attribute: Attribute) -> UnifyKey {
-    UnifyKey {
-        attribute,
-        is_distinct: false,
-    }
-}
-
-struct World {
-    account: Id,
-    caac: Id,
-    channel: Id,
-}
-
-async fn world(rt: &Runtime) -> World {
-    let account = rt.create_account("acme").await.unwrap().id;
-    let caac = rt
-        .create_org(account, Source::Caac, "chat", None)
-        .await
-        .unwrap()
-        .id;
-    let channel = rt
-        .create_channel(
-            caac,
-            NewChannel {
-                name: "line".into(),
-                channel_type: "line".into(),
-                ..NewChannel::default()
-            },
-        )
-        .await
-        .unwrap()
-        .id;
-    World {
-        account,
-        caac,
-        channel,
-    }
-}
-
-/// Adds the account's maac org.
 async fn maac_org(rt: &Runtime, w: &World) -> Id {
     rt.create_org(w.account, Source::Maac, "mkt", None)
         .await
@@ -95,17 +50,12 @@ fn member(channel: Id, ext: &str, email: Option<&str>) -> NewMember {
     }
 }
 
-fn assert_verified(store: &Store) {
-    let report = verify(store, &Default::default(), Default::default()).unwrap();
-    assert!(report.is_ok(), "verify: {report:?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (w, a, b, setting) = {
         let rt = boot(dir.path(), settings()).await;
-        let w = world(&rt).await;
+        let w = world(&rt, "acme").await;
         rt.set_keys(w.caac, vec![key(Attribute::DisplayEmail)])
             .await
             .unwrap();
@@ -151,7 +101,7 @@ async fn every_record_survives_a_restart() {
 async fn a_panicking_scope_is_restarted_and_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let rt = Arc::new(boot(dir.path(), settings()).await);
-    let w = world(&rt).await;
+    let w = world(&rt, "acme").await;
     rt.set_keys(w.caac, vec![key(Attribute::DisplayEmail)])
         .await
         .unwrap();
@@ -230,7 +180,7 @@ async fn a_scope_that_keeps_failing_is_marked_failed() {
         },
     )
     .await;
-    let w = world(&rt).await;
+    let w = world(&rt, "acme").await;
     let scope = rt.scope_of(w.caac).unwrap();
     let status = rt.scope_status(scope).unwrap();
     // Keep crashing every incarnation of the scope until the restart cap trips.
@@ -266,7 +216,7 @@ async fn a_scope_that_keeps_failing_is_marked_failed() {
 async fn concurrent_operations_on_one_member_lose_no_update() {
     let dir = tempfile::tempdir().unwrap();
     let rt = Arc::new(boot(dir.path(), settings()).await);
-    let w = world(&rt).await;
+    let w = world(&rt, "acme").await;
     let (m, _) = rt
         .create_member(w.caac, member(w.channel, "m", None))
         .await
@@ -330,7 +280,7 @@ async fn concurrent_operations_on_one_member_lose_no_update() {
 async fn concurrent_identical_creates_make_one_member() {
     let dir = tempfile::tempdir().unwrap();
     let rt = Arc::new(boot(dir.path(), settings()).await);
-    let w = world(&rt).await;
+    let w = world(&rt, "acme").await;
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let rt = rt.clone();
@@ -356,7 +306,7 @@ async fn concurrent_identical_creates_make_one_member() {
 async fn invalid_members_are_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let rt = boot(dir.path(), settings()).await;
-    let w = world(&rt).await;
+    let w = world(&rt, "acme").await;
     let maac = maac_org(&rt, &w).await;
     let before = rt.setting(w.caac).await.unwrap().last_seq;
     for (org, m) in [
@@ -411,7 +361,7 @@ async fn populate(rt: &Runtime, w: &World, n: usize) {
 /// Boots a scope keyed by email holding 3000 imported members, subscribed to its events.
 async fn keyed_scope(dir: &Path) -> (Runtime, World, broadcast::Receiver<Arc<Event>>) {
     let rt = boot(dir, settings()).await;
-    let w = world(&rt).await;
+    let w = world(&rt, "acme").await;
     rt.set_keys(w.caac, vec![key(Attribute::DisplayEmail)])
         .await
         .unwrap();
@@ -500,7 +450,7 @@ async fn a_job_killed_midway_resumes_after_restart() {
 async fn integrate_and_disconnect_reshape_scopes() {
     let dir = tempfile::tempdir().unwrap();
     let rt = boot(dir.path(), settings()).await;
-    let w = world(&rt).await;
+    let w = world(&rt, "acme").await;
     let maac = maac_org(&rt, &w).await;
     let (chat, _) = rt
         .create_member(w.caac, member(w.channel, "c", Some("k@x.com")))
@@ -579,7 +529,7 @@ async fn work_beyond_the_bound_is_refused_as_overloaded() {
         )
         .await,
     );
-    let w = world(&rt).await;
+    let w = world(&rt, "acme").await;
     let tasks: Vec<_> = (0..64)
         .map(|i| {
             let rt = rt.clone();
