@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use unify_storage::{
@@ -343,9 +344,10 @@ impl Drop for DrainGuard<'_> {
 /// Makes the webhook's writes durable with one flush at a time, shared by every caller
 /// that asked before it started (group commit).
 ///
-/// The flush runs on a blocking thread rather than through sled's `flush_async`, which waits
-/// on one of sled's few IO threads for a write that needs another of them: many concurrent
-/// `flush_async` calls (50 deliveries at once) can take every IO thread and hang the store.
+/// [`Store::flush_async`] alone is safe to call concurrently, but each call holds a thread of
+/// the blocking pool for a whole flush; a burst of deliveries (50 at once) would queue that
+/// many flushes. Here a burst costs one flush in progress and at most one more for everyone
+/// who arrived during it.
 #[derive(Debug, Default)]
 struct Flusher {
     /// Tickets handed out: a caller's writes precede its ticket.
@@ -364,10 +366,7 @@ impl Flusher {
             return Ok(());
         }
         let covered = self.requested.load(Ordering::Acquire);
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || store.flush())
-            .await
-            .map_err(|e| OpError::Unavailable(format!("flush: {e}")))??;
+        store.flush_async().await?;
         self.flushed.store(covered, Ordering::Release);
         Ok(())
     }
@@ -780,21 +779,7 @@ impl Provisioner {
             #[serde(default)]
             display_mobile: Option<String>,
         }
-        let url = endpoint(&api.url, &["users", identity])?;
-        let response = self
-            .client
-            .get(url)
-            .bearer_auth(&api.token)
-            .send()
-            .await
-            .map_err(|e| format!("request failed: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("answered {}", response.status()));
-        }
-        let contact: Contact = response
-            .json()
-            .await
-            .map_err(|e| format!("unreadable answer: {e}"))?;
+        let contact: Contact = self.get_json(api, &["users", identity]).await?;
         Ok(EventProfile {
             name: contact.name,
             display_email: contact.display_email,
@@ -808,7 +793,20 @@ impl Provisioner {
         struct Tenant {
             tenant_key: Option<String>,
         }
-        let url = endpoint(&api.url, &["tenant"])?;
+        let tenant: Tenant = self.get_json(api, &["tenant"]).await?;
+        tenant
+            .tenant_key
+            .filter(|k| !k.trim().is_empty())
+            .ok_or_else(|| "answered no tenant_key".to_owned())
+    }
+
+    /// Sends `GET {url}/{segments}` to the contact API and decodes its JSON answer.
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        api: &ContactApi,
+        segments: &[&str],
+    ) -> Result<T, String> {
+        let url = endpoint(&api.url, segments)?;
         let response = self
             .client
             .get(url)
@@ -819,14 +817,10 @@ impl Provisioner {
         if !response.status().is_success() {
             return Err(format!("answered {}", response.status()));
         }
-        let tenant: Tenant = response
+        response
             .json()
             .await
-            .map_err(|e| format!("unreadable answer: {e}"))?;
-        tenant
-            .tenant_key
-            .filter(|k| !k.trim().is_empty())
-            .ok_or_else(|| "answered no tenant_key".to_owned())
+            .map_err(|e| format!("unreadable answer: {e}"))
     }
 }
 
