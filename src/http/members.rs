@@ -253,9 +253,20 @@ async fn update_member(
 ) -> ApiResult<axum::Json<MemberView>> {
     let org = caller.org(&state, p.org_id)?;
     let op = MemberOp::Patch(body.into_patch()?);
+    apply(&state, org.id, p.member_id, op).await
+}
+
+/// Applies `op` to a member of the (already authorized) org and returns the member as it is
+/// after; a member that does not exist is 404.
+pub(super) async fn apply(
+    state: &AppState,
+    org_id: Id,
+    member_id: Id,
+    op: MemberOp,
+) -> ApiResult<axum::Json<MemberView>> {
     let member = state
         .runtime
-        .member_op(org.id, p.member_id, op)
+        .member_op(org_id, member_id, op)
         .await?
         .ok_or_else(|| ApiError::not_found("member"))?;
     Ok(axum::Json(member.into()))

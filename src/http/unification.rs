@@ -19,7 +19,7 @@ use super::accounts::SourceName;
 use super::admin::{AdminSetting, admin_setting};
 use super::auth::Caller;
 use super::extract::{Json, Path, Query};
-use super::members::MemberView;
+use super::members::{self, MemberView};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -516,6 +516,7 @@ pub struct ChangeInput {
     pub value: String,
 }
 
+/// Applies `op` to a member of an org the caller may use.
 async fn member_op(
     state: &AppState,
     caller: &Caller,
@@ -523,12 +524,7 @@ async fn member_op(
     op: MemberOp,
 ) -> ApiResult<axum::Json<MemberView>> {
     let org = caller.org(state, p.org_id)?;
-    let member = state
-        .runtime
-        .member_op(org.id, p.member_id, op)
-        .await?
-        .ok_or_else(|| ApiError::not_found("member"))?;
-    Ok(axum::Json(member.into()))
+    members::apply(state, org.id, p.member_id, op).await
 }
 
 /// Sets (or clears) one unify-key attribute of the member.
