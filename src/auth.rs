@@ -18,6 +18,8 @@ pub const API_AUDIENCE: &str = "unify-api";
 pub const PLATFORM_AUDIENCE: &str = "platform";
 /// Clock skew tolerated on `exp` and `iat`.
 const LEEWAY_S: u64 = 30;
+/// The longest lifetime `unify token` issues (ten years).
+const MAX_TTL_S: u64 = 10 * 365 * 86400;
 /// Name of the generated secret in the data directory.
 const SECRET_FILE: &str = "jwt_secret";
 
@@ -102,6 +104,9 @@ impl Tokens {
     /// Builds the signer from the configuration, creating the secret file if needed.
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
         let secret = match &config.auth.jwt_secret {
+            Some(secret) if secret.trim().is_empty() => {
+                anyhow::bail!("auth.jwt_secret must not be empty")
+            }
             Some(secret) => secret.as_bytes().to_vec(),
             None => load_or_create_secret(&config.data_dir)?,
         };
@@ -138,7 +143,7 @@ impl Tokens {
             account_id,
             org_ids,
             iat,
-            exp: iat + ttl_s,
+            exp: iat.saturating_add(ttl_s),
             aud: API_AUDIENCE.to_owned(),
             iss: self.issuer.clone(),
         };
@@ -159,7 +164,7 @@ impl Tokens {
             org_id,
             account_id,
             iat,
-            exp: iat + ttl_s,
+            exp: iat.saturating_add(ttl_s),
             aud: PLATFORM_AUDIENCE.to_owned(),
             iss: self.issuer.clone(),
         };
@@ -183,14 +188,26 @@ fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
             .map(|_| format!("{:02x}", rng.random::<u8>()))
             .collect()
     };
+    // Written to a private file first and then linked into place: the link is atomic and
+    // never replaces an existing secret, so a crash cannot leave an empty secret behind and
+    // two processes starting at once agree on one secret.
+    let staging = data_dir.join(format!("{SECRET_FILE}.{}.tmp", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(&path) {
-        Ok(mut file) => {
-            file.write_all(secret.as_bytes())?;
-            file.sync_all()?;
+    let mut file = options
+        .open(&staging)
+        .with_context(|| format!("cannot create {}", staging.display()))?;
+    file.write_all(secret.as_bytes())?;
+    file.sync_all()?;
+    let linked = std::fs::hard_link(&staging, &path);
+    let _ = std::fs::remove_file(&staging);
+    match linked {
+        Ok(()) => {
+            if let Ok(dir) = std::fs::File::open(data_dir) {
+                let _ = dir.sync_all();
+            }
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
@@ -218,7 +235,7 @@ pub fn parse_ttl(text: &str) -> anyhow::Result<u64> {
         _ => anyhow::bail!("bad lifetime unit in {text:?} (use s, m, h or d)"),
     };
     n.checked_mul(scale)
-        .filter(|&s| s > 0)
+        .filter(|&s| s > 0 && s <= MAX_TTL_S)
         .with_context(|| format!("bad lifetime {text:?}"))
 }
 
@@ -257,6 +274,8 @@ mod tests {
         assert_eq!(parse_ttl("45").unwrap(), 45);
         assert!(parse_ttl("1y").is_err());
         assert!(parse_ttl("0s").is_err());
+        assert!(parse_ttl("200000000000000d").is_err(), "overflow");
+        assert!(parse_ttl("4000d").is_err(), "beyond ten years");
     }
 
     #[test]

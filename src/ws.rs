@@ -46,6 +46,8 @@ use crate::http::auth::Caller;
 use crate::http::extract::{Path, Query};
 
 /// How often a connection checks whether its org moved to another scope.
+/// The longest a connection may live on one token.
+const MAX_CONNECTION_S: u64 = 365 * 24 * 3600;
 const SCOPE_CHECK: Duration = Duration::from_secs(1);
 
 /// Stored events read per store access while replaying `?since=`.
@@ -136,7 +138,9 @@ async fn subscribe(
         .exp
         .saturating_add(TOKEN_LEEWAY_S)
         .saturating_sub(unix_now());
-    let expires = Duration::from_secs(valid_for);
+    // A token valid for longer than a year is treated as valid for a year (an `exp` far in the
+    // future must not overflow the clock).
+    let expires = Duration::from_secs(valid_for.min(MAX_CONNECTION_S));
     let connection = Connection {
         expires: Instant::now() + expires,
         store: state.runtime.store().clone(),

@@ -102,6 +102,7 @@ pub fn apply(
     keys: &KeySet,
     now: Millis,
 ) -> Result<(), OpError> {
+    let before = member.clone();
     match op {
         MemberOp::Patch(patch) => {
             let columns = [
@@ -148,7 +149,11 @@ pub fn apply(
         }
         MemberOp::Delete => return Err(OpError::invalid("delete is not an update")),
     }
-    member.updated_at = now.max(member.updated_at);
+    // An operation that changes nothing leaves `updated_at` alone: it decides which member
+    // supplies each column of the merged profile view (SPEC 2.4).
+    if *member != before {
+        member.updated_at = now.max(member.updated_at);
+    }
     Ok(())
 }
 

@@ -296,6 +296,13 @@ impl Runtime {
         op: MemberOp,
     ) -> Result<Option<Member>, OpError> {
         let scope_id = self.router.scope_of(org_id)?;
+        // A member actor is spawned only for a member of the org: ids that name nothing (or
+        // another org's member) are refused before they cost an actor.
+        match self.router.store.get_member(member_id) {
+            Ok(member) if member.org_id == org_id => {}
+            Ok(_) => return Err(OpError::NotFound("member")),
+            Err(e) => return found(Err(e), "member").map(|_: Member| None),
+        }
         let _admission = self.admit(scope_id, true)?;
         self.members.send(&self.router, member_id, org_id, op).await
     }
