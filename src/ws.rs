@@ -35,6 +35,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 use unify_actors::events::Event;
+use unify_actors::hub::Subscription;
 use unify_storage::{Id, Store};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -46,6 +47,8 @@ use crate::http::auth::Caller;
 use crate::http::extract::{Path, Query};
 
 /// How often a connection checks whether its org moved to another scope.
+/// How long a live frame may wait for room in a full per-connection queue.
+const LIVE_WAIT: Duration = Duration::from_secs(1);
 /// The longest a connection may live on one token.
 const MAX_CONNECTION_S: u64 = 365 * 24 * 3600;
 const SCOPE_CHECK: Duration = Duration::from_secs(1);
@@ -203,7 +206,7 @@ struct Connection {
     store: Store,
     org_id: Id,
     scope_id: Id,
-    live: broadcast::Receiver<Arc<Event>>,
+    live: Subscription,
     /// Live events at or below this seq were already sent (by the replay).
     last_seq: u64,
     /// When the caller's token expires: the connection is closed then, so that access ends
@@ -296,7 +299,7 @@ impl Connection {
                     Ok(event) => {
                         if event.seq > self.last_seq {
                             self.last_seq = event.seq;
-                            offer(tx, Message::Text(frame_of(&event)))?;
+                            deliver(tx, Message::Text(frame_of(&event))).await?;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => return Err(Ending::Lagged),
@@ -439,6 +442,24 @@ fn frame_of(event: &Arc<Event>) -> Utf8Bytes {
     let frame = Utf8Bytes::from(event.to_json());
     frames.insert(event.unify_scope_id, (event.clone(), frame.clone()));
     frame
+}
+
+/// Queues a live frame, waiting at most [`LIVE_WAIT`] for room: a queue that stays full that
+/// long means the client cannot keep up. (A commit can carry thousands of events at once; a
+/// client that reads steadily drains them within the wait.) Only this connection waits: the
+/// engine publishes without ever waiting for a subscriber.
+async fn deliver(tx: &mpsc::Sender<Message>, message: Message) -> Result<(), Ending> {
+    match tx.try_send(message) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(Ending::ClientGone),
+        Err(mpsc::error::TrySendError::Full(message)) => tx
+            .send_timeout(message, LIVE_WAIT)
+            .await
+            .map_err(|err| match err {
+                mpsc::error::SendTimeoutError::Timeout(_) => Ending::Lagged,
+                mpsc::error::SendTimeoutError::Closed(_) => Ending::ClientGone,
+            }),
+    }
 }
 
 /// Queues a frame without waiting: a full queue means the client cannot keep up.

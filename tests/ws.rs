@@ -848,3 +848,47 @@ async fn a_socket_closes_when_its_token_expires() {
     assert_eq!(close.reason.as_str(), "token expired");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_large_import_does_not_lag_a_subscriber_that_reads() {
+    let server = Server::start().await;
+    let (org, admin) = keyed_org(&server).await;
+    let mut ws = subscribe(&server, org, &admin, None).await;
+    // One import chunk commits thousands of events at once: more than the per-connection
+    // queue (1024 frames) holds.
+    let body: String = (0..6000)
+        .map(|i| {
+            format!(
+                "{{\"external_member_id\":\"bulk-{i}\",\"display_email\":\"p{}@x.com\"}}\n",
+                i / 3
+            )
+        })
+        .collect();
+    let (status, job) = server
+        .send(
+            Method::POST,
+            &format!("/api/v1/orgs/{org}/chat/members/import"),
+            &admin,
+            Some("application/x-ndjson"),
+            body.into_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let frames = frames_until(&mut ws, |f| {
+        assert_ne!(f["type"], "lagged", "a reading subscriber is never lagged");
+        f["type"] == "merge_progress" && f["is_finished"] == true
+    })
+    .await;
+    let seqs = seqs(&frames);
+    assert_consecutive(&seqs, seqs[0], *seqs.last().unwrap());
+    let members: usize = frames
+        .iter()
+        .filter(|f| f["type"] == "profile_updated")
+        .map(|f| f["member_ids"].as_array().unwrap().len())
+        .sum();
+    assert!(
+        members >= 6000,
+        "every imported member is in a profile frame ({members})"
+    );
+    server.stop().await;
+}

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{World, assert_verified, boot, key, world};
-use tokio::sync::broadcast;
 use unify_actors::engine::Attribute;
 use unify_actors::error::OpError;
-use unify_actors::events::{Event, EventBody};
+use unify_actors::events::EventBody;
+use unify_actors::hub::Subscription;
 use unify_actors::ops::{MemberOp, MemberPatch, NewMember};
 use unify_actors::runtime::Runtime;
 use unify_actors::settings::Settings;
@@ -359,7 +359,7 @@ async fn populate(rt: &Runtime, w: &World, n: usize) {
 }
 
 /// Boots a scope keyed by email holding 3000 imported members, subscribed to its events.
-async fn keyed_scope(dir: &Path) -> (Runtime, World, broadcast::Receiver<Arc<Event>>) {
+async fn keyed_scope(dir: &Path) -> (Runtime, World, Subscription) {
     let rt = boot(dir, settings()).await;
     let w = world(&rt, "acme").await;
     rt.set_keys(w.caac, vec![key(Attribute::DisplayEmail)])
