@@ -476,9 +476,16 @@ impl Provisioner {
                     continue;
                 }
             };
-            let Ok(channel) = self.router.store.get_channel(record.channel_id) else {
-                self.finish(&record);
-                continue;
+            let channel = match self.router.store.get_channel(record.channel_id) {
+                Ok(channel) => channel,
+                Err(e) if e.is_not_found() => {
+                    // The channel was removed: nobody is left to provision for.
+                    self.finish(&record);
+                    continue;
+                }
+                // A storage error is not "no channel": the event stays pending for the next
+                // start instead of being dropped.
+                Err(e) => return Err(e.into()),
             };
             let permit = self
                 .permits

@@ -400,11 +400,7 @@ impl Runtime {
 
     /// Applies a key change to the org's scope (its preconditions are checked in the scope
     /// actor) and schedules re-unification; returns the new setting.
-    pub async fn change_keys(
-        &self,
-        org_id: Id,
-        change: KeyChange,
-    ) -> Result<ScopeRecord, OpError> {
+    pub async fn change_keys(&self, org_id: Id, change: KeyChange) -> Result<ScopeRecord, OpError> {
         self.call(org_id, true, |reply| ScopeMsg::SetKeys { change, reply })
             .await
     }
@@ -547,7 +543,7 @@ impl Runtime {
         let _admin = self.admin.lock().await;
         let store = &self.router.store;
         let (caac, maac) = self.account_orgs(account_id)?;
-        let mut scope = store.get_scope(caac.scope_id)?;
+        let scope = store.get_scope(caac.scope_id)?;
         if scope.org_ids.len() > 1 || caac.scope_id == maac.scope_id {
             return Err(OpError::conflict(
                 "CDH_ALREADY_CONNECTED",
@@ -557,25 +553,40 @@ impl Runtime {
         let absorbed = maac.scope_id;
         self.stop_scope(scope.id, false).await;
         self.stop_scope(absorbed, true).await;
-        let now = now_millis();
-        scope.org_ids = vec![caac.id, maac.id];
-        scope.org_ids.sort_unstable();
-        scope.keys = key_records(store, &scope.keys, &keys)?;
-        scope.pending_job = Some(PendingJob {
-            kind: JobKind::Integrate,
-            scheduled_at: now,
-        });
-        scope.updated_at = now;
-        let maac = Org {
-            scope_id: scope.id,
-            ..maac
+        // Read again now that no actor writes it (its last seq may have moved), and on any
+        // failure start the old scopes again rather than leave them stopped.
+        let joined = async {
+            let mut scope = store.get_scope(caac.scope_id)?;
+            let now = now_millis();
+            scope.org_ids = vec![caac.id, maac.id];
+            scope.org_ids.sort_unstable();
+            scope.keys = key_records(store, &scope.keys, &keys)?;
+            scope.pending_job = Some(PendingJob {
+                kind: JobKind::Integrate,
+                scheduled_at: now,
+            });
+            scope.updated_at = now;
+            let maac = Org {
+                scope_id: scope.id,
+                ..maac
+            };
+            let mut batch = WriteBatch::new();
+            batch
+                .put_scope(&scope)
+                .put_org(&maac)
+                .delete_scope(absorbed);
+            self.write(batch).await?;
+            Ok::<_, OpError>(scope)
+        }
+        .await;
+        let scope = match joined {
+            Ok(scope) => scope,
+            Err(e) => {
+                let _ = self.start_scope(caac.scope_id).await;
+                let _ = self.start_scope(absorbed).await;
+                return Err(e);
+            }
         };
-        let mut batch = WriteBatch::new();
-        batch
-            .put_scope(&scope)
-            .put_org(&maac)
-            .delete_scope(absorbed);
-        self.write(batch).await?;
         self.start_scope(scope.id).await?;
         Ok(scope)
     }
@@ -586,7 +597,7 @@ impl Runtime {
         let _admin = self.admin.lock().await;
         let store = &self.router.store;
         let (caac, maac) = self.account_orgs(account_id)?;
-        let mut scope = store.get_scope(caac.scope_id)?;
+        let scope = store.get_scope(caac.scope_id)?;
         if scope.org_ids.len() < 2 {
             return Err(OpError::conflict(
                 "CDH_NOT_CONNECTED",
@@ -594,32 +605,46 @@ impl Runtime {
             ));
         }
         self.stop_scope(scope.id, false).await;
-        let now = now_millis();
-        let job = Some(PendingJob {
-            kind: JobKind::Disconnect,
-            scheduled_at: now,
-        });
-        let keys = scope_keys(&scope)
-            .map_err(|e| StoreError::Corrupt(format!("scope {}: {e}", scope.id)))?;
-        let split = ScopeRecord {
-            id: store.allocate_ids(IdKind::Scope, 1)?.start,
-            org_ids: vec![maac.id],
-            keys: key_records(store, &[], keys.keys())?,
-            last_seq: 0,
-            pending_job: job.clone(),
-            created_at: now,
-            updated_at: now,
+        // Read again now that no actor writes it, and on any failure start the scope again
+        // rather than leave it stopped.
+        let split = async {
+            let mut scope = store.get_scope(caac.scope_id)?;
+            let now = now_millis();
+            let job = Some(PendingJob {
+                kind: JobKind::Disconnect,
+                scheduled_at: now,
+            });
+            let keys = scope_keys(&scope)
+                .map_err(|e| StoreError::Corrupt(format!("scope {}: {e}", scope.id)))?;
+            let split = ScopeRecord {
+                id: store.allocate_ids(IdKind::Scope, 1)?.start,
+                org_ids: vec![maac.id],
+                keys: key_records(store, &[], keys.keys())?,
+                last_seq: 0,
+                pending_job: job.clone(),
+                created_at: now,
+                updated_at: now,
+            };
+            scope.org_ids = vec![caac.id];
+            scope.pending_job = job;
+            scope.updated_at = now;
+            let maac = Org {
+                scope_id: split.id,
+                ..maac
+            };
+            let mut batch = WriteBatch::new();
+            batch.put_scope(&scope).put_scope(&split).put_org(&maac);
+            self.write(batch).await?;
+            Ok::<_, OpError>(split)
+        }
+        .await;
+        let split = match split {
+            Ok(split) => split,
+            Err(e) => {
+                let _ = self.start_scope(caac.scope_id).await;
+                return Err(e);
+            }
         };
-        scope.org_ids = vec![caac.id];
-        scope.pending_job = job;
-        scope.updated_at = now;
-        let maac = Org {
-            scope_id: split.id,
-            ..maac
-        };
-        let mut batch = WriteBatch::new();
-        batch.put_scope(&scope).put_scope(&split).put_org(&maac);
-        self.write(batch).await?;
         self.start_scope(scope.id).await?;
         self.start_scope(split.id).await?;
         Ok(())
