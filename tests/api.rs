@@ -932,6 +932,16 @@ async fn import_runs_as_a_job_with_per_line_errors() {
         "{{\"channel_id\":{},\"external_member_id\":\"\"}}\n",
         t.channel_id
     ));
+    // A line longer than 1 MiB is refused (and never held whole in memory).
+    body.push_str(&format!(
+        "{{\"channel_id\":{},\"external_member_id\":\"{}\"}}\n",
+        t.channel_id,
+        "x".repeat(1024 * 1024 + 1)
+    ));
+    body.push_str(&format!(
+        "{{\"channel_id\":{},\"external_member_id\":\"after-the-long-line\"}}\n",
+        t.channel_id
+    ));
     let (status, job) = s
         .send(
             Method::POST,
@@ -951,13 +961,15 @@ async fn import_runs_as_a_job_with_per_line_errors() {
     .await;
     let (_, last) = s.get(&path, &t.admin).await;
     assert!(finished, "{last}");
-    assert_eq!(last["total"], json!(502));
-    assert_eq!(last["done"], json!(500));
-    assert_eq!(last["failed"], json!(2));
+    assert_eq!(last["total"], json!(504));
+    assert_eq!(last["done"], json!(501));
+    assert_eq!(last["failed"], json!(3));
     assert_eq!(last["errors"][0]["line"], json!(501));
     assert_eq!(last["errors"][0]["code"], json!("MALFORMED_JSON"));
     assert_eq!(last["errors"][1]["code"], json!("EMPTY_EXTERNAL_ID"));
-    assert_eq!(member_count(&s, &t).await, 500);
+    assert_eq!(last["errors"][2]["line"], json!(503));
+    assert_eq!(last["errors"][2]["code"], json!("PAYLOAD_TOO_LARGE"));
+    assert_eq!(member_count(&s, &t).await, 501);
     s.stop().await;
 }
 

@@ -13,7 +13,7 @@
 //! identity inside the scope actor, which serializes it with every other create of the scope,
 //! and a member actor would only add a hop per line.
 
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -297,6 +297,10 @@ fn has_content(bytes: &[u8]) -> bool {
     bytes.iter().any(|b| !b.is_ascii_whitespace())
 }
 
+/// The longest import line (one member object), as a request body: a longer line is refused
+/// with `PAYLOAD_TOO_LARGE` and skipped without being held in memory.
+const MAX_LINE: usize = 1024 * 1024;
+
 /// Reads the spool from a position, line by line.
 struct SpoolReader {
     reader: BufReader<std::fs::File>,
@@ -317,6 +321,28 @@ impl SpoolReader {
         })
     }
 
+    /// Consumes the rest of the current line without keeping it; returns the bytes consumed.
+    fn skip_line(&mut self) -> std::io::Result<usize> {
+        let mut skipped = 0;
+        loop {
+            let available = self.reader.fill_buf()?;
+            if available.is_empty() {
+                return Ok(skipped);
+            }
+            match available.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.reader.consume(i + 1);
+                    return Ok(skipped + i + 1);
+                }
+                None => {
+                    let n = available.len();
+                    self.reader.consume(n);
+                    skipped += n;
+                }
+            }
+        }
+    }
+
     /// Reads up to `max` non-empty lines, parsed and normalized.
     fn chunk(
         &mut self,
@@ -331,13 +357,30 @@ impl SpoolReader {
         let mut last = false;
         while taken < max {
             self.buf.clear();
-            let read = self.reader.read_until(b'\n', &mut self.buf)?;
+            let mut read = (&mut self.reader)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut self.buf)?;
             if read == 0 {
                 last = true;
                 break;
             }
+            let oversized = self.buf.len() > MAX_LINE;
+            if oversized {
+                read += self.skip_line()?;
+            }
             self.position += read as u64;
             self.lines += 1;
+            if oversized {
+                taken += 1;
+                refused.push(line_error(
+                    self.lines,
+                    &OpError::conflict(
+                        "PAYLOAD_TOO_LARGE",
+                        format!("a line is limited to {MAX_LINE} bytes"),
+                    ),
+                ));
+                continue;
+            }
             if !has_content(&self.buf) {
                 continue;
             }
