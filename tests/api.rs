@@ -455,6 +455,25 @@ async fn admin_center_integrates_and_disconnects() {
     })
     .await;
     assert!(joined, "the maac member joins the caac member's profile");
+    // Through the caac org's path, a maac member is explained only when it shares the profile.
+    let (_, other) = s
+        .post(
+            &format!("/api/v1/orgs/{maac_id}/chat/members"),
+            &t.admin,
+            json!({ "external_member_id": "mk-2", "display_email": "q@x.com" }),
+        )
+        .await;
+    let explain = |other: u64| {
+        t.path(&format!(
+            "/chat/members/{}/unification/explain?other={other}",
+            id(&chat)
+        ))
+    };
+    let (status, shared) = s.get(&explain(id(&mk)), &t.admin).await;
+    assert_eq!(status, StatusCode::OK, "{shared}");
+    assert_eq!(shared["same_profile"], json!(true));
+    let (status, _) = s.get(&explain(id(&other)), &t.admin).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, e) = s
         .call(
             Method::PUT,

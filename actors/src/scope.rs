@@ -721,8 +721,13 @@ impl ScopeState {
             self.emit_changes(&delta, Reason::MemberDeleted, None, now);
             return Ok(Ok(None));
         }
+        let before = member.clone();
         if let Err(e) = ops::apply(&mut member, &op, self.unifier.keys(), now) {
             return Ok(Err(e));
+        }
+        if member == before {
+            // Nothing changed: nothing to write, no event.
+            return Ok(Ok(Some(member)));
         }
         let delta = self
             .unifier
@@ -801,7 +806,13 @@ impl ScopeState {
 
     fn explain(&self, org_id: Id, member_id: Id, other: Id) -> Result<Explanation, OpError> {
         self.visible_member(org_id, member_id)?;
-        self.member(other)?;
+        let other_member = self.member(other)?;
+        // A member of the scope's other org (after integrate) is explained only when it shares
+        // the profile, which `unification` shows anyway; otherwise it is not visible here.
+        let same_profile = self.unifier.profile_of(member_id) == self.unifier.profile_of(other);
+        if other_member.org_id != org_id && !same_profile {
+            return Err(OpError::NotFound("member"));
+        }
         self.unifier
             .explain(member_id, other)
             .ok_or(OpError::NotFound("member"))
