@@ -140,6 +140,19 @@ pub enum Problem {
         username: String,
         found: Option<Id>,
     },
+    /// A by-external-id index entry names a member that is absent or has another identity.
+    StaleExtIndex {
+        org_id: Id,
+        channel_id: Option<Id>,
+        external_member_id: String,
+        member_id: Id,
+    },
+    /// A username index entry names a member that is absent or has another username.
+    StaleUsernameIndex {
+        org_id: Id,
+        username: String,
+        member_id: Id,
+    },
     /// A member is missing from its org's org-members index.
     OrgIndexMissingMember { org_id: Id, member_id: Id },
     /// An org's org-members index lists a member of another org.
@@ -270,6 +283,26 @@ impl fmt::Display for Problem {
                 "member {member_id}: the username index entry (org {org_id}, username {username:?}) points at {}",
                 pointee(*found)
             ),
+            Problem::StaleExtIndex {
+                org_id,
+                channel_id,
+                external_member_id,
+                member_id,
+            } => {
+                let channel = channel_id.map_or_else(|| "none".to_owned(), |c| c.to_string());
+                write!(
+                    f,
+                    "the external-id index entry (org {org_id}, channel {channel}, external id {external_member_id:?}) points at member {member_id}, which is absent or has another identity"
+                )
+            }
+            Problem::StaleUsernameIndex {
+                org_id,
+                username,
+                member_id,
+            } => write!(
+                f,
+                "the username index entry (org {org_id}, username {username:?}) points at member {member_id}, which is absent or has another username"
+            ),
             Problem::OrgIndexMissingMember { org_id, member_id } => write!(
                 f,
                 "org {org_id}: member {member_id} is missing from the org-members index"
@@ -370,6 +403,7 @@ pub fn verify(
         let expected = members_of_org.get(&org_id).map_or(&[][..], Vec::as_slice);
         check_org_index(store, org_id, expected, &mut problems)?;
     }
+    check_index_entries(store, &mut problems)?;
     for (scope_id, rebuild) in rebuilds {
         rebuild.check(scope_id, limits, &mut problems);
     }
@@ -380,6 +414,47 @@ pub fn verify(
         problems,
         pending_jobs,
     })
+}
+
+/// Checks that every identity and username index entry names a member with exactly that
+/// identity or username: a stale entry would make a create answer with the wrong member or
+/// keep a username taken.
+fn check_index_entries(store: &Store, problems: &mut Vec<Problem>) -> Result<(), StoreError> {
+    let member = |id| match store.get_member(id) {
+        Ok(member) => Ok(Some(member)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    };
+    for entry in store.scan_ext_index() {
+        let entry = entry?;
+        let holds = member(entry.member_id)?.is_some_and(|m| {
+            m.org_id == entry.org_id
+                && m.channel_id == entry.channel_id
+                && m.external_member_id == entry.name
+        });
+        if !holds {
+            problems.push(Problem::StaleExtIndex {
+                org_id: entry.org_id,
+                channel_id: entry.channel_id,
+                external_member_id: entry.name,
+                member_id: entry.member_id,
+            });
+        }
+    }
+    for entry in store.scan_username_index() {
+        let entry = entry?;
+        let holds = member(entry.member_id)?.is_some_and(|m| {
+            m.org_id == entry.org_id && m.username.as_deref() == Some(entry.name.as_str())
+        });
+        if !holds {
+            problems.push(Problem::StaleUsernameIndex {
+                org_id: entry.org_id,
+                username: entry.name,
+                member_id: entry.member_id,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Checks that orgs and scopes agree on membership: each org's scope lists it, each listed org

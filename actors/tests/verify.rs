@@ -374,13 +374,57 @@ fn username_index_pointing_elsewhere_is_reported() {
 
     assert_eq!(
         report.problems,
-        vec![Problem::UsernameIndexMismatch {
-            member_id: 100,
-            org_id: CAAC,
-            username: "ann".to_owned(),
-            found: Some(102),
-        }]
+        vec![
+            Problem::UsernameIndexMismatch {
+                member_id: 100,
+                org_id: CAAC,
+                username: "ann".to_owned(),
+                found: Some(102),
+            },
+            Problem::StaleUsernameIndex {
+                org_id: CAAC,
+                username: "ann".to_owned(),
+                member_id: 102,
+            },
+        ]
     );
+}
+
+#[test]
+fn stale_index_entries_are_reported() {
+    let world = world();
+    // Left behind by a lost delete: entries naming a member that does not exist, or one with
+    // another identity.
+    world
+        .store
+        .raw_insert_for_tests(
+            &keys::member_by_ext(MAAC, None, "gone"),
+            &999u64.to_be_bytes(),
+        )
+        .unwrap();
+    world.put(|b| {
+        b.put_username(CAAC, "old-name", 100);
+    });
+
+    let report = world.verify();
+
+    assert_eq!(
+        report.problems,
+        vec![
+            Problem::StaleExtIndex {
+                org_id: MAAC,
+                channel_id: None,
+                external_member_id: "gone".to_owned(),
+                member_id: 999,
+            },
+            Problem::StaleUsernameIndex {
+                org_id: CAAC,
+                username: "old-name".to_owned(),
+                member_id: 100,
+            },
+        ]
+    );
+    assert_one_line_each(&report);
 }
 
 #[test]

@@ -15,4 +15,4 @@ pub mod store;
 pub use codec::FORMAT_VERSION;
 pub use error::{Result, StoreError};
 pub use records::*;
-pub use store::{AcceptedEvent, LinkCode, SCHEMA_VERSION, Store, WriteBatch};
+pub use store::{AcceptedEvent, IndexEntry, LinkCode, SCHEMA_VERSION, Store, WriteBatch};

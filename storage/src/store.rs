@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod indexes;
 mod webhooks;
 
+pub use indexes::IndexEntry;
 pub use webhooks::{AcceptedEvent, LinkCode};
 
 use crate::codec;
