@@ -1080,3 +1080,59 @@ async fn acknowledged_writes_survive_a_restart() {
     s.stop().await;
     drop(dir);
 }
+
+#[tokio::test]
+async fn channels_are_created_read_listed_and_updated_without_secrets() {
+    let s = Server::start().await;
+    let t = s.tenant("acme").await;
+    let (status, created) = s
+        .post(
+            &t.path("/channels"),
+            &t.admin,
+            json!({ "name": "Feishu", "type": "feishu", "tenant_key": "t-1",
+                    "contact_api": { "url": "http://127.0.0.1:9/v1", "token": "ct-secret" } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["webhook_secret"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        created["contact_api"],
+        json!({ "url": "http://127.0.0.1:9/v1" })
+    );
+    let cid = id(&created);
+    let (status, read) = s.get(&t.path(&format!("/channels/{cid}")), &t.admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        read.get("webhook_secret").is_none(),
+        "the secret is shown only once"
+    );
+    assert!(
+        !read.to_string().contains("ct-secret"),
+        "the token is never returned"
+    );
+    let (status, patched) = s
+        .call(
+            Method::PATCH,
+            &t.path(&format!("/channels/{cid}")),
+            &t.admin,
+            json!({ "name": "Feishu CN", "contact_api": null }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["name"], json!("Feishu CN"));
+    assert_eq!(patched["contact_api"], Value::Null);
+    assert_eq!(
+        patched["tenant_key"],
+        json!("t-1"),
+        "absent fields are left alone"
+    );
+    let (_, list) = s.get(&t.path("/channels"), &t.admin).await;
+    let names: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("LINE"), json!("Feishu CN")]);
+    s.stop().await;
+}
