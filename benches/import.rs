@@ -8,6 +8,9 @@
 //! clock runs from the first byte until the job is finished (every chunk durable). Peak RSS is
 //! the process's `VmHWM`. It then restarts the runtime on the imported store and reports the
 //! time until every scope actor is running (P4).
+//!
+//! With `UNIFY_BENCH_STORE=DIR` the imported store is kept in `DIR`; when `DIR` already holds
+//! one, the import is skipped and only the restart is timed (for profiling P4).
 
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -42,8 +45,15 @@ fn key(attribute: Attribute, is_distinct: bool) -> UnifyKey {
 
 async fn run() {
     let n = members();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(&dir.path().join("store")).expect("store opens");
+    let temp = tempfile::tempdir().expect("temp dir");
+    let kept = std::env::var_os("UNIFY_BENCH_STORE").map(std::path::PathBuf::from);
+    let dir = kept.clone().unwrap_or_else(|| temp.path().to_owned());
+    if kept.is_some() && dir.join("store").exists() {
+        restart(&dir).await;
+        return;
+    }
+    std::fs::create_dir_all(&dir).expect("store dir");
+    let store = Store::open(&dir.join("store")).expect("store opens");
     let mut settings = Settings::default();
     if let Some(chunk) = std::env::var("UNIFY_BENCH_CHUNK")
         .ok()
@@ -79,7 +89,7 @@ async fn run() {
     )
     .await
     .unwrap();
-    let body_path = dir.path().join("body.ndjson");
+    let body_path = temp.path().join("body.ndjson");
     let options = GenOptions {
         members: n,
         seed: 42,
@@ -144,20 +154,24 @@ async fn run() {
     );
     rt.shutdown().await.unwrap();
     drop(rt);
+    restart(&dir).await;
+}
 
-    // P4: restart on the imported store until every scope actor is running.
+/// P4: restarts on the imported store and waits until every scope actor is running.
+async fn restart(dir: &std::path::Path) {
     let started = Instant::now();
-    let store = Store::open(&dir.path().join("store")).expect("store reopens");
-    let rt = Runtime::start(store, Settings::default())
+    let store = Store::open(&dir.join("store")).expect("store reopens");
+    let opened = started.elapsed();
+    let rt = Runtime::start(store.clone(), Settings::default())
         .await
         .expect("runtime restarts");
     while !rt.is_ready() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     println!(
-        "restart: ready after {:.2?} with {} members",
+        "restart: ready after {:.2?} (store opened after {opened:.2?}) with {} members",
         started.elapsed(),
-        rt.list_members(org, 0, usize::MAX).map_or(0, |m| m.len())
+        store.count_members().unwrap_or(0)
     );
     rt.shutdown().await.unwrap();
 }

@@ -1,7 +1,7 @@
 //! Translation between stored records and the engine's inputs, shared by the scope actor and
 //! the offline verifier so that both see members exactly alike.
 
-use unify_storage::{IdKind, Member, ScopeRecord, Store, StoreError, UnifyKeyRecord};
+use unify_storage::{IdKind, Member, MemberLinks, ScopeRecord, Store, StoreError, UnifyKeyRecord};
 
 use crate::engine::{
     ATTRIBUTE_COUNT, Attribute, KeySet, KeySetError, LinkValues, Normalizer, UnifyKey,
@@ -37,6 +37,24 @@ pub fn member_links(normalizer: &Normalizer, member: &Member) -> LinkValues {
     let raw: [Option<&str>; ATTRIBUTE_COUNT] =
         std::array::from_fn(|i| attribute_value(member, Attribute::ALL[i]));
     LinkValues::normalize(normalizer, &raw, member.manual_unification)
+}
+
+/// Returns linking values in their stored form, stamped with the normalizer's fingerprint.
+pub fn stored_links(normalizer: &Normalizer, links: &LinkValues) -> MemberLinks {
+    MemberLinks {
+        normalizer: normalizer.fingerprint(),
+        values: links.0.to_vec(),
+    }
+}
+
+/// Returns stored linking values when they were computed by a normalizer configured like
+/// `normalizer`; `None` when they are stale (or malformed) and must be recomputed.
+pub fn fresh_links(normalizer: &Normalizer, stored: MemberLinks) -> Option<LinkValues> {
+    if stored.normalizer != normalizer.fingerprint() {
+        return None;
+    }
+    let values: [Option<String>; ATTRIBUTE_COUNT] = stored.values.try_into().ok()?;
+    Some(LinkValues(values))
 }
 
 /// Returns the engine key set of a stored scope; a stored attribute the engine does not know

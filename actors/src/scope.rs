@@ -10,25 +10,26 @@
 //! after the pending batch is durable, so no reader sees a write that could still be lost.
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use unify_storage::{
     EventRecord, Id, IdKind, JobKind, Member, Org, OutboxEntry, PendingJob, ScopeRecord, Store,
-    WriteBatch,
+    StoreError, WriteBatch,
 };
 
 use crate::clock::{now_millis, rfc3339};
 use crate::engine::{
-    Delta, DryRun, Explanation, HotValue, KeySet, MergedView, Move, Unifier, UnifyKey, ViewSource,
-    merged_view,
+    Delta, DryRun, Explanation, HotValue, KeySet, LinkValues, MergedView, Move, Normalizer,
+    Unifier, UnifyKey, ViewSource, merged_view,
 };
 use crate::error::{OpError, found};
 use crate::events::{Event, EventBody, Reason, profile_events};
 use crate::hub::Hub;
 use crate::key_change::KeyChange;
-use crate::links::{key_records, member_links, scope_keys};
+use crate::links::{fresh_links, key_records, member_links, scope_keys, stored_links};
 use crate::ops::{self, MemberOp, NewMember};
 use crate::settings::Settings;
 use crate::status::ScopeStatus;
@@ -448,39 +449,129 @@ impl Actor for Scope {
 
 /// Loads a scope from the store: its record, orgs and members, the rebuilt partition, and the
 /// members whose stored profile differs from it.
+///
+/// Members are read from the org-members index, which holds each member's profile id and
+/// normalized linking values; only members whose values are missing or were normalized under
+/// another configuration are read in full and normalized again. The index is read in parts on
+/// all cores.
 fn load(store: &Store, settings: &Settings, id: Id) -> Result<Loaded, ActorProcessingErr> {
+    let started = std::time::Instant::now();
     let record = store.get_scope(id)?;
     let keys = scope_keys(&record)?;
     let mut orgs = HashMap::new();
     let mut members = Vec::new();
     for &org_id in &record.org_ids {
         orgs.insert(org_id, store.get_org(org_id)?);
-        members.extend(store.members_of_org(org_id)?);
+        members.extend(read_org(store, &settings.normalizer, org_id)?);
     }
+    let read = started.elapsed();
+    let stored: Vec<(Id, Id)> = members.iter().map(|m| (m.id, m.profile_id)).collect();
     let unifier = Unifier::from_members(
         keys,
         settings.limits,
-        members
-            .iter()
-            .map(|m| (m.id, member_links(&settings.normalizer, m))),
+        members.into_iter().map(|m| (m.id, m.links)),
     );
-    let mismatches: Vec<Move> = members
-        .iter()
-        .filter_map(|m| {
-            let now = unifier.profile_of(m.id)?;
-            (now != m.profile_id).then_some(Move {
-                member: m.id,
-                from: Some(m.profile_id),
+    let mismatches: Vec<Move> = stored
+        .into_iter()
+        .filter_map(|(member, stored)| {
+            let now = unifier.profile_of(member)?;
+            (now != stored).then_some(Move {
+                member,
+                from: Some(stored),
                 to: Some(now),
             })
         })
         .collect();
+    tracing::debug!(
+        scope_id = id,
+        members = unifier.len(),
+        read_ms = read.as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        "scope loaded"
+    );
     Ok(Loaded {
         record,
         orgs,
         unifier,
         mismatches,
     })
+}
+
+/// What a load keeps of one member.
+struct LoadedMember {
+    id: Id,
+    profile_id: Id,
+    links: LinkValues,
+}
+
+/// Reads the members of an org for a load, ascending id, splitting the org's id range into
+/// one part per core.
+fn read_org(
+    store: &Store,
+    normalizer: &Normalizer,
+    org_id: Id,
+) -> Result<Vec<LoadedMember>, StoreError> {
+    let Some((first, last)) = store.org_member_bounds(org_id)? else {
+        return Ok(Vec::new());
+    };
+    let parts = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let step = (last - first) / parts + 1;
+    let ranges: Vec<RangeInclusive<Id>> = (0..parts)
+        .map(|i| first.saturating_add(i * step))
+        .take_while(|&start| start <= last)
+        .map(|start| start..=start.saturating_add(step - 1).min(last))
+        .collect();
+    std::thread::scope(|threads| {
+        let parts: Vec<_> = ranges
+            .into_iter()
+            .map(|ids| threads.spawn(move || read_org_part(store, normalizer, org_id, ids)))
+            .collect();
+        let mut members = Vec::new();
+        for part in parts {
+            members.extend(part.join().expect("a load thread panicked")?);
+        }
+        Ok(members)
+    })
+}
+
+/// Reads the members of an org with an id in `ids`: from the index entry when its linking
+/// values are fresh, else from the member record, normalized again.
+fn read_org_part(
+    store: &Store,
+    normalizer: &Normalizer,
+    org_id: Id,
+    ids: RangeInclusive<Id>,
+) -> Result<Vec<LoadedMember>, StoreError> {
+    store
+        .org_member_entries(org_id, ids)
+        .map(|entry| {
+            let entry = entry?;
+            if let (Some(profile_id), Some(stored)) = (entry.profile_id, entry.links)
+                && let Some(links) = fresh_links(normalizer, stored)
+            {
+                return Ok(LoadedMember {
+                    id: entry.member_id,
+                    profile_id,
+                    links,
+                });
+            }
+            let member = store.get_member(entry.member_id).map_err(|err| {
+                if err.is_not_found() {
+                    StoreError::Corrupt(format!(
+                        "org-members index names missing member {}",
+                        entry.member_id
+                    ))
+                } else {
+                    err
+                }
+            })?;
+            Ok(LoadedMember {
+                id: member.id,
+                profile_id: member.profile_id,
+                links: member_links(normalizer, &member),
+            })
+        })
+        .collect()
 }
 
 impl ScopeState {
@@ -588,8 +679,16 @@ impl ScopeState {
         self.pending.events.push(event);
     }
 
+    /// Stages a member record with the linking values the unifier holds for it (every caller
+    /// has upserted the member first, so they are the record's own).
     fn stage_member(&mut self, member: Member) {
-        self.pending.batch.put_member(&member);
+        match self.unifier.link_values(member.id) {
+            Some(links) => self
+                .pending
+                .batch
+                .put_member_linked(&member, &stored_links(&self.settings.normalizer, &links)),
+            None => self.pending.batch.put_member(&member),
+        };
         self.pending.members.insert(member.id, Some(member));
     }
 

@@ -14,7 +14,7 @@ use std::fmt;
 
 use unify_storage::{Id, Member, Org, ScopeRecord, Source, Store, StoreError};
 
-use crate::engine::{KeySet, Limits, LinkValues, Normalizer, Unifier};
+use crate::engine::{ATTRIBUTE_COUNT, Attribute, KeySet, Limits, LinkValues, Normalizer, Unifier};
 use crate::links::{ScopeKeysError, member_links, scope_keys};
 
 /// Partition mismatches reported one by one per scope; the rest of a scope's mismatches are
@@ -163,6 +163,21 @@ pub enum Problem {
     },
     /// An org's org-members index cannot be walked (an entry names a missing member).
     OrgIndexCorrupt { org_id: Id, message: String },
+    /// A member's org-members entry holds another profile id than its record.
+    OrgIndexProfileMismatch {
+        org_id: Id,
+        member_id: Id,
+        indexed: Id,
+        stored: Id,
+    },
+    /// A member's persisted linking values (made under the current normalizer configuration)
+    /// differ from a fresh normalization of its record, which a scope load would trust.
+    StaleLinkValues {
+        member_id: Id,
+        attribute: Attribute,
+        persisted: Option<String>,
+        fresh: Option<String>,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -315,6 +330,24 @@ impl fmt::Display for Problem {
                 f,
                 "org {org_id}: the org-members index lists member {member_id} of org {member_org_id}"
             ),
+            Problem::OrgIndexProfileMismatch {
+                org_id,
+                member_id,
+                indexed,
+                stored,
+            } => write!(
+                f,
+                "member {member_id}: the org-members index entry (org {org_id}) holds profile {indexed}, the member record {stored}"
+            ),
+            Problem::StaleLinkValues {
+                member_id,
+                attribute,
+                persisted,
+                fresh,
+            } => write!(
+                f,
+                "member {member_id}: the persisted linking value of {attribute} is {persisted:?}, a fresh normalization gives {fresh:?}"
+            ),
             Problem::OrgIndexCorrupt { org_id, message } => {
                 write!(
                     f,
@@ -402,6 +435,7 @@ pub fn verify(
     for &org_id in orgs.keys() {
         let expected = members_of_org.get(&org_id).map_or(&[][..], Vec::as_slice);
         check_org_index(store, org_id, expected, &mut problems)?;
+        check_org_entries(store, normalizer, org_id, &mut problems)?;
     }
     check_index_entries(store, &mut problems)?;
     for (scope_id, rebuild) in rebuilds {
@@ -680,6 +714,74 @@ fn check_org_index(
     indexed.sort_unstable();
     for member_id in sorted_difference(checked, &indexed) {
         problems.push(Problem::OrgIndexMissingMember { org_id, member_id });
+    }
+    Ok(())
+}
+
+/// Checks what a scope load trusts in an org's org-members entries: each entry's profile id
+/// equals its member record's, and linking values persisted under the current normalizer
+/// configuration equal a fresh normalization of the record (values under another
+/// configuration are recomputed at load, so they are not a problem). Entries naming a missing
+/// member are reported by [`check_org_index`].
+fn check_org_entries(
+    store: &Store,
+    normalizer: &Normalizer,
+    org_id: Id,
+    problems: &mut Vec<Problem>,
+) -> Result<(), StoreError> {
+    for entry in store.org_member_entries(org_id, 0..=Id::MAX) {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(StoreError::Codec(message)) => {
+                problems.push(Problem::OrgIndexCorrupt { org_id, message });
+                return Ok(());
+            }
+            Err(err) => return Err(err),
+        };
+        let member = match store.get_member(entry.member_id) {
+            Ok(member) => member,
+            Err(err) if err.is_not_found() => continue,
+            Err(err) => return Err(err),
+        };
+        if let Some(indexed) = entry.profile_id
+            && indexed != member.profile_id
+        {
+            problems.push(Problem::OrgIndexProfileMismatch {
+                org_id,
+                member_id: member.id,
+                indexed,
+                stored: member.profile_id,
+            });
+        }
+        let Some(persisted) = entry.links else {
+            continue;
+        };
+        if persisted.normalizer != normalizer.fingerprint() {
+            continue;
+        }
+        let fresh = member_links(normalizer, &member);
+        for attribute in Attribute::ALL {
+            let persisted = persisted.values.get(attribute.index()).cloned().flatten();
+            let fresh = fresh.0[attribute.index()].clone();
+            if persisted != fresh {
+                problems.push(Problem::StaleLinkValues {
+                    member_id: member.id,
+                    attribute,
+                    persisted,
+                    fresh,
+                });
+            }
+        }
+        if persisted.values.len() != ATTRIBUTE_COUNT {
+            problems.push(Problem::OrgIndexCorrupt {
+                org_id,
+                message: format!(
+                    "member {} has {} persisted linking values",
+                    member.id,
+                    persisted.values.len()
+                ),
+            });
+        }
     }
     Ok(())
 }

@@ -16,7 +16,7 @@
 //! | `0x13` | member id                                 | `Member`                   |
 //! | `0x14` | org id, channel id (0 = none), ext bytes  | member id BE               |
 //! | `0x15` | org id, username bytes                    | member id BE               |
-//! | `0x16` | org id, member id                         | empty                      |
+//! | `0x16` | org id, member id                         | profile id and links (*)   |
 //! | `0x17` | scope id                                  | `ScopeRecord`              |
 //! | `0x18` | scope id, seq                             | `EventRecord`              |
 //! | `0x19` | scope id, seq                             | `OutboxEntry`              |
@@ -25,6 +25,10 @@
 //! | `0x20` | job id                                    | `ImportJob`                |
 //! | `0x21` | channel id, event id bytes                | `AcceptedEvent`            |
 //! | `0x22` | link code bytes                           | `LinkCode`                 |
+//!
+//! (*) An org-members entry holds the member's profile id and, when the scope wrote them, its
+//! normalized linking values ([`crate::MemberLinks`]), so that a scope loads from this index
+//! alone. Stores written before hold an empty value there; it still reads (as "unknown").
 //!
 //! Ids and seqs are 8-byte big-endian. Channel id 0 stands for "no channel" (ids start at 1).
 //! External ids and usernames are the last component, so their variable length is unambiguous.

@@ -104,6 +104,28 @@ pub struct Member {
     pub updated_at: Millis,
 }
 
+/// A member's linking values as its scope normalized them, kept in the member's org-members
+/// index entry so that loading a scope neither decodes member records nor re-runs
+/// normalization (phone-number parsing dominates it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberLinks {
+    /// Fingerprint of the normalizer configuration (region, blocked values and patterns) that
+    /// produced `values`. Values under another fingerprint are stale and recomputed.
+    pub normalizer: u64,
+    /// One value per engine attribute, in the engine's attribute order; `None` does not link.
+    pub values: Vec<Option<String>>,
+}
+
+/// One org-members index entry as a scope load reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgMemberEntry {
+    pub member_id: Id,
+    /// The member's stored profile id; `None` for an entry written before entries held it.
+    pub profile_id: Option<Id>,
+    /// The member's linking values, when they were written with the member.
+    pub links: Option<MemberLinks>,
+}
+
 /// One unify key of a scope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnifyKeyRecord {

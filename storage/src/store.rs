@@ -25,8 +25,8 @@ use crate::codec;
 use crate::error::{Result, StoreError};
 use crate::keys;
 use crate::records::{
-    Account, Channel, DeliveryRecord, EventRecord, Id, IdKind, ImportJob, Member, Org, OutboxEntry,
-    ScopeRecord,
+    Account, Channel, DeliveryRecord, EventRecord, Id, IdKind, ImportJob, Member, MemberLinks, Org,
+    OrgMemberEntry, OutboxEntry, ScopeRecord,
 };
 
 /// Schema version of the key layout and records, stored in the meta record. A store written
@@ -428,6 +428,49 @@ impl Store {
         self.members_of_org_page(org_id, 0, usize::MAX)
     }
 
+    /// Returns the org-members index entries of org `org_id` with a member id in `ids`,
+    /// ascending, without reading member records (what a scope load needs). It reads lazily
+    /// and owns its cursor, so several can run on threads of their own.
+    pub fn org_member_entries(
+        &self,
+        org_id: Id,
+        ids: RangeInclusive<Id>,
+    ) -> impl Iterator<Item = Result<OrgMemberEntry>> + Send + use<> {
+        let range = keys::org_member(org_id, *ids.start())..=keys::org_member(org_id, *ids.end());
+        self.db.range(range).map(|item| {
+            let (key, value) = item?;
+            let member_id = keys::read_u64(&key, 9)?;
+            if value.is_empty() {
+                return Ok(OrgMemberEntry {
+                    member_id,
+                    profile_id: None,
+                    links: None,
+                });
+            }
+            let stored: OrgMemberValue = codec::decode(&value)?;
+            Ok(OrgMemberEntry {
+                member_id,
+                profile_id: Some(stored.profile_id),
+                links: stored.links,
+            })
+        })
+    }
+
+    /// Returns the smallest and largest member id in org `org_id`'s org-members index.
+    pub fn org_member_bounds(&self, org_id: Id) -> Result<Option<(Id, Id)>> {
+        let range = keys::org_member(org_id, 0)..=keys::org_member(org_id, u64::MAX);
+        let Some((first, _)) = self.db.range(range.clone()).next().transpose()? else {
+            return Ok(None);
+        };
+        let Some((last, _)) = self.db.range(range).next_back().transpose()? else {
+            return Ok(None);
+        };
+        Ok(Some((
+            keys::read_u64(&first, 9)?,
+            keys::read_u64(&last, 9)?,
+        )))
+    }
+
     /// Returns the member an org-members index key points to. A member deleted concurrently
     /// (its index entry is gone too) is skipped; an entry whose member is missing is `Corrupt`.
     fn member_of_index_entry(&self, key: &[u8]) -> Result<Option<Member>> {
@@ -634,12 +677,26 @@ impl WriteBatch {
     /// explicitly. The caller removes the entries of a member whose org, channel or external
     /// id changed ([`WriteBatch::delete_member`] with the old record, in the same batch).
     pub fn put_member(&mut self, member: &Member) -> &mut Self {
+        self.put_member_entry(member, None)
+    }
+
+    /// Writes a member like [`WriteBatch::put_member`], with its normalized linking values in
+    /// its org-members entry. The caller vouches that `links` are those of this record.
+    pub fn put_member_linked(&mut self, member: &Member, links: &MemberLinks) -> &mut Self {
+        self.put_member_entry(member, Some(links))
+    }
+
+    fn put_member_entry(&mut self, member: &Member, links: Option<&MemberLinks>) -> &mut Self {
         self.insert_record(&keys::member(member.id), member);
         self.insert(
             &keys::member_by_ext(member.org_id, member.channel_id, &member.external_member_id),
             &member.id.to_be_bytes(),
         );
-        self.insert(&keys::org_member(member.org_id, member.id), &[])
+        let entry = OrgMemberValueRef {
+            profile_id: member.profile_id,
+            links,
+        };
+        self.insert_record(&keys::org_member(member.org_id, member.id), &entry)
     }
 
     /// Removes a member with its by-external-id, org-members and (when it has a username)
@@ -717,4 +774,18 @@ impl WriteBatch {
     pub fn put_delivery(&mut self, record: &DeliveryRecord) -> &mut Self {
         self.insert_record(&keys::delivery(record.scope_id), record)
     }
+}
+
+/// The value of an org-members index entry (see [`keys`]).
+#[derive(serde::Deserialize)]
+struct OrgMemberValue {
+    profile_id: Id,
+    links: Option<MemberLinks>,
+}
+
+/// [`OrgMemberValue`] for writing, borrowing the links.
+#[derive(Serialize)]
+struct OrgMemberValueRef<'a> {
+    profile_id: Id,
+    links: Option<&'a MemberLinks>,
 }

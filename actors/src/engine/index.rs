@@ -1,15 +1,22 @@
 //! The key-node index of a scope: interned `(attribute, normalized value)` nodes and, for each
 //! node, the member slots holding it.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashTable, hash_table::Entry};
 
 use super::attribute::{ATTRIBUTE_COUNT, Attribute};
 use super::partition::NodeId;
 
 /// Interns key nodes and indexes which member slots hold each one.
+///
+/// Each value is held once, in `values`; the per-attribute tables hold node ids and look the
+/// value up there (a map keyed by the value would hold every value twice, and a scope holds
+/// millions of them). The hasher is randomly seeded, since values come from users.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct NodeIndex {
-    ids: [HashMap<Box<str>, NodeId>; ATTRIBUTE_COUNT],
+    ids: [HashTable<NodeId>; ATTRIBUTE_COUNT],
+    hasher: DefaultHashBuilder,
     values: Vec<(Attribute, Box<str>)>,
     holders: Vec<Vec<u32>>,
 }
@@ -17,14 +24,41 @@ pub(crate) struct NodeIndex {
 impl NodeIndex {
     /// Returns the node of a normalized value, creating it if new.
     pub fn intern(&mut self, attribute: Attribute, value: &str) -> NodeId {
-        if let Some(&id) = self.ids[attribute.index()].get(value) {
-            return id;
+        self.intern_value(attribute, value)
+    }
+
+    /// Returns the node of a normalized value, creating it from `value` itself (no copy) if new.
+    pub fn intern_owned(&mut self, attribute: Attribute, value: String) -> NodeId {
+        self.intern_value(attribute, value)
+    }
+
+    fn intern_value<V: AsRef<str> + Into<Box<str>>>(
+        &mut self,
+        attribute: Attribute,
+        value: V,
+    ) -> NodeId {
+        let NodeIndex {
+            ids,
+            hasher,
+            values,
+            holders,
+        } = self;
+        let hash = hasher.hash_one(value.as_ref());
+        let entry = ids[attribute.index()].entry(
+            hash,
+            |&id| *values[id as usize].1 == *value.as_ref(),
+            |&id| hasher.hash_one(&*values[id as usize].1),
+        );
+        match entry {
+            Entry::Occupied(found) => *found.get(),
+            Entry::Vacant(vacant) => {
+                let id = NodeId::try_from(values.len()).expect("fewer than 2^32 - 2 key nodes");
+                vacant.insert(id);
+                values.push((attribute, value.into()));
+                holders.push(Vec::new());
+                id
+            }
         }
-        let id = NodeId::try_from(self.values.len()).expect("fewer than 2^32 - 2 key nodes");
-        self.ids[attribute.index()].insert(value.into(), id);
-        self.values.push((attribute, value.into()));
-        self.holders.push(Vec::new());
-        id
     }
 
     pub fn attribute(&self, node: NodeId) -> Attribute {

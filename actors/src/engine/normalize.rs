@@ -39,12 +39,19 @@ pub enum NormalizeConfigError {
     InvalidPattern { pattern: String, message: String },
 }
 
+/// Revision of the normalization rules themselves, part of every [`Normalizer::fingerprint`].
+/// Bump it whenever a change of code (or of the phone-number library's metadata) can change a
+/// linking value, so that values persisted by an older build are recomputed at load.
+pub const NORMALIZE_REVISION: u64 = 1;
+
 /// Turns raw attribute values into linking values, or `None` when a value does not link.
 #[derive(Debug, Clone)]
 pub struct Normalizer {
     region: country::Id,
     blocked: [HashSet<String>; ATTRIBUTE_COUNT],
     patterns: [Vec<Regex>; ATTRIBUTE_COUNT],
+    /// Stable hash of everything above (see [`Normalizer::fingerprint`]).
+    fingerprint: u64,
 }
 
 impl Default for Normalizer {
@@ -76,6 +83,7 @@ impl Normalizer {
             region,
             blocked: Default::default(),
             patterns: Default::default(),
+            fingerprint: 0,
         };
         for rule in blocked_values {
             for attribute in targets(rule.attribute) {
@@ -95,7 +103,36 @@ impl Normalizer {
                 normalizer.patterns[attribute.index()].push(regex.clone());
             }
         }
+        normalizer.fingerprint = normalizer.compute_fingerprint();
         Ok(normalizer)
+    }
+
+    /// Returns a fingerprint of the configuration: equal fingerprints normalize every value
+    /// alike. It is stable across runs and builds (FNV-1a over a canonical description, with
+    /// [`NORMALIZE_REVISION`]), so that it can be stored next to persisted linking values.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    fn compute_fingerprint(&self) -> u64 {
+        let mut hash = Fnv::default();
+        hash.write_u64(NORMALIZE_REVISION);
+        hash.write_str(self.region.as_ref());
+        for attribute in Attribute::ALL {
+            let i = attribute.index();
+            hash.write_str(attribute.as_str());
+            let mut blocked: Vec<&String> = self.blocked[i].iter().collect();
+            blocked.sort();
+            hash.write_u64(blocked.len() as u64);
+            for value in blocked {
+                hash.write_str(value);
+            }
+            hash.write_u64(self.patterns[i].len() as u64);
+            for pattern in &self.patterns[i] {
+                hash.write_str(pattern.as_str());
+            }
+        }
+        hash.0
     }
 
     /// Returns the linking value of `raw` for `attribute`, or `None` if it does not link
@@ -140,6 +177,33 @@ fn email(trimmed: &str) -> Option<String> {
         return None;
     }
     Some(lower)
+}
+
+/// 64-bit FNV-1a; strings are length-prefixed so that concatenations cannot collide.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.write(&n.to_le_bytes());
+    }
+
+    fn write_str(&mut self, s: &str) {
+        self.write_u64(s.len() as u64);
+        self.write(s.as_bytes());
+    }
 }
 
 fn targets(attribute: Option<Attribute>) -> Vec<Attribute> {
@@ -254,6 +318,26 @@ mod tests {
             normalizer.normalize(LineId, "tmp-123"),
             Some("tmp-123".into())
         );
+    }
+
+    #[test]
+    fn fingerprint_follows_the_configuration() {
+        let rule = |value: &str| BlockRule {
+            attribute: Some(CustomId),
+            value: value.into(),
+        };
+        let base = Normalizer::default().fingerprint();
+        assert_eq!(base, Normalizer::default().fingerprint());
+        let tw = Normalizer::new("TW", vec![rule("x"), rule("y")], Vec::new()).unwrap();
+        let tw_reordered = Normalizer::new("TW", vec![rule("y"), rule("x")], Vec::new()).unwrap();
+        assert_eq!(tw.fingerprint(), tw_reordered.fingerprint());
+        let us = Normalizer::new("US", vec![rule("x"), rule("y")], Vec::new()).unwrap();
+        let fewer = Normalizer::new("TW", vec![rule("x")], Vec::new()).unwrap();
+        let pattern = Normalizer::new("TW", vec![rule("x"), rule("y")], vec![rule("^t")]).unwrap();
+        for other in [&us, &fewer, &pattern] {
+            assert_ne!(tw.fingerprint(), other.fingerprint());
+        }
+        assert_ne!(base, tw.fingerprint());
     }
 
     #[test]

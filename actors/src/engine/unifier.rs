@@ -138,9 +138,18 @@ impl Unifier {
             }
         });
         let mut unifier = Unifier::new(keys, limits);
-        for (id, values) in &members {
-            let links = unifier.intern(values);
-            let slot = unifier.push(*id, links);
+        unifier.ids.reserve(members.len());
+        unifier.links.reserve(members.len());
+        unifier.profile.reserve(members.len());
+        unifier.slot_of.reserve(members.len());
+        for (id, values) in members {
+            let mut links = [NO_NODE; ATTRIBUTE_COUNT];
+            for (attribute, value) in Attribute::ALL.into_iter().zip(values.0) {
+                if let Some(v) = value {
+                    links[attribute.index()] = unifier.nodes.intern_owned(attribute, v);
+                }
+            }
+            let slot = unifier.push(id, links);
             unifier.attach(slot);
         }
         unifier.rebuild();
@@ -171,6 +180,15 @@ impl Unifier {
     /// Returns the member's profile id.
     pub fn profile_of(&self, member: MemberId) -> Option<ProfileId> {
         self.slot_of.get(&member).map(|&s| self.profile[s as usize])
+    }
+
+    /// Returns the member's current linking values, as they were given to [`Unifier::upsert`].
+    pub fn link_values(&self, member: MemberId) -> Option<LinkValues> {
+        let slot = *self.slot_of.get(&member)?;
+        let links = &self.links[slot as usize];
+        Some(LinkValues(std::array::from_fn(|i| {
+            (links[i] != NO_NODE).then(|| self.nodes.value(links[i]).to_owned())
+        })))
     }
 
     /// Returns every `(member, profile)` pair, ascending by member id.

@@ -11,6 +11,7 @@ use crate::engine::{Delta, Move};
 use crate::error::OpError;
 use crate::events::{EventBody, Reason, profile_events};
 use crate::import::{ImportChunk, line_error};
+use crate::links::stored_links;
 use crate::ops;
 use ractor::ActorProcessingErr;
 
@@ -126,7 +127,8 @@ impl ScopeState {
                 ops::new_member(id, org_id, source, chunk.members[i].member.clone(), now);
             member.profile_id = self.unifier.profile_of(id).unwrap_or(id);
             // Not kept in `pending.members`: the handler commits before anything else runs.
-            self.pending.batch.put_member(&member);
+            let links = stored_links(&self.settings.normalizer, &chunk.members[i].links);
+            self.pending.batch.put_member_linked(&member, &links);
         }
         let mut moves: Vec<Move> = moved
             .into_iter()
