@@ -179,6 +179,49 @@ async fn importing_the_same_body_twice_creates_nothing_new() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_and_single_creates_find_each_others_identities() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = boot(dir.path(), settings(50)).await;
+    let w = world(&rt).await;
+    let new = |ext: &str| unify_actors::ops::NewMember {
+        channel_id: Some(w.channel),
+        external_member_id: ext.into(),
+        ..Default::default()
+    };
+    // Created before the scope tracks the org's identities (the first import does).
+    let (before, created) = rt.create_member(w.caac, new("m0")).await.unwrap();
+    assert!(created);
+    let job = rt
+        .start_import(w.caac, body(&lines(w.channel, 100)))
+        .await
+        .unwrap();
+    assert_eq!(finished(&rt, w.caac, job).await.done, 100);
+    assert_eq!(rt.list_members(w.caac, 0, 1000).unwrap().len(), 100);
+    // Tracked now: an imported identity is found, a new one is created once.
+    let (again, created) = rt.create_member(w.caac, new("m0")).await.unwrap();
+    assert_eq!((again.id, created), (before.id, false));
+    let (_, created) = rt.create_member(w.caac, new("m50")).await.unwrap();
+    assert!(!created);
+    let (after, created) = rt.create_member(w.caac, new("late")).await.unwrap();
+    assert!(created);
+    let text = format!(
+        "{}{}",
+        lines(w.channel, 100),
+        format_args!(
+            r#"{{"channel_id": {}, "external_member_id": "late"}}"#,
+            w.channel
+        )
+    );
+    let job = rt.start_import(w.caac, body(&text)).await.unwrap();
+    assert_eq!(finished(&rt, w.caac, job).await.done, 101);
+    let members = rt.list_members(w.caac, 0, 1000).unwrap();
+    assert_eq!(members.len(), 101);
+    assert!(members.iter().any(|m| m.id == after.id));
+    rt.shutdown().await.unwrap();
+    assert_verified(rt.store());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_errors_name_the_org_job_and_body() {
     let dir = tempfile::tempdir().unwrap();
     let rt = boot(dir.path(), settings(50)).await;
