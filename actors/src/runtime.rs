@@ -307,13 +307,43 @@ impl Runtime {
         self.members.send(&self.router, member_id, org_id, op).await
     }
 
+    /// Reads a member. When no commit of its scope is under way the durable store answers
+    /// directly, so reads stay fast while the scope actor is busy (a job, an import); otherwise
+    /// the scope actor answers once the pending batch is durable.
     pub async fn get_member(&self, org_id: Id, member_id: Id) -> Result<Member, OpError> {
+        if let Some(result) = self.read_member_directly(org_id, member_id)? {
+            return result;
+        }
         self.call(org_id, false, |reply| ScopeMsg::GetMember {
             org_id,
             member_id,
             reply,
         })
         .await
+    }
+
+    /// Reads a member from the store if that read provably saw only durable data: the scope's
+    /// commit epoch was even before and unchanged after the read. `None`: ask the actor.
+    fn read_member_directly(
+        &self,
+        org_id: Id,
+        member_id: Id,
+    ) -> Result<Option<Result<Member, OpError>>, OpError> {
+        let scope_id = self.router.scope_of(org_id)?;
+        let status = self.router.entry(scope_id)?.status;
+        let before = status.commit_epoch.load(Ordering::Acquire);
+        if before % 2 == 1 || !status.running.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let read = self.router.store.get_member(member_id);
+        if status.commit_epoch.load(Ordering::Acquire) != before {
+            return Ok(None);
+        }
+        Ok(Some(match read {
+            Ok(member) if member.org_id == org_id => Ok(member),
+            Ok(_) => Err(OpError::NotFound("member")),
+            Err(e) => found(Err(e), "member"),
+        }))
     }
 
     /// Lists an org's members by ascending id (read from the store: paging needs no actor).

@@ -607,10 +607,19 @@ impl ScopeState {
         let mut pending = std::mem::take(&mut self.pending);
         self.trim_events(&mut pending.batch);
         pending.batch.put_scope(&self.record);
+        // Odd from before the write until the flush returns (see `ScopeStatus::commit_epoch`);
+        // after a failed commit it stays odd, so direct reads wait for the restarted actor.
+        let writing = self.status.commit_epoch.load(Ordering::Acquire) | 1;
+        self.status.commit_epoch.store(writing, Ordering::Release);
         let written = match self.store.apply(pending.batch) {
             Ok(()) => self.store.flush_async().await,
             Err(e) => Err(e),
         };
+        if written.is_ok() {
+            self.status
+                .commit_epoch
+                .store(writing + 1, Ordering::Release);
+        }
         if let Err(err) = written {
             tracing::error!(scope_id = self.id, error = %err, "commit failed, restarting scope");
             for reply in pending.replies {

@@ -75,7 +75,7 @@ impl Default for Settings {
             call_timeout: Duration::from_secs(5),
             restart_limit: 5,
             restart_window: Duration::from_secs(60),
-            job_chunk: 50_000,
+            job_chunk: 1_000,
             events_retain: 100_000,
             cdh_enabled: false,
             cdh: None,

@@ -24,6 +24,10 @@ pub struct ScopeStatus {
     pub failed: AtomicBool,
     /// Bulk imports running into the scope (their members are not all unified yet).
     pub imports: AtomicUsize,
+    /// Odd while a commit is between writing its batch into the store and the end of its
+    /// flush: the store may then hold data that is not durable yet. Member reads that find it
+    /// even, and unchanged after reading, may read the store without asking the actor.
+    pub commit_epoch: AtomicU64,
 }
 
 impl ScopeStatus {
