@@ -519,6 +519,21 @@ async fn apply(
         if *stop.borrow() {
             return Applied::Stopped;
         }
+        // A scope marked failed is not restarted: waiting for it would keep the job running
+        // forever.
+        let scope_failed = router.scope_of(org_id).is_ok_and(|scope_id| {
+            router.scopes.get(scope_id).is_some_and(|entry| {
+                entry
+                    .status
+                    .failed
+                    .load(std::sync::atomic::Ordering::Acquire)
+            })
+        });
+        if scope_failed {
+            return Applied::Failed(OpError::Unavailable(
+                "the scope failed and is not restarted".into(),
+            ));
+        }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.changed() => return Applied::Stopped,

@@ -132,7 +132,13 @@ async fn an_import_reports_every_refused_line_and_unifies_the_rest() {
     );
     assert!(a.last_message_at.is_some());
     assert_eq!(f.profile_id, a.id, "emails link after normalization");
-    assert!(rt.scope_merge_state(w.caac).unwrap());
+    // The job record says finished as soon as its last chunk is durable; the driver then
+    // lowers the scope's import count.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !rt.scope_merge_state(w.caac).unwrap() {
+        assert!(Instant::now() < deadline, "merge state never finished");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(
         !dir.path()
             .join("imports")
@@ -325,4 +331,35 @@ async fn an_import_survives_a_scope_failure_midway() {
     assert_each_member_once(&rt, w.caac, n);
     rt.shutdown().await.unwrap();
     assert_verified(rt.store());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_into_a_scope_marked_failed_ends_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = boot(
+        dir.path(),
+        Settings {
+            restart_limit: 1,
+            ..settings(50)
+        },
+    )
+    .await;
+    let w = world(&rt).await;
+    let status = rt.scope_status(rt.scope_of(w.caac).unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !status.failed.load(std::sync::atomic::Ordering::Acquire) {
+        assert!(
+            Instant::now() < deadline,
+            "the scope was never marked failed"
+        );
+        let _ = rt.inject_panic(w.caac);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let job = rt
+        .start_import(w.caac, body(&lines(w.channel, 100)))
+        .await
+        .unwrap();
+    let job = finished(&rt, w.caac, job).await;
+    assert_eq!(job.status, ImportStatus::Failed, "{job:?}");
+    assert!(job.failure.unwrap().contains("failed"));
 }
