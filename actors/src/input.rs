@@ -2,7 +2,7 @@
 //! and its validation into a [`NewMember`].
 
 use serde::Deserialize;
-use unify_storage::Id;
+use unify_storage::{Id, Millis};
 
 use crate::clock::parse_rfc3339;
 use crate::error::OpError;
@@ -53,12 +53,11 @@ impl MemberInput {
                 "external_member_id must not be empty",
             ));
         }
-        let last_message_at = match self.last_message_at.as_deref() {
-            None => None,
-            Some(text) => Some(parse_rfc3339(text).ok_or_else(|| {
-                OpError::invalid("last_message_at must be an RFC 3339 timestamp")
-            })?),
-        };
+        let last_message_at = self
+            .last_message_at
+            .as_deref()
+            .map(parse_last_message_at)
+            .transpose()?;
         Ok(NewMember {
             channel_id: self.channel_id,
             external_member_id: self.external_member_id,
@@ -144,4 +143,10 @@ mod tests {
             })
         ));
     }
+}
+
+/// Parses a `last_message_at` value (RFC 3339), or says why it is refused.
+pub fn parse_last_message_at(text: &str) -> Result<Millis, OpError> {
+    parse_rfc3339(text)
+        .ok_or_else(|| OpError::invalid("last_message_at must be an RFC 3339 timestamp"))
 }

@@ -5,8 +5,8 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use unify_actors::clock::{parse_rfc3339, rfc3339};
-use unify_actors::input::MemberInput;
+use unify_actors::clock::rfc3339;
+use unify_actors::input::{MemberInput, parse_last_message_at};
 use unify_actors::ops::{MemberOp, MemberPatch};
 use unify_storage::{Id, ImportJob, Member};
 use utoipa::ToSchema;
@@ -223,9 +223,7 @@ impl UpdateMember {
         let last_message_at = match self.last_message_at {
             None => None,
             Some(None) => Some(None),
-            Some(Some(text)) => Some(Some(parse_rfc3339(&text).ok_or_else(|| {
-                ApiError::invalid("last_message_at must be an RFC 3339 timestamp")
-            })?)),
+            Some(Some(text)) => Some(Some(parse_last_message_at(&text)?)),
         };
         Ok(MemberPatch {
             display_name: self.display_name,
