@@ -44,6 +44,15 @@ async fn keyed_org(server: &Server) -> (u64, String) {
         json!({ "unify_keys": [{ "attribute": "display_email", "is_distinct": false }] }),
     )
     .await;
+    // The key change runs as a job: wait for its last event, so that no test's subscriber
+    // sees it arrive late.
+    let merge_state = format!("/api/v1/orgs/{org}/organization/unify-scope-setting/merge-state");
+    let finished = eventually(|| async {
+        let (_, state) = server.get(&merge_state, &admin).await;
+        state["is_finished"] == json!(true)
+    })
+    .await;
+    assert!(finished, "the key change finishes");
     (org, admin)
 }
 

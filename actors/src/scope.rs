@@ -627,6 +627,10 @@ impl ScopeState {
             }
             return Err(err.into());
         }
+        // Published before anything is answered: a caller that gets its reply (or sees the
+        // job finished) and then subscribes does not receive this batch's events live.
+        let has_events = !pending.events.is_empty();
+        self.hub.publish(self.id, pending.events);
         self.status
             .members
             .store(self.unifier.len() as u64, Ordering::Release);
@@ -636,12 +640,10 @@ impl ScopeState {
         for reply in pending.replies {
             reply(Ok(()));
         }
-        if self.settings.cdh_enabled && self.record.org_ids.len() > 1 && !pending.events.is_empty()
-        {
+        if self.settings.cdh_enabled && self.record.org_ids.len() > 1 && has_events {
             // The batch made outbox entries durable: the bridge delivers them now.
             self.hub.notify_outbox();
         }
-        self.hub.publish(self.id, pending.events);
         Ok(())
     }
 
