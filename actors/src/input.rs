@@ -95,6 +95,12 @@ pub fn parse_member(bytes: &[u8]) -> Result<NewMember, OpError> {
     input.into_new_member()
 }
 
+/// Parses a `last_message_at` value (RFC 3339), or says why it is refused.
+pub fn parse_last_message_at(text: &str) -> Result<Millis, OpError> {
+    parse_rfc3339(text)
+        .ok_or_else(|| OpError::invalid("last_message_at must be an RFC 3339 timestamp"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,10 +149,4 @@ mod tests {
             })
         ));
     }
-}
-
-/// Parses a `last_message_at` value (RFC 3339), or says why it is refused.
-pub fn parse_last_message_at(text: &str) -> Result<Millis, OpError> {
-    parse_rfc3339(text)
-        .ok_or_else(|| OpError::invalid("last_message_at must be an RFC 3339 timestamp"))
 }

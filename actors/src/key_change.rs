@@ -29,6 +29,12 @@ pub enum KeyChange {
     },
 }
 
+impl From<Vec<UnifyKey>> for KeyChange {
+    fn from(keys: Vec<UnifyKey>) -> Self {
+        KeyChange::Set(keys)
+    }
+}
+
 impl KeyChange {
     /// Returns the new key list, or why the change is refused.
     pub fn resolve(self, record: &ScopeRecord, current: &KeySet) -> Result<Vec<UnifyKey>, OpError> {

@@ -564,12 +564,15 @@ impl Runtime {
 
     /// Joins the account's caac and maac orgs into the caac org's scope with `keys`, and
     /// schedules the re-unification of the joined scope.
+    ///
+    /// `keys` is the key list (`Vec<UnifyKey>`) or a change resolved against the caac scope's
+    /// keys once its actor is stopped (e.g. `KeyChange::Replace`, which keeps `is_distinct`).
     pub async fn integrate(
         &self,
         account_id: Id,
-        keys: Vec<UnifyKey>,
+        keys: impl Into<KeyChange>,
     ) -> Result<ScopeRecord, OpError> {
-        KeySet::new(keys.clone()).map_err(|e| OpError::invalid(e.to_string()))?;
+        let change = keys.into();
         let _admin = self.admin.lock().await;
         let store = &self.router.store;
         let (caac, maac) = self.account_orgs(account_id)?;
@@ -580,6 +583,10 @@ impl Runtime {
                 "the account is already connected",
             ));
         }
+        // Refuse an invalid key list before anything is stopped.
+        let current = scope_keys(&scope)
+            .map_err(|e| StoreError::Corrupt(format!("scope {}: {e}", scope.id)))?;
+        change.clone().resolve(&scope, &current)?;
         let absorbed = maac.scope_id;
         self.stop_scope(scope.id, false).await;
         self.stop_scope(absorbed, true).await;
@@ -587,6 +594,9 @@ impl Runtime {
         // failure start the old scopes again rather than leave them stopped.
         let joined = async {
             let mut scope = store.get_scope(caac.scope_id)?;
+            let current = scope_keys(&scope)
+                .map_err(|e| StoreError::Corrupt(format!("scope {}: {e}", scope.id)))?;
+            let keys = change.resolve(&scope, &current)?;
             let now = now_millis();
             scope.org_ids = vec![caac.id, maac.id];
             scope.org_ids.sort_unstable();

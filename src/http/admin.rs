@@ -5,8 +5,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
-use unify_actors::key_change::{KeyChange, keep_distinct};
-use unify_actors::links::scope_keys;
+use unify_actors::key_change::KeyChange;
 use unify_storage::{Id, Org, ScopeRecord, Source};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -166,10 +165,11 @@ async fn integrate(
     caller: Caller,
     Json(body): Json<KeyNames>,
 ) -> ApiResult<axum::Json<AdminSetting>> {
-    let (account_id, caac) = account_scope(&state, &caller)?;
-    let current = state.runtime.setting(caac.id).await?;
-    let current = scope_keys(&current).map_err(ApiError::internal)?;
-    let keys = keep_distinct(&current, &attributes(&body.unify_keys));
+    let (account_id, _) = account_scope(&state, &caller)?;
+    let keys = KeyChange::Replace {
+        attributes: attributes(&body.unify_keys),
+        allow_connected: true,
+    };
     let record = state.runtime.integrate(account_id, keys).await?;
     Ok(axum::Json(admin_setting(&state, record)?))
 }
