@@ -703,6 +703,18 @@ impl ScopeState {
         self.pending.members.insert(member.id, Some(member));
     }
 
+    /// Stages a member whose only change is its profile id (its identity index stays).
+    fn stage_moved_member(&mut self, member: Member) {
+        match self.unifier.link_values(member.id) {
+            Some(links) => self
+                .pending
+                .batch
+                .put_moved_member(&member, &stored_links(&self.settings.normalizer, &links)),
+            None => self.pending.batch.put_member(&member),
+        };
+        self.pending.members.insert(member.id, Some(member));
+    }
+
     /// Reads a member of this scope, seeing the pending batch first.
     fn member(&self, id: Id) -> Result<Member, OpError> {
         let member = match self.pending.members.get(&id) {
@@ -1007,7 +1019,7 @@ impl ScopeState {
             };
             if member.profile_id != now {
                 member.profile_id = now;
-                self.stage_member(member);
+                self.stage_moved_member(member);
             }
             moves.push(Move { to: Some(now), ..m });
         }

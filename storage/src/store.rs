@@ -686,6 +686,17 @@ impl WriteBatch {
         self.put_member_entry(member, Some(links))
     }
 
+    /// Rewrites a member whose identity did not change (a profile move of a scope-wide job):
+    /// its record and org-members entry, not its by-external-id entry.
+    pub fn put_moved_member(&mut self, member: &Member, links: &MemberLinks) -> &mut Self {
+        self.insert_record(&keys::member(member.id), member);
+        let entry = OrgMemberValueRef {
+            profile_id: member.profile_id,
+            links: Some(links),
+        };
+        self.insert_record(&keys::org_member(member.org_id, member.id), &entry)
+    }
+
     fn put_member_entry(&mut self, member: &Member, links: Option<&MemberLinks>) -> &mut Self {
         self.insert_record(&keys::member(member.id), member);
         self.insert(
