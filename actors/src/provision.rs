@@ -58,6 +58,9 @@ const CONTACT_CACHE_MAX: usize = 100_000;
 /// Events accepted and not yet provisioned, at most; beyond it the webhook answers
 /// `OVERLOADED` instead of queueing without bound.
 const MAX_PENDING_EVENTS: usize = 10_000;
+/// Events one channel may have waiting for provisioning: a flood on one channel answers 429
+/// there instead of taking every other channel's share of [`MAX_PENDING_EVENTS`].
+const MAX_PENDING_PER_CHANNEL: usize = 2_000;
 
 /// Longest accepted `event_id` (it is part of a store key).
 const MAX_EVENT_ID_LEN: usize = 256;
@@ -282,8 +285,55 @@ struct Job {
     org_id: Id,
     record: AcceptedEvent,
     event: ChannelEvent,
-    /// Counts the event against [`MAX_PENDING_EVENTS`] until it is provisioned.
-    _permit: OwnedSemaphorePermit,
+    /// Counts the event against the pending limits until it is provisioned.
+    _pending: PendingSlot,
+}
+
+/// One event's place in the pending limits: the global one, and its channel's share (events
+/// resumed after a restart take no channel share).
+#[derive(Debug)]
+struct PendingSlot {
+    _global: OwnedSemaphorePermit,
+    _channel: Option<ChannelShare>,
+}
+
+/// Pending events per channel.
+#[derive(Debug, Default)]
+struct ChannelShares(std::sync::Mutex<HashMap<Id, usize>>);
+
+impl ChannelShares {
+    /// Takes one of the channel's places, or `None` when it has [`MAX_PENDING_PER_CHANNEL`].
+    fn try_take(self: &Arc<Self>, channel_id: Id) -> Option<ChannelShare> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(channel_id).or_default();
+        if *count >= MAX_PENDING_PER_CHANNEL {
+            return None;
+        }
+        *count += 1;
+        Some(ChannelShare {
+            shares: self.clone(),
+            channel_id,
+        })
+    }
+}
+
+/// One place of a channel's share, given back when dropped.
+#[derive(Debug)]
+struct ChannelShare {
+    shares: Arc<ChannelShares>,
+    channel_id: Id,
+}
+
+impl Drop for ChannelShare {
+    fn drop(&mut self) {
+        let mut counts = self.shares.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.channel_id) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.channel_id);
+            }
+        }
+    }
 }
 
 /// The lane key: a channel and a sender identity.
@@ -387,6 +437,7 @@ pub struct Provisioner {
     members: Arc<MemberRegistry>,
     client: reqwest::Client,
     permits: Arc<Semaphore>,
+    channel_shares: Arc<ChannelShares>,
     lanes: Lanes,
     cache: std::sync::Mutex<HashMap<(Id, String), Cached>>,
     /// Set at shutdown: no new work is started; accepted events stay pending in the store.
@@ -410,6 +461,7 @@ impl Provisioner {
             members,
             client,
             permits: Arc::new(Semaphore::new(MAX_PENDING_EVENTS)),
+            channel_shares: Arc::default(),
             lanes: Lanes::default(),
             cache: std::sync::Mutex::default(),
             closing: AtomicBool::new(false),
@@ -493,7 +545,11 @@ impl Provisioner {
                 .acquire_owned()
                 .await
                 .map_err(|e| OpError::Unavailable(e.to_string()))?;
-            self.dispatch(channel.org_id, record, event, permit);
+            let pending = PendingSlot {
+                _global: permit,
+                _channel: None,
+            };
+            self.dispatch(channel.org_id, record, event, pending);
         }
         Ok(())
     }
@@ -526,7 +582,7 @@ impl Provisioner {
         org_id: Id,
         record: AcceptedEvent,
         event: ChannelEvent,
-        permit: OwnedSemaphorePermit,
+        pending: PendingSlot,
     ) {
         let Ok(identity) = event.identity().map(str::to_owned) else {
             self.finish(&record);
@@ -537,7 +593,7 @@ impl Provisioner {
             org_id,
             record,
             event,
-            _permit: permit,
+            _pending: pending,
         };
         if self.lanes.push(&key, job) {
             let this = self.clone();
@@ -923,11 +979,19 @@ impl Runtime {
         if provisioner.closing.load(Ordering::Acquire) {
             return Err(OpError::Unavailable("shutting down".into()));
         }
-        let permit = provisioner
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| OpError::Overloaded)?;
+        let pending = PendingSlot {
+            _global: provisioner
+                .permits
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| OpError::Overloaded)?,
+            _channel: Some(
+                provisioner
+                    .channel_shares
+                    .try_take(channel.id)
+                    .ok_or(OpError::Overloaded)?,
+            ),
+        };
         let needs_work = channel.auto_provision || event.link_code().is_some();
         let record = AcceptedEvent {
             channel_id: channel.id,
@@ -942,7 +1006,7 @@ impl Runtime {
         self.provisioner.flusher.flush(store).await?;
         metrics::counter!("unify_webhook_events_total", "status" => "accepted").increment(1);
         if needs_work {
-            provisioner.dispatch(channel.org_id, record, event, permit);
+            provisioner.dispatch(channel.org_id, record, event, pending);
         } else {
             count("skipped");
         }
@@ -1038,6 +1102,29 @@ fn random_code() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_channel_cannot_take_every_pending_place() {
+        let shares = Arc::new(ChannelShares::default());
+        let mut held: Vec<_> = (0..MAX_PENDING_PER_CHANNEL)
+            .map(|_| shares.try_take(1).expect("within the share"))
+            .collect();
+        assert!(
+            shares.try_take(1).is_none(),
+            "the flooding channel is refused"
+        );
+        assert!(
+            shares.try_take(2).is_some(),
+            "another channel still gets in"
+        );
+        held.pop();
+        assert!(
+            shares.try_take(1).is_some(),
+            "a provisioned event frees its place"
+        );
+        drop(held);
+        assert!(shares.0.lock().unwrap().get(&1).is_none_or(|&n| n == 0));
+    }
 
     fn event(json: &str) -> Result<ChannelEvent, OpError> {
         ChannelEvent::parse(json.as_bytes())
