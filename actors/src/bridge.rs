@@ -30,10 +30,10 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use rand::Rng;
 use serde::Serialize;
 use tokio::task::JoinHandle;
-use unify_storage::{DeliveryRecord, Id, OutboxEntry, Source, Store, WriteBatch};
+use unify_storage::{DeliveryRecord, Id, OutboxEntry, Store, WriteBatch};
 
 use crate::clock::{now_millis, rfc3339};
-use crate::error::{OpError, found};
+use crate::error::OpError;
 use crate::hub::Hub;
 use crate::runtime::Runtime;
 use crate::settings::{CdhSettings, Settings};
@@ -141,19 +141,7 @@ impl Runtime {
 
     /// Returns the account scope: the scope of the account's caac org.
     fn account_scope(&self, account_id: Id) -> Result<Id, OpError> {
-        let store = self.store();
-        found(store.get_account(account_id), "account")?;
-        store
-            .orgs_of_account(account_id)?
-            .into_iter()
-            .find(|org| org.source == Source::Caac)
-            .map(|org| org.scope_id)
-            .ok_or_else(|| {
-                OpError::conflict(
-                    "MISSING_ORGANIZATION",
-                    "the account has no caac organization",
-                )
-            })
+        Ok(self.account_caac_org(account_id)?.scope_id)
     }
 }
 

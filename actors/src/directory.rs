@@ -1,7 +1,7 @@
 //! Directory reads and channel settings: accounts, orgs and channels, read from the store
 //! (they change rarely and need no actor).
 
-use unify_storage::{Account, Channel, ContactApi, Id, Org, WriteBatch};
+use unify_storage::{Account, Channel, ContactApi, Id, Org, Source, WriteBatch};
 
 use crate::clock::now_millis;
 use crate::error::{OpError, found};
@@ -25,6 +25,20 @@ impl Runtime {
 
     pub fn org(&self, org_id: Id) -> Result<Org, OpError> {
         found(self.store().get_org(org_id), "organization")
+    }
+
+    /// Returns the account's caac org, whose scope is the *account scope* of the Admin
+    /// Center; `MISSING_ORGANIZATION` when it has none.
+    pub fn account_caac_org(&self, account_id: Id) -> Result<Org, OpError> {
+        self.orgs_of_account(account_id)?
+            .into_iter()
+            .find(|org| org.source == Source::Caac)
+            .ok_or_else(|| {
+                OpError::conflict(
+                    "MISSING_ORGANIZATION",
+                    "the account has no caac organization",
+                )
+            })
     }
 
     /// Returns the account's orgs by ascending id.

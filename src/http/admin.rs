@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 use unify_actors::key_change::KeyChange;
-use unify_storage::{Id, Org, ScopeRecord, Source};
+use unify_storage::{Id, Org, ScopeRecord};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -16,7 +16,7 @@ use super::accounts::OrgView;
 use super::auth::Caller;
 use super::extract::Json;
 use super::unification::{KeyNames, attributes};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiResult, ErrorBody};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -80,19 +80,7 @@ pub fn admin_setting(state: &AppState, record: ScopeRecord) -> ApiResult<AdminSe
 /// Returns the caller's (admin) account and its caac org, whose scope is the account scope.
 fn account_scope(state: &AppState, caller: &Caller) -> ApiResult<(Id, Org)> {
     let account_id = caller.admin_account()?;
-    let caac = state
-        .runtime
-        .orgs_of_account(account_id)?
-        .into_iter()
-        .find(|o| o.source == Source::Caac)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "MISSING_ORGANIZATION",
-                "the account has no caac organization",
-            )
-        })?;
-    Ok((account_id, caac))
+    Ok((account_id, state.runtime.account_caac_org(account_id)?))
 }
 
 /// The account's organizations.
