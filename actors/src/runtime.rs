@@ -298,11 +298,7 @@ impl Runtime {
         let scope_id = self.router.scope_of(org_id)?;
         // A member actor is spawned only for a member of the org: ids that name nothing (or
         // another org's member) are refused before they cost an actor.
-        match self.router.store.get_member(member_id) {
-            Ok(member) if member.org_id == org_id => {}
-            Ok(_) => return Err(OpError::NotFound("member")),
-            Err(e) => return found(Err(e), "member").map(|_: Member| None),
-        }
+        self.stored_member_of(org_id, member_id)?;
         let _admission = self.admit(scope_id, true)?;
         self.members.send(&self.router, member_id, org_id, op).await
     }
@@ -335,15 +331,19 @@ impl Runtime {
         if before % 2 == 1 || !status.running.load(Ordering::Acquire) {
             return Ok(None);
         }
-        let read = self.router.store.get_member(member_id);
+        let read = self.stored_member_of(org_id, member_id);
         if status.commit_epoch.load(Ordering::Acquire) != before {
             return Ok(None);
         }
-        Ok(Some(match read {
-            Ok(member) if member.org_id == org_id => Ok(member),
-            Ok(_) => Err(OpError::NotFound("member")),
-            Err(e) => found(Err(e), "member"),
-        }))
+        Ok(Some(read))
+    }
+
+    /// Reads a member of `org_id` from the store; a member of another org is not found.
+    fn stored_member_of(&self, org_id: Id, member_id: Id) -> Result<Member, OpError> {
+        match found(self.router.store.get_member(member_id), "member")? {
+            member if member.org_id == org_id => Ok(member),
+            _ => Err(OpError::NotFound("member")),
+        }
     }
 
     /// Lists an org's members by ascending id (read from the store: paging needs no actor).

@@ -16,8 +16,8 @@ use std::sync::atomic::Ordering;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use unify_storage::{
-    EventRecord, Id, IdKind, JobKind, Member, Org, OutboxEntry, PendingJob, ScopeRecord, Store,
-    StoreError, WriteBatch,
+    EventRecord, Id, IdKind, JobKind, Member, MemberLinks, Org, OutboxEntry, PendingJob,
+    ScopeRecord, Store, StoreError, WriteBatch,
 };
 
 use crate::clock::{now_millis, rfc3339};
@@ -693,23 +693,26 @@ impl ScopeState {
     /// Stages a member record with the linking values the unifier holds for it (every caller
     /// has upserted the member first, so they are the record's own).
     fn stage_member(&mut self, member: Member) {
-        match self.unifier.link_values(member.id) {
-            Some(links) => self
-                .pending
-                .batch
-                .put_member_linked(&member, &stored_links(&self.settings.normalizer, &links)),
-            None => self.pending.batch.put_member(&member),
-        };
-        self.pending.members.insert(member.id, Some(member));
+        self.stage_with(member, WriteBatch::put_member_linked);
     }
 
     /// Stages a member whose only change is its profile id (its identity index stays).
     fn stage_moved_member(&mut self, member: Member) {
+        self.stage_with(member, WriteBatch::put_moved_member);
+    }
+
+    /// Stages a member with `put` when the unifier holds its linking values, else in full.
+    fn stage_with(
+        &mut self,
+        member: Member,
+        put: for<'b> fn(&'b mut WriteBatch, &Member, &MemberLinks) -> &'b mut WriteBatch,
+    ) {
         match self.unifier.link_values(member.id) {
-            Some(links) => self
-                .pending
-                .batch
-                .put_moved_member(&member, &stored_links(&self.settings.normalizer, &links)),
+            Some(links) => put(
+                &mut self.pending.batch,
+                &member,
+                &stored_links(&self.settings.normalizer, &links),
+            ),
             None => self.pending.batch.put_member(&member),
         };
         self.pending.members.insert(member.id, Some(member));
