@@ -95,13 +95,14 @@ pub fn new_member(
     }
 }
 
-/// Applies an operation (other than delete) to a member record.
+/// Applies an operation (other than delete) to a member record; returns whether it changed
+/// anything.
 pub fn apply(
     member: &mut Member,
     op: &MemberOp,
     keys: &KeySet,
     now: Millis,
-) -> Result<(), OpError> {
+) -> Result<bool, OpError> {
     let before = member.clone();
     match op {
         MemberOp::Patch(patch) => {
@@ -151,10 +152,11 @@ pub fn apply(
     }
     // An operation that changes nothing leaves `updated_at` alone: it decides which member
     // supplies each column of the merged profile view (SPEC 2.4).
-    if *member != before {
+    let changed = *member != before;
+    if changed {
         member.updated_at = now.max(member.updated_at);
     }
-    Ok(())
+    Ok(changed)
 }
 
 /// Returns the column of an editable unify-key attribute; `external_member_id` identifies the

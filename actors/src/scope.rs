@@ -846,13 +846,11 @@ impl ScopeState {
             self.emit_changes(&delta, Reason::MemberDeleted, None, now);
             return Ok(Ok(None));
         }
-        let before = member.clone();
-        if let Err(e) = ops::apply(&mut member, &op, self.unifier.keys(), now) {
-            return Ok(Err(e));
-        }
-        if member == before {
+        match ops::apply(&mut member, &op, self.unifier.keys(), now) {
+            Err(e) => return Ok(Err(e)),
             // Nothing changed: nothing to write, no event.
-            return Ok(Ok(Some(member)));
+            Ok(false) => return Ok(Ok(Some(member))),
+            Ok(true) => {}
         }
         let delta = self
             .unifier
