@@ -93,6 +93,8 @@ impl Tokens {
         validation.set_issuer(&[issuer]);
         validation.set_required_spec_claims(&["exp", "iat", "aud", "iss", "sub"]);
         validation.validate_exp = true;
+        // `nbf` is checked when a token carries it (with the same leeway); it is not required.
+        validation.validate_nbf = true;
         Tokens {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),

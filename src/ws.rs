@@ -45,6 +45,7 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::AppState;
 use crate::http::auth::Caller;
 use crate::http::extract::{Path, Query};
+use crate::http::params::OrgPath;
 
 /// How often a connection checks whether its org moved to another scope.
 /// How long a live frame may wait for room in a full per-connection queue.
@@ -85,17 +86,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(subscribe))
 }
 
-#[derive(Debug, Deserialize)]
-struct OrgPath {
-    org_id: Id,
-}
-
 /// Query of the websocket; any other parameter is `INVALID_ARGUMENT`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct WsQuery {
     /// Replays the retained events after this seq before live ones.
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     since: Option<u64>,
     /// The token, for clients that cannot set the `Authorization` header (browsers).
     #[allow(dead_code)]
@@ -113,7 +110,7 @@ struct WsQuery {
 /// `?access_token=`. Refusals (401, 403, 404, 400) happen before the upgrade, with the JSON
 /// error body.
 #[utoipa::path(get, path = "/ws", tag = "websocket",
-    params(("org_id" = u64, Path), WsQuery),
+    params(OrgPath, WsQuery),
     responses(
         (status = 101, description = "switching protocols: the event stream"),
         (status = "4XX", body = ErrorBody)))]

@@ -7,9 +7,11 @@ mod common;
 use std::sync::OnceLock;
 
 use common::{Server, Tenant};
+use hmac::{Hmac, Mac};
 use proptest::prelude::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use sha2::Sha256;
 
 struct Fixture {
     rt: tokio::runtime::Runtime,
@@ -19,6 +21,8 @@ struct Fixture {
     /// An org only the "writes nothing" property posts to, so that other properties running
     /// at the same time cannot change what it compares.
     quiet: Tenant,
+    /// An auto-provisioning channel of `tenant` and its webhook secret.
+    hook: (u64, String),
 }
 
 fn fixture() -> &'static Fixture {
@@ -29,7 +33,7 @@ fn fixture() -> &'static Fixture {
             .enable_all()
             .build()
             .unwrap();
-        let (server, tenant, member_id, quiet) = rt.block_on(async {
+        let (server, tenant, member_id, quiet, hook) = rt.block_on(async {
             let server = Server::start().await;
             let tenant = server.tenant("fuzz").await;
             let (_, m) = server
@@ -40,7 +44,19 @@ fn fixture() -> &'static Fixture {
                 )
                 .await;
             let quiet = server.tenant("quiet").await;
-            (server, tenant, m["id"].as_u64().unwrap(), quiet)
+            let (_, channel) = server
+                .post(
+                    &tenant.path("/channels"),
+                    &tenant.admin,
+                    json!({ "name": "hook", "type": "feishu", "tenant_key": "t-1",
+                            "auto_provision": true }),
+                )
+                .await;
+            let hook = (
+                channel["id"].as_u64().unwrap(),
+                channel["webhook_secret"].as_str().unwrap().to_owned(),
+            );
+            (server, tenant, m["id"].as_u64().unwrap(), quiet, hook)
         });
         Fixture {
             rt,
@@ -48,6 +64,7 @@ fn fixture() -> &'static Fixture {
             tenant,
             member_id,
             quiet,
+            hook,
         }
     })
 }
@@ -95,6 +112,71 @@ const ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/channels/{c}"),
 ];
 
+/// Every endpoint that reads a JSON body: (method, path, who calls it). Org-scoped paths are
+/// relative to the org (`{m}` the seeded member, `{c}` its channel, `{h}` the webhook channel,
+/// `{k}` a key id); the others start with `/api/v1`.
+const JSON_ENDPOINTS: &[(&str, &str, Caller)] = &[
+    ("POST", "/api/v1/accounts", Caller::Root),
+    ("POST", "/api/v1/applications/organizations", Caller::Admin),
+    ("POST", "/api/v1/platform/token", Caller::Admin),
+    (
+        "PUT",
+        "/api/v1/applications/cdh/unify-scope-setting/unify-keys",
+        Caller::Admin,
+    ),
+    (
+        "PUT",
+        "/api/v1/application/cdh/unify-scope-setting/unify-keys",
+        Caller::Admin,
+    ),
+    ("POST", "/api/v1/applications/cdh/integrate", Caller::Admin),
+    ("POST", "/api/v1/application/cdh/integrate", Caller::Admin),
+    ("POST", "/channels", Caller::Admin),
+    ("PATCH", "/channels/{c}", Caller::Admin),
+    ("POST", "/channels/{h}/events", Caller::Webhook),
+    ("POST", "/chat/members", Caller::Admin),
+    ("PATCH", "/chat/members/{m}", Caller::Admin),
+    ("PUT", "/chat/members/{m}/uni", Caller::Admin),
+    (
+        "POST",
+        "/chat/members/{m}/change-unification",
+        Caller::Admin,
+    ),
+    ("POST", "/organization/unify-scope-setting", Caller::Admin),
+    (
+        "PUT",
+        "/organization/unify-scope-setting/unify-keys",
+        Caller::Admin,
+    ),
+    (
+        "POST",
+        "/organization/unify-scope-setting/dry-run",
+        Caller::Admin,
+    ),
+    ("PUT", "/organization/unify-keys/{k}", Caller::Admin),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum Caller {
+    Root,
+    Admin,
+    /// Signed with the webhook channel's secret instead of a token.
+    Webhook,
+}
+
+/// A JSON document that is not an object: what no endpoint accepts as its body.
+fn non_object() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        prop::collection::vec(json_value(), 0..5).prop_map(Value::from),
+        Just(json!([])),
+        "\\PC{0,20}".prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(|f| json!(f)),
+        any::<bool>().prop_map(Value::from),
+        Just(Value::Null),
+    ]
+}
+
 async fn send(
     f: &Fixture,
     token: &str,
@@ -133,6 +215,46 @@ proptest! {
         let path = f.tenant.path(&rest);
         let (status, reply) = f.rt.block_on(send(f, &f.tenant.admin, method, &path, "application/json", body.to_string().into_bytes()));
         check(status, &reply)?;
+    }
+
+    #[test]
+    fn bodies_that_are_not_objects_are_refused_everywhere(
+        endpoint in 0..JSON_ENDPOINTS.len(),
+        body in non_object(),
+    ) {
+        let f = fixture();
+        let (method, rest, caller) = JSON_ENDPOINTS[endpoint];
+        let rest = rest
+            .replace("{m}", &f.member_id.to_string())
+            .replace("{c}", &f.tenant.channel_id.to_string())
+            .replace("{h}", &f.hook.0.to_string())
+            .replace("{k}", "1");
+        let path = if rest.starts_with("/api/") { rest } else { f.tenant.path(&rest) };
+        let raw = body.to_string().into_bytes();
+        let (status, reply) = f.rt.block_on(async {
+            match caller {
+                Caller::Root => send(f, &f.server.root(), method, &path, "application/json", raw).await,
+                Caller::Admin => send(f, &f.tenant.admin, method, &path, "application/json", raw).await,
+                Caller::Webhook => {
+                    let mut mac = Hmac::<Sha256>::new_from_slice(f.hook.1.as_bytes()).unwrap();
+                    mac.update(&raw);
+                    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+                    let response = f.server.client.post(format!("{}{path}", f.server.base))
+                        .header("content-type", "application/json")
+                        .header("x-unify-signature", signature)
+                        .body(raw)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = response.status();
+                    (status, response.json().await.unwrap_or(Value::Null))
+                }
+            }
+        });
+        check(status, &reply)?;
+        prop_assert_eq!(status, StatusCode::BAD_REQUEST, "{} {} {}: {}", method, path, body, reply);
+        let code = reply["error"]["code"].as_str().unwrap_or_default();
+        prop_assert!(code == "INVALID_ARGUMENT" || code == "MALFORMED_JSON", "{}", reply);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use unify_storage::StoreError;
 
+use crate::json::JsonError;
+
 /// Why an operation was not applied.
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
@@ -34,6 +36,15 @@ impl OpError {
         OpError::Conflict {
             code,
             message: message.into(),
+        }
+    }
+}
+
+impl From<JsonError> for OpError {
+    fn from(err: JsonError) -> Self {
+        match err {
+            JsonError::Syntax(message) => OpError::conflict("MALFORMED_JSON", message),
+            JsonError::Data(message) => OpError::invalid(message),
         }
     }
 }

@@ -6,6 +6,7 @@ use unify_storage::{Id, Millis};
 
 use crate::clock::parse_rfc3339;
 use crate::error::OpError;
+use crate::json;
 use crate::ops::NewMember;
 
 /// API error code of a member whose `external_member_id` is empty or only whitespace. It is
@@ -20,8 +21,11 @@ pub const EMPTY_EXTERNAL_ID: &str = "EMPTY_EXTERNAL_ID";
 pub struct MemberInput {
     /// The member's channel: required for caac orgs, absent for maac orgs (checked by the
     /// scope, which knows the org).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "json::optional_id")]
+    #[schema(value_type = Option<json::ApiId>)]
     pub channel_id: Option<Id>,
+    /// Not empty nor only whitespace (`EMPTY_EXTERNAL_ID`).
+    #[schema(pattern = r"\S")]
     pub external_member_id: String,
     #[serde(default)]
     pub original_name: Option<String>,
@@ -39,6 +43,7 @@ pub struct MemberInput {
     pub connect_id: Option<String>,
     /// RFC 3339 timestamp.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub last_message_at: Option<String>,
 }
 
@@ -85,13 +90,10 @@ pub fn error_code(err: &OpError) -> &'static str {
     }
 }
 
-/// Parses one JSON member object: a syntax error (or invalid UTF-8) is `MALFORMED_JSON`,
+/// Parses one JSON member object (through [`json::parse`], like every API input): a syntax error (or invalid UTF-8) is `MALFORMED_JSON`,
 /// wrong types, unknown fields and invalid values are their own codes.
 pub fn parse_member(bytes: &[u8]) -> Result<NewMember, OpError> {
-    let input: MemberInput = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => OpError::invalid(e.to_string()),
-        _ => OpError::conflict("MALFORMED_JSON", e.to_string()),
-    })?;
+    let input: MemberInput = json::parse(bytes)?;
     input.into_new_member()
 }
 

@@ -9,6 +9,7 @@ pub mod events;
 pub mod hub;
 pub mod import;
 pub mod input;
+pub mod json;
 pub mod key_change;
 pub mod links;
 pub mod member;

@@ -120,6 +120,7 @@ pub struct EventProfile {
 #[serde(deny_unknown_fields)]
 pub struct ChannelEvent {
     /// Unique per channel; a repeated id within 24 hours is answered "duplicate".
+    #[schema(pattern = r"\S", min_length = 1, max_length = 256)]
     pub event_id: String,
     #[serde(rename = "type")]
     pub event_type: EventType,
@@ -132,6 +133,7 @@ pub struct ChannelEvent {
     pub text: Option<String>,
     /// RFC 3339 timestamp.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub sent_at: Option<String>,
 }
 
@@ -140,11 +142,7 @@ impl ChannelEvent {
     /// `MALFORMED_JSON`; wrong types, unknown fields, an empty or overlong `event_id` and a
     /// `sent_at` that is not RFC 3339 are `INVALID_ARGUMENT`.
     pub fn parse(bytes: &[u8]) -> Result<ChannelEvent, OpError> {
-        let event: ChannelEvent =
-            serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-                serde_json::error::Category::Data => OpError::invalid(e.to_string()),
-                _ => OpError::conflict("MALFORMED_JSON", e.to_string()),
-            })?;
+        let event: ChannelEvent = crate::json::parse(bytes)?;
         if event.event_id.trim().is_empty() {
             return Err(OpError::invalid("event_id must not be empty"));
         }

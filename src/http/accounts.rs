@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use unify_actors::json::{self, ApiId};
 use unify_storage::{Account, Id, Org, Source};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -24,6 +25,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccount {
+    /// Not empty nor only whitespace.
+    #[schema(pattern = r"\S")]
     pub name: String,
 }
 
@@ -74,6 +77,8 @@ impl From<Source> for SourceName {
 #[serde(deny_unknown_fields)]
 pub struct CreateOrganization {
     pub source: SourceName,
+    /// Not empty nor only whitespace.
+    #[schema(pattern = r"\S")]
     pub name: String,
     #[serde(default)]
     pub uuid: Option<String>,
@@ -101,6 +106,8 @@ impl From<Org> for OrgView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlatformTokenRequest {
+    #[serde(deserialize_with = "json::id")]
+    #[schema(value_type = ApiId)]
     pub org_id: Id,
 }
 

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use unify_actors::directory::ChannelPatch;
-use unify_actors::runtime::NewChannel;
+use unify_actors::runtime::{CHANNEL_TYPES, NewChannel};
 use unify_storage::{Channel, ContactApi, Id};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::auth::Caller;
 use super::extract::{Json, Path, double_option};
+use super::params::{ChannelPath, OrgPath};
 use crate::error::{ApiResult, ErrorBody};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -25,9 +26,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactApiInput {
-    /// Base URL; unify calls `GET {url}/users/{external_member_id}` and `GET {url}/tenant`.
+    /// Base URL, http or https with a host; unify calls `GET {url}/users/{external_member_id}`
+    /// and `GET {url}/tenant`.
+    #[schema(
+        pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://([a-z0-9-]+\.)*[a-z][a-z0-9-]*(:[0-9]{1,4})?(/[A-Za-z0-9._~/-]*)?$"
+    )]
     pub url: String,
-    /// Bearer token sent to the contact API; never returned.
+    /// Bearer token sent to the contact API; never returned. Not empty.
+    #[schema(pattern = r"\S")]
     pub token: String,
 }
 
@@ -40,14 +46,26 @@ impl From<ContactApiInput> for ContactApi {
     }
 }
 
+/// Documents `type` as the enum of the channel types the runtime accepts.
+fn channel_type_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(CHANNEL_TYPES.iter().copied()))
+        .build()
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateChannel {
+    /// Not empty nor only whitespace.
+    #[schema(pattern = r"\S")]
     pub name: String,
-    /// `line`, `fb`, `instagram`, `whatsapp`, `feishu`, `webchat` or `other`.
     #[serde(rename = "type")]
+    #[schema(schema_with = channel_type_schema)]
     pub channel_type: String,
+    /// Not empty; needed with `auto_provision` unless the contact API tells it.
     #[serde(default)]
+    #[schema(pattern = r"\S")]
     pub tenant_key: Option<String>,
     #[serde(default)]
     pub auto_provision: Option<bool>,
@@ -58,11 +76,13 @@ pub struct CreateChannel {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateChannel {
+    /// Not empty nor only whitespace.
     #[serde(default)]
+    #[schema(pattern = r"\S")]
     pub name: Option<String>,
-    /// `null` clears the tenant key.
+    /// `null` clears the tenant key; otherwise not empty.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = r"\S")]
     pub tenant_key: Option<Option<String>>,
     #[serde(default)]
     pub auto_provision: Option<bool>,
@@ -107,20 +127,9 @@ impl ChannelView {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct OrgPath {
-    org_id: Id,
-}
-
-#[derive(Debug, Deserialize)]
-struct ChannelPath {
-    org_id: Id,
-    channel_id: Id,
-}
-
 /// Creates a channel of a caac org; the answer carries the webhook secret, once.
 #[utoipa::path(post, path = "/channels", tag = "channels",
-    params(("org_id" = u64, Path)), request_body = CreateChannel,
+    params(OrgPath), request_body = CreateChannel,
     responses((status = 201, body = ChannelView), (status = "4XX", body = ErrorBody)))]
 async fn create_channel(
     State(state): State<AppState>,
@@ -144,7 +153,7 @@ async fn create_channel(
 }
 
 /// The org's channels.
-#[utoipa::path(get, path = "/channels", tag = "channels", params(("org_id" = u64, Path)),
+#[utoipa::path(get, path = "/channels", tag = "channels", params(OrgPath),
     responses((status = 200, body = [ChannelView]), (status = "4XX", body = ErrorBody)))]
 async fn list_channels(
     State(state): State<AppState>,
@@ -163,7 +172,7 @@ async fn list_channels(
 
 /// One channel.
 #[utoipa::path(get, path = "/channels/{channel_id}", tag = "channels",
-    params(("org_id" = u64, Path), ("channel_id" = u64, Path)),
+    params(ChannelPath),
     responses((status = 200, body = ChannelView), (status = "4XX", body = ErrorBody)))]
 async fn get_channel(
     State(state): State<AppState>,
@@ -177,7 +186,7 @@ async fn get_channel(
 
 /// Updates a channel's settings.
 #[utoipa::path(patch, path = "/channels/{channel_id}", tag = "channels",
-    params(("org_id" = u64, Path), ("channel_id" = u64, Path)), request_body = UpdateChannel,
+    params(ChannelPath), request_body = UpdateChannel,
     responses((status = 200, body = ChannelView), (status = "4XX", body = ErrorBody)))]
 async fn update_channel(
     State(state): State<AppState>,

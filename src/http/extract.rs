@@ -1,42 +1,136 @@
 //! Extractors whose rejections answer with the API's error body (SPEC 4.2), never axum's
-//! plain-text defaults.
+//! plain-text defaults. Every JSON body is read by [`Json`] through
+//! [`unify_actors::json::parse`], which refuses an array (or any non-object) where an object
+//! belongs; every query string is checked for invalid UTF-8 by [`Query`] before it is decoded.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts};
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
+use unify_actors::json::{self, JsonError};
 
 use crate::error::ApiError;
 
 /// A JSON body: wrong content type `415`, oversized `413`, syntax `MALFORMED_JSON`, wrong
-/// types or unknown fields `INVALID_ARGUMENT`.
-#[derive(Debug, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// types, unknown fields, out-of-range ids and arrays where an object belongs
+/// `INVALID_ARGUMENT`.
+#[derive(Debug)]
 pub struct Json<T>(pub T);
 
-/// Path parameters: ids that are not numbers are `INVALID_ARGUMENT`.
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        require_json(req.headers())?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        Ok(Json(json::parse(&bytes)?))
+    }
+}
+
+/// Refuses a body not declared as JSON (`application/json` or `application/*+json`) with
+/// `415`.
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let is_json = essence.as_deref().is_some_and(|mime| {
+        mime == "application/json"
+            || mime
+                .strip_prefix("application/")
+                .is_some_and(|subtype| subtype.ends_with("+json"))
+    });
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::unsupported_media_type("application/json"))
+    }
+}
+
+/// Maps a failure to read the body: over the limit `413`, anything else `400`.
+pub fn body_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large()
+    } else {
+        ApiError::invalid(rejection.body_text())
+    }
+}
+
+impl From<JsonError> for ApiError {
+    fn from(err: JsonError) -> Self {
+        match err {
+            JsonError::Syntax(message) => ApiError::malformed(message),
+            JsonError::Data(message) => ApiError::invalid(message),
+        }
+    }
+}
+
+/// Path parameters: ids that are not numbers (or out of range) are `INVALID_ARGUMENT`.
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct Path<T>(pub T);
 
-/// Query parameters: malformed ones are `INVALID_ARGUMENT`.
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+/// Query parameters: malformed ones, and any that is not UTF-8 once percent-decoded, are
+/// `INVALID_ARGUMENT`.
+#[derive(Debug)]
 pub struct Query<T>(pub T);
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        match rejection {
-            JsonRejection::JsonDataError(e) => ApiError::invalid(e.body_text()),
-            JsonRejection::JsonSyntaxError(e) => ApiError::malformed(e.body_text()),
-            JsonRejection::MissingJsonContentType(_) => {
-                ApiError::unsupported_media_type("application/json")
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if let Some(query) = parts.uri.query() {
+            check_utf8(query)?;
+        }
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Query(value))
+    }
+}
+
+/// Refuses a query string whose names or values are not UTF-8 once percent-decoded: the form
+/// decoder would replace those bytes with U+FFFD and look up a value nobody sent.
+fn check_utf8(query: &str) -> Result<(), ApiError> {
+    let valid = query
+        .split('&')
+        .all(|pair| std::str::from_utf8(&percent_decode(pair.as_bytes())).is_ok());
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "the query string is not valid UTF-8 once percent-decoded",
+        ))
+    }
+}
+
+/// Decodes `%XX` escapes; other bytes (and malformed escapes) are kept as they are.
+fn percent_decode(bytes: &[u8]) -> Vec<u8> {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| Some(hex(*bytes.get(i + 1)?)? << 4 | hex(*bytes.get(i + 2)?)?))
+            .flatten();
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
             }
-            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::too_large()
+            None => {
+                out.push(bytes[i]);
+                i += 1;
             }
-            other => ApiError::malformed(other.body_text()),
         }
     }
+    out
 }
 
 impl From<PathRejection> for ApiError {
@@ -59,4 +153,33 @@ where
     D: serde::Deserializer<'de>,
 {
     <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_must_be_utf8_once_decoded() {
+        assert!(check_utf8("external_member_id=%E5%B0%8F&limit=3").is_ok());
+        assert!(check_utf8("a=%zz&b=%").is_ok());
+        assert!(check_utf8("external_member_id=%FF").is_err());
+        assert!(check_utf8("%C3=1").is_err());
+        assert_eq!(percent_decode(b"a%20b%4"), b"a b%4");
+    }
+
+    #[test]
+    fn json_content_types() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, value.parse().unwrap());
+            require_json(&headers).is_ok()
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("application/merge-patch+json"));
+        assert!(!with("text/json"));
+        assert!(!with("application/x-ndjson"));
+        assert!(require_json(&HeaderMap::new()).is_err());
+    }
 }

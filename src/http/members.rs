@@ -7,9 +7,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use unify_actors::clock::rfc3339;
 use unify_actors::input::{MemberInput, parse_last_message_at};
+use unify_actors::json::{self, ApiId};
 use unify_actors::ops::{MemberOp, MemberPatch};
 use unify_storage::{Id, ImportJob, Member};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -17,6 +18,7 @@ use super::AppState;
 use super::accounts::SourceName;
 use super::auth::Caller;
 use super::extract::{Json, Path, Query, double_option};
+use super::params::{JobPath, MemberPath, OrgPath};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 /// Largest page of `GET /chat/members`.
@@ -80,26 +82,9 @@ impl From<Member> for MemberView {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct OrgPath {
-    org_id: Id,
-}
-
-#[derive(Debug, Deserialize)]
-struct MemberPath {
-    org_id: Id,
-    member_id: Id,
-}
-
-#[derive(Debug, Deserialize)]
-struct JobPath {
-    org_id: Id,
-    job_id: Id,
-}
-
 /// Creates a member, or answers 200 with the existing member of the same identity.
 #[utoipa::path(post, path = "/chat/members", tag = "members",
-    params(("org_id" = u64, Path)), request_body = MemberInput,
+    params(OrgPath), request_body = MemberInput,
     responses((status = 201, body = MemberView), (status = 200, body = MemberView),
         (status = "4XX", body = ErrorBody)))]
 async fn create_member(
@@ -119,12 +104,23 @@ async fn create_member(
     Ok((status, axum::Json(member.into())))
 }
 
-#[derive(Debug, Deserialize)]
+/// The query of `GET /chat/members`; any other parameter is `INVALID_ARGUMENT`.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// With `external_member_id`: the identity's channel (caac orgs).
+    #[serde(default, deserialize_with = "json::optional_id")]
+    #[param(value_type = Option<ApiId>)]
     channel_id: Option<Id>,
+    /// Finds the member of this identity.
     external_member_id: Option<String>,
+    /// Lists members with larger ids (`next_after` of the previous page).
+    #[serde(default, deserialize_with = "json::optional_id")]
+    #[param(value_type = Option<ApiId>)]
     after: Option<Id>,
+    /// Page size, 100 when absent.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -137,9 +133,7 @@ pub struct MemberPage {
 
 /// Lists the org's members by ascending id, or finds one by identity.
 #[utoipa::path(get, path = "/chat/members", tag = "members",
-    params(("org_id" = u64, Path), ("channel_id" = Option<u64>, Query),
-        ("external_member_id" = Option<String>, Query), ("after" = Option<u64>, Query),
-        ("limit" = Option<usize>, Query, description = "at most 1000")),
+    params(OrgPath, ListQuery),
     responses((status = 200, body = MemberPage), (status = "4XX", body = ErrorBody)))]
 async fn list_members(
     State(state): State<AppState>,
@@ -172,7 +166,7 @@ async fn list_members(
 
 /// One member.
 #[utoipa::path(get, path = "/chat/members/{member_id}", tag = "members",
-    params(("org_id" = u64, Path), ("member_id" = u64, Path)),
+    params(MemberPath),
     responses((status = 200, body = MemberView), (status = "4XX", body = ErrorBody)))]
 async fn get_member(
     State(state): State<AppState>,
@@ -211,7 +205,7 @@ pub struct UpdateMember {
     pub original_name: Option<Option<String>>,
     /// RFC 3339 timestamp, or null.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_message_at: Option<Option<String>>,
     /// `false` releases the operator's lock on the member's unification.
     #[serde(default)]
@@ -241,7 +235,7 @@ impl UpdateMember {
 
 /// Updates a member; a changed unify-key attribute is re-unified before the answer.
 #[utoipa::path(patch, path = "/chat/members/{member_id}", tag = "members",
-    params(("org_id" = u64, Path), ("member_id" = u64, Path)), request_body = UpdateMember,
+    params(MemberPath), request_body = UpdateMember,
     responses((status = 200, body = MemberView), (status = "4XX", body = ErrorBody)))]
 async fn update_member(
     State(state): State<AppState>,
@@ -272,7 +266,7 @@ pub(super) async fn apply(
 
 /// Erases a member and recomputes its clusters.
 #[utoipa::path(delete, path = "/chat/members/{member_id}", tag = "members",
-    params(("org_id" = u64, Path), ("member_id" = u64, Path)),
+    params(MemberPath),
     responses((status = 204), (status = "4XX", body = ErrorBody)))]
 async fn delete_member(
     State(state): State<AppState>,
@@ -295,9 +289,9 @@ pub struct ImportAccepted {
 /// Starts a bulk import: the NDJSON body (one member object per line, unlimited size) is
 /// streamed to disk, then applied in the background.
 #[utoipa::path(post, path = "/chat/members/import", tag = "members",
-    params(("org_id" = u64, Path)),
+    params(OrgPath),
     request_body(content = String, content_type = "application/x-ndjson",
-        description = "one member object (as for POST /chat/members) per line"),
+        description = "NDJSON, unlimited size: one `MemberInput` object (the body of POST /chat/members) per line; each refused line is reported in the job's `errors`"),
     responses((status = 202, body = ImportAccepted), (status = "4XX", body = ErrorBody)))]
 async fn import_members(
     State(state): State<AppState>,
@@ -364,7 +358,7 @@ impl From<ImportJob> for ImportJobView {
 
 /// An import job's progress.
 #[utoipa::path(get, path = "/imports/{job_id}", tag = "members",
-    params(("org_id" = u64, Path), ("job_id" = u64, Path)),
+    params(JobPath),
     responses((status = 200, body = ImportJobView), (status = "4XX", body = ErrorBody)))]
 async fn import_status(
     State(state): State<AppState>,

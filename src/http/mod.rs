@@ -8,6 +8,7 @@ pub mod channels;
 pub mod extract;
 pub mod members;
 pub mod ops;
+pub mod params;
 pub mod unification;
 pub mod webhooks;
 

@@ -1,16 +1,15 @@
 //! Unification endpoints (SPEC 4.5): the org's unify-scope setting, dry runs, merge state, hot
 //! values, and the unification of one member (profile, explain, uni, change, cancel).
 
-use std::str::FromStr;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use unify_actors::engine::{Attribute, KeySet, UnifyKey};
+use unify_actors::json::{self, ApiId};
 use unify_actors::key_change::KeyChange;
 use unify_actors::ops::MemberOp;
 use unify_storage::{Id, ScopeRecord};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -20,6 +19,7 @@ use super::admin::{AdminSetting, admin_setting};
 use super::auth::Caller;
 use super::extract::{Json, Path, Query};
 use super::members::{self, MemberView};
+use super::params::{AttributeName, AttributePath, KeyPath, MemberPath, OrgPath};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -40,26 +40,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(member_merge_state))
 }
 
-/// A unify-key attribute name; any other name is `INVALID_ARGUMENT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
-#[schema(value_type = String, example = "display_email")]
-pub struct AttributeName(pub Attribute);
-
-impl<'de> Deserialize<'de> for AttributeName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        Attribute::from_str(&name)
-            .map(AttributeName)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for AttributeName {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.0.as_str())
-    }
-}
-
 /// Returns the attributes of a list of names.
 pub fn attributes(names: &[AttributeName]) -> Vec<Attribute> {
     names.iter().map(|a| a.0).collect()
@@ -76,6 +56,8 @@ pub struct KeyInput {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeysInput {
+    /// In priority order; each attribute at most once, at most one distinct.
+    #[schema(max_items = 6)]
     pub unify_keys: Vec<KeyInput>,
 }
 
@@ -94,7 +76,20 @@ impl KeysInput {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyNames {
+    #[schema(schema_with = key_names_schema)]
     pub unify_keys: Vec<AttributeName>,
+}
+
+/// Documents a key-name list as what the server accepts: distinct names, at most six.
+fn key_names_schema() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(utoipa::openapi::Ref::from_schema_name("AttributeName"))
+        .unique_items(true)
+        .max_items(Some(Attribute::ALL.len()))
+        .description(Some(
+            "Attribute names in priority order, each at most once.",
+        ))
+        .build()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -133,32 +128,9 @@ fn setting(state: &AppState, record: ScopeRecord) -> ApiResult<Setting> {
     })
 }
 
-#[derive(Debug, Deserialize)]
-struct OrgPath {
-    org_id: Id,
-}
-
-#[derive(Debug, Deserialize)]
-struct AttributePath {
-    org_id: Id,
-    attribute: AttributeName,
-}
-
-#[derive(Debug, Deserialize)]
-struct KeyPath {
-    org_id: Id,
-    unify_key_id: Id,
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct MemberPath {
-    pub org_id: Id,
-    pub member_id: Id,
-}
-
 /// Returns the org's unify-scope setting.
 #[utoipa::path(get, path = "/organization/unify-scope-setting", tag = "unification",
-    params(("org_id" = u64, Path)),
+    params(OrgPath),
     responses((status = 200, body = Setting), (status = "4XX", body = ErrorBody)))]
 async fn get_setting(
     State(state): State<AppState>,
@@ -172,7 +144,7 @@ async fn get_setting(
 
 /// Creates the setting (the first keys) and re-unifies the scope.
 #[utoipa::path(post, path = "/organization/unify-scope-setting", tag = "unification",
-    params(("org_id" = u64, Path)), request_body = KeysInput,
+    params(OrgPath), request_body = KeysInput,
     responses((status = 201, body = Setting), (status = "4XX", body = ErrorBody)))]
 async fn create_setting(
     State(state): State<AppState>,
@@ -190,7 +162,7 @@ async fn create_setting(
 
 /// Replaces the key list (kept keys keep `is_distinct`; new keys are not distinct).
 #[utoipa::path(put, path = "/organization/unify-scope-setting/unify-keys", tag = "unification",
-    params(("org_id" = u64, Path)), request_body = KeyNames,
+    params(OrgPath), request_body = KeyNames,
     responses((status = 200, body = Setting), (status = "4XX", body = ErrorBody)))]
 async fn replace_keys(
     State(state): State<AppState>,
@@ -209,7 +181,7 @@ async fn replace_keys(
 
 /// Removes one key.
 #[utoipa::path(delete, path = "/organization/unify-scope-setting/unify-keys/{attribute}",
-    tag = "unification", params(("org_id" = u64, Path), ("attribute" = String, Path)),
+    tag = "unification", params(AttributePath),
     responses((status = 200, body = Setting), (status = "4XX", body = ErrorBody)))]
 async fn remove_key(
     State(state): State<AppState>,
@@ -235,7 +207,7 @@ pub struct DryRunView {
 
 /// Computes what a key setting would do, changing nothing.
 #[utoipa::path(post, path = "/organization/unify-scope-setting/dry-run", tag = "unification",
-    params(("org_id" = u64, Path)), request_body = KeysInput,
+    params(OrgPath), request_body = KeysInput,
     responses((status = 200, body = DryRunView), (status = "4XX", body = ErrorBody)))]
 async fn dry_run(
     State(state): State<AppState>,
@@ -263,7 +235,7 @@ pub struct OrgMergeState {
 
 /// Whether the scope's unification work is finished.
 #[utoipa::path(get, path = "/organization/unify-scope-setting/merge-state", tag = "unification",
-    params(("org_id" = u64, Path)),
+    params(OrgPath),
     responses((status = 200, body = OrgMergeState), (status = "4XX", body = ErrorBody)))]
 async fn scope_merge_state(
     State(state): State<AppState>,
@@ -287,7 +259,7 @@ pub struct HotValueView {
 
 /// Key values held by more members than `unify.max_members_per_value`; they do not link.
 #[utoipa::path(get, path = "/organization/unify-scope-setting/hot-values", tag = "unification",
-    params(("org_id" = u64, Path)),
+    params(OrgPath),
     responses((status = 200, body = [HotValueView]), (status = "4XX", body = ErrorBody)))]
 async fn hot_values(
     State(state): State<AppState>,
@@ -318,7 +290,7 @@ pub struct KeyUpdate {
 
 /// Changes one key's attribute and distinctness (admin).
 #[utoipa::path(put, path = "/organization/unify-keys/{unify_key_id}", tag = "unification",
-    params(("org_id" = u64, Path), ("unify_key_id" = u64, Path)), request_body = KeyUpdate,
+    params(KeyPath), request_body = KeyUpdate,
     responses((status = 200, body = AdminSetting), (status = "4XX", body = ErrorBody)))]
 async fn update_key(
     State(state): State<AppState>,
@@ -359,7 +331,7 @@ pub struct Unification {
 
 /// The other members of the member's profile.
 #[utoipa::path(get, path = "/chat/members/{member_id}/unification", tag = "unification",
-    params(("org_id" = u64, Path), ("member_id" = u64, Path)),
+    params(MemberPath),
     responses((status = 200, body = Unification), (status = "4XX", body = ErrorBody)))]
 async fn unification(
     State(state): State<AppState>,
@@ -403,7 +375,7 @@ pub struct UnifyProfile {
 
 /// The merged view of the member's unified profile.
 #[utoipa::path(get, path = "/chat/members/{member_id}/unify-profile", tag = "unification",
-    params(("org_id" = u64, Path), ("member_id" = u64, Path)),
+    params(MemberPath),
     responses((status = 200, body = UnifyProfile), (status = "4XX", body = ErrorBody)))]
 async fn unify_profile(
     State(state): State<AppState>,
@@ -434,9 +406,13 @@ async fn unify_profile(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ExplainQuery {
+    /// The member to explain the link to.
+    #[serde(deserialize_with = "json::id")]
+    #[param(value_type = ApiId)]
     other: Id,
 }
 
@@ -469,7 +445,7 @@ pub struct ExplainView {
 
 /// The chain of links joining two members, or the refused link keeping them apart.
 #[utoipa::path(get, path = "/chat/members/{member_id}/unification/explain", tag = "unification",
-    params(("org_id" = u64, Path), ("member_id" = u64, Path), ("other" = u64, Query)),
+    params(MemberPath, ExplainQuery),
     responses((status = 200, body = ExplainView), (status = "4XX", body = ErrorBody)))]
 async fn explain(
     State(state): State<AppState>,
@@ -512,7 +488,10 @@ pub struct UniInput {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeInput {
+    /// An editable attribute (`external_member_id` is refused: it identifies the member).
     pub unify_key: AttributeName,
+    /// Not empty nor only whitespace.
+    #[schema(pattern = r"\S")]
     pub value: String,
 }
 
@@ -529,7 +508,7 @@ async fn member_op(
 
 /// Sets (or clears) one unify-key attribute of the member.
 #[utoipa::path(put, path = "/chat/members/{member_id}/uni", tag = "unification",
-    params(("org_id" = u64, Path), ("member_id" = u64, Path)), request_body = UniInput,
+    params(MemberPath), request_body = UniInput,
     responses((status = 200, body = MemberView), (status = "4XX", body = ErrorBody)))]
 async fn uni(
     State(state): State<AppState>,
@@ -547,7 +526,7 @@ async fn uni(
 /// Clears the member's unify-key attributes and editable columns, sets one key, and locks the
 /// member's unification (SPEC 2.6).
 #[utoipa::path(post, path = "/chat/members/{member_id}/change-unification", tag = "unification",
-    params(("org_id" = u64, Path), ("member_id" = u64, Path)), request_body = ChangeInput,
+    params(MemberPath), request_body = ChangeInput,
     responses((status = 200, body = MemberView), (status = "4XX", body = ErrorBody)))]
 async fn change_unification(
     State(state): State<AppState>,
@@ -564,7 +543,7 @@ async fn change_unification(
 
 /// Clears the member's unify-key attributes: it becomes a singleton profile (SPEC 2.6).
 #[utoipa::path(post, path = "/chat/members/{member_id}/cancel-unification", tag = "unification",
-    params(("org_id" = u64, Path), ("member_id" = u64, Path)),
+    params(MemberPath),
     responses((status = 200, body = MemberView), (status = "4XX", body = ErrorBody)))]
 async fn cancel_unification(
     State(state): State<AppState>,
@@ -582,7 +561,7 @@ pub struct MemberMergeState {
 
 /// Whether no operation on the member is queued or running.
 #[utoipa::path(get, path = "/chat/members/{member_id}/merge-state", tag = "unification",
-    params(("org_id" = u64, Path), ("member_id" = u64, Path)),
+    params(MemberPath),
     responses((status = 200, body = MemberMergeState), (status = "4XX", body = ErrorBody)))]
 async fn member_merge_state(
     State(state): State<AppState>,

@@ -6,21 +6,21 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::Sha256;
 use unify_actors::clock::rfc3339;
 use unify_actors::error::OpError;
 use unify_actors::provision::{Acceptance, ChannelEvent, TENANT_MISMATCH};
-use unify_storage::Id;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Caller;
-use super::extract::Path;
+use super::extract::{Path, body_rejection, require_json};
+use super::params::{ChannelPath, MemberPath};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 /// Header carrying `sha256=<hex HMAC-SHA256 of the raw body>` keyed by the webhook secret.
@@ -47,22 +47,10 @@ pub struct LinkCodeView {
     pub expires_at: String,
 }
 
-#[derive(Debug, Deserialize)]
-struct ChannelPath {
-    org_id: Id,
-    channel_id: Id,
-}
-
-#[derive(Debug, Deserialize)]
-struct MemberPath {
-    org_id: Id,
-    member_id: Id,
-}
-
 /// Receives a channel event. Checks, in order and before any write: the signature, the body,
 /// a duplicate event id (200), the tenant (403), the sender's identity (400); then 202.
 #[utoipa::path(post, path = "/channels/{channel_id}/events", tag = "webhooks",
-    params(("org_id" = u64, Path), ("channel_id" = u64, Path),
+    params(ChannelPath,
         ("X-Unify-Signature" = String, Header,
             description = "sha256=<hex HMAC-SHA256 of the raw body, keyed by the webhook secret>")),
     request_body = ChannelEvent,
@@ -75,13 +63,7 @@ async fn receive_event(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, axum::Json<EventStatus>)> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large()
-        } else {
-            ApiError::invalid(rejection.body_text())
-        }
-    })?;
+    let body = body.map_err(body_rejection)?;
     let channel = state.runtime.channel(p.org_id, p.channel_id)?;
     verify_signature(&headers, channel.webhook_secret.as_bytes(), &body)?;
     require_json(&headers)?;
@@ -115,7 +97,7 @@ async fn receive_event(
 /// Creates a single-use link code for a member, valid for ten minutes. A channel sender who
 /// sends it (a `link` event, or a `/link CODE` message) joins the member's profile.
 #[utoipa::path(post, path = "/chat/members/{member_id}/link-codes", tag = "webhooks",
-    params(("org_id" = u64, Path), ("member_id" = u64, Path)),
+    params(MemberPath),
     responses((status = 201, body = LinkCodeView), (status = "4XX", body = ErrorBody)))]
 async fn create_link_code(
     State(state): State<AppState>,
@@ -150,20 +132,6 @@ fn verify_signature(headers: &HeaderMap, secret: &[u8], body: &[u8]) -> Result<(
     mac.update(body);
     mac.verify_slice(&signature)
         .map_err(|_| invalid("the signature does not match the body"))
-}
-
-/// Refuses bodies that are not declared as JSON with `415`.
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-    if is_json {
-        Ok(())
-    } else {
-        Err(ApiError::unsupported_media_type("application/json"))
-    }
 }
 
 #[cfg(test)]
