@@ -145,6 +145,8 @@ pub struct WebhooksConfig {
     pub contact_failure_cache_s: u64,
     pub contact_breaker_failures: u32,
     pub contact_breaker_cooldown_s: u64,
+    pub link_max_failed_attempts: u32,
+    pub link_attempt_window_s: u64,
 }
 
 /// Overrides given on the command line.
@@ -261,6 +263,8 @@ impl Config {
             contact_failure_ttl: Duration::from_secs(w.contact_failure_cache_s),
             contact_breaker_failures: w.contact_breaker_failures,
             contact_breaker_cooldown: Duration::from_secs(w.contact_breaker_cooldown_s),
+            link_max_failed_attempts: w.link_max_failed_attempts,
+            link_attempt_window: Duration::from_secs(w.link_attempt_window_s),
         }
     }
 

@@ -884,6 +884,74 @@ async fn link_codes_join_the_sender_once() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_link_code_attempts_are_limited_per_sender() {
+    let server = Server::start().await;
+    let tenant = server.tenant("guess").await;
+    set_keys(&server, &tenant, &["display_email"]).await;
+    let hook = hook(&server, &tenant, json!({})).await;
+    let (status, target) = server
+        .post(
+            &tenant.path("/chat/members"),
+            &tenant.admin,
+            json!({"channel_id": tenant.channel_id, "external_member_id": "U-target",
+                   "display_email": "t@example.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{target}");
+    let target_id = target["id"].as_u64().unwrap();
+    let codes = tenant.path(&format!("/chat/members/{target_id}/link-codes"));
+    let new_code = || async {
+        let (status, code) = server.post(&codes, &tenant.admin, Value::Null).await;
+        assert_eq!(status, StatusCode::CREATED, "{code}");
+        code["code"].as_str().unwrap().to_owned()
+    };
+    let code = new_code().await;
+    let limited_before = labelled_metric(&server, "unify_link_code_total", "limited").await;
+    // Ten wrong codes (as `link` events and `/link` messages), then the right one.
+    for i in 0..10 {
+        let mut event = message(&format!("evt-guess-{i}"), "on_guess");
+        if i % 2 == 0 {
+            event["type"] = json!("link");
+            event["text"] = json!(format!("WRONG{i:05}"));
+        } else {
+            event["text"] = json!(format!("/link WRONG{i:05}"));
+        }
+        let (status, _) = hook.send(&server, &event).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let mut right = message("evt-guess-right", "on_guess");
+    right["type"] = json!("link");
+    right["text"] = json!(code);
+    let (status, _) = hook.send(&server, &right).await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "refused later, in provisioning"
+    );
+    // Once a later message of the sender shows, every earlier event was handled: the right
+    // code was refused, the sender did not join the target's profile.
+    let guesser = active_on(&server, &tenant, &hook, "on_guess", "2026-03-01").await;
+    assert_ne!(guesser["profile_id"], target_id, "{guesser}");
+    assert_eq!(guesser["manual_unification"], false);
+    assert!(
+        labelled_metric(&server, "unify_link_code_total", "limited").await >= limited_before + 1.0
+    );
+    // The code was not used up by the refusal, and another sender is not limited: it redeems
+    // a fresh code.
+    let fresh = new_code().await;
+    let mut other = message("evt-other-link", "on_honest");
+    other["type"] = json!("link");
+    other["text"] = json!(fresh);
+    let (status, _) = hook.send(&server, &other).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let honest = member_where(&server, &tenant, &hook, "on_honest", |m| {
+        m["profile_id"] == target_id
+    })
+    .await;
+    assert_eq!(honest["manual_unification"], true);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Channel settings.
 
@@ -994,6 +1062,40 @@ async fn metric(server: &Server, name: &str) -> f64 {
         .await
         .lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Sends a message from `sender` dated `day` and waits until the member's `last_message_at`
+/// shows it: every earlier event of the sender has then been handled. Unlike [`drain`] it
+/// also works for a manually unified member (whose profile values are never rewritten).
+async fn active_on(
+    server: &Server,
+    tenant: &Tenant,
+    hook: &Hook,
+    sender: &str,
+    day: &str,
+) -> Value {
+    let mut event = message(&format!("activity-{sender}-{day}"), sender);
+    event["sent_at"] = json!(format!("{day}T00:00:00Z"));
+    let (status, body) = hook.send(server, &event).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    member_where(server, tenant, hook, sender, |m| {
+        m["last_message_at"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(day))
+    })
+    .await
+}
+
+/// Returns a counter's value for `outcome` from `GET /metrics`.
+async fn labelled_metric(server: &Server, name: &str, outcome: &str) -> f64 {
+    let label = format!("outcome=\"{outcome}\"");
+    server
+        .metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(&label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

@@ -15,9 +15,11 @@
 //! (`scope/provision.rs`), where the writes of an org are serialized: that is what
 //! makes one member per identity and one holder per username race-free.
 //!
-//! Below it: the pending limits of accepted events ([`pending`]) and the contact-API client
-//! with its memory of outcomes and its circuit breaker ([`contact`]).
+//! Below it: the pending limits of accepted events ([`pending`]), the contact-API client
+//! with its memory of outcomes and its circuit breaker ([`contact`]), and the limit on
+//! failed link-code redemptions ([`attempts`]).
 
+mod attempts;
 mod contact;
 mod pending;
 
@@ -32,6 +34,7 @@ use unify_storage::{
     AcceptedEvent, Channel, ContactApi, Id, LinkCode, Member, Millis, Store, WriteBatch,
 };
 
+use self::attempts::LinkAttempts;
 pub use self::contact::CONTACT_CACHE_TTL;
 use self::contact::{Contacts, check_contact_api};
 use self::pending::{Pending, PendingSlot};
@@ -378,6 +381,7 @@ pub struct Provisioner {
     members: Arc<MemberRegistry>,
     pending: Pending,
     contacts: Contacts,
+    link_attempts: LinkAttempts,
     lanes: Lanes,
     /// Set at shutdown: no new work is started; accepted events stay pending in the store.
     closing: AtomicBool,
@@ -394,6 +398,7 @@ impl Provisioner {
         Ok(Arc::new(Provisioner {
             pending: Pending::new(settings),
             contacts: Contacts::new(settings)?,
+            link_attempts: LinkAttempts::new(settings),
             router,
             members,
             lanes: Lanes::default(),
@@ -479,9 +484,10 @@ impl Provisioner {
     }
 
     /// Deletes event ids past their retention and link codes a day past their expiry, and
-    /// forgets expired contact-API outcomes.
+    /// forgets expired contact-API outcomes and link-code failures.
     fn sweep(&self) -> Result<(), OpError> {
         self.contacts.prune();
+        self.link_attempts.prune(Instant::now());
         let store = &self.router.store;
         let now = now_millis();
         let retained_since = now - EVENT_RETENTION.as_millis() as Millis;
@@ -630,7 +636,7 @@ impl Provisioner {
         if let Some(code) = link_code {
             // The link-code flow is authoritative: such events are never auto-provisioned.
             count("skipped");
-            return self.redeem(sender, code).await;
+            return self.redeem(sender, code, &key).await;
         }
         let profile = match profile {
             Some(profile) => Some(profile),
@@ -659,9 +665,23 @@ impl Provisioner {
         }
     }
 
-    /// Redeems a link code for the sender; returns whether the event is finished.
-    async fn redeem(&self, sender: Sender, code: String) -> bool {
+    /// Redeems a link code for the sender unless its failed attempts are at the limit;
+    /// returns whether the event is finished. Unknown, used and expired codes count as
+    /// failed attempts; a valid code whose member has no key value to join on does not (the
+    /// sender did not guess wrong).
+    async fn redeem(&self, sender: Sender, code: String, key: &LaneKey) -> bool {
         let (org_id, channel_id) = (sender.org_id, sender.channel_id);
+        if let Some(failures) = self.link_attempts.limited(key, Instant::now()) {
+            metrics::counter!("unify_link_code_total", "outcome" => "limited").increment(1);
+            tracing::warn!(
+                org_id,
+                channel_id,
+                external_member_id = %key.1,
+                failures,
+                "link-code redemption refused, too many failed attempts"
+            );
+            return true;
+        }
         let result = self
             .call_scope(org_id, |reply| ScopeMsg::RedeemLinkCode {
                 sender: sender.clone(),
@@ -673,8 +693,14 @@ impl Provisioner {
             Ok(redemption) => {
                 metrics::counter!("unify_link_code_total", "outcome" => redemption.label())
                     .increment(1);
-                if let Redemption::Joined { member, target } = &redemption {
-                    tracing::info!(org_id, member_id = member.id, target, "link code redeemed");
+                match &redemption {
+                    Redemption::Joined { member, target } => {
+                        tracing::info!(org_id, member_id = member.id, target, "link code redeemed");
+                    }
+                    Redemption::Unknown | Redemption::Expired | Redemption::Used => {
+                        self.link_attempts.record_failure(key, Instant::now());
+                    }
+                    Redemption::NoKeyValue => {}
                 }
                 true
             }

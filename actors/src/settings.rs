@@ -35,7 +35,7 @@ pub struct Settings {
 }
 
 /// Limits of channel-event intake and provisioning (SPEC 6): how many accepted events may
-/// wait, and how a failing contact API is spared.
+/// wait, how a failing contact API is spared, and how many wrong link codes a sender may try.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookSettings {
     /// Accepted events waiting for provisioning, over every channel; beyond it the webhook
@@ -56,6 +56,10 @@ pub struct WebhookSettings {
     /// `contact_breaker_cooldown` (then one fetch probes it); 0 turns the breaker off.
     pub contact_breaker_failures: u32,
     pub contact_breaker_cooldown: Duration,
+    /// Failed link-code redemptions one sender may make within `link_attempt_window`; beyond
+    /// them its redemptions are refused until the window has passed. 0 turns the limit off.
+    pub link_max_failed_attempts: u32,
+    pub link_attempt_window: Duration,
 }
 
 impl Default for WebhookSettings {
@@ -68,6 +72,8 @@ impl Default for WebhookSettings {
             contact_failure_ttl: Duration::from_secs(60),
             contact_breaker_failures: 5,
             contact_breaker_cooldown: Duration::from_secs(30),
+            link_max_failed_attempts: 10,
+            link_attempt_window: Duration::from_secs(600),
         }
     }
 }
