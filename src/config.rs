@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use unify_actors::engine::{Attribute, BlockRule, Limits, NormalizeConfigError, Normalizer};
-use unify_actors::settings::CdhSettings;
+use unify_actors::settings::{CdhSettings, WebhookSettings};
 
 /// The documented default configuration, embedded in the binary.
 pub const DEFAULT_CONFIG: &str = include_str!("../config.toml");
@@ -41,6 +41,7 @@ pub struct Config {
     pub events: EventsConfig,
     pub cdh: CdhConfig,
     pub runtime: RuntimeConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -131,6 +132,21 @@ pub struct RuntimeConfig {
     pub restart_limit: u32,
     pub restart_window_s: u64,
     pub job_chunk: usize,
+}
+
+/// `[webhooks]`: limits of channel-event intake and provisioning (see `config.toml`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    pub max_pending: usize,
+    pub max_pending_per_channel: usize,
+    pub max_pending_per_sender: usize,
+    pub contact_api_timeout_ms: u64,
+    pub contact_failure_cache_s: u64,
+    pub contact_breaker_failures: u32,
+    pub contact_breaker_cooldown_s: u64,
+    pub link_max_failed_attempts: u32,
+    pub link_attempt_window_s: u64,
 }
 
 /// Overrides given on the command line.
@@ -235,6 +251,23 @@ impl Config {
         })
     }
 
+    /// Returns the webhook limits described by `[webhooks]`. A pending bound of 0 would refuse
+    /// every event, so each is at least 1.
+    pub fn webhook_settings(&self) -> WebhookSettings {
+        let w = &self.webhooks;
+        WebhookSettings {
+            max_pending: w.max_pending.max(1),
+            max_pending_per_channel: w.max_pending_per_channel.max(1),
+            max_pending_per_sender: w.max_pending_per_sender.max(1),
+            contact_api_timeout: Duration::from_millis(w.contact_api_timeout_ms.max(1)),
+            contact_failure_ttl: Duration::from_secs(w.contact_failure_cache_s),
+            contact_breaker_failures: w.contact_breaker_failures,
+            contact_breaker_cooldown: Duration::from_secs(w.contact_breaker_cooldown_s),
+            link_max_failed_attempts: w.link_max_failed_attempts,
+            link_attempt_window: Duration::from_secs(w.link_attempt_window_s),
+        }
+    }
+
     /// Returns the partition limits described by `[unify]`.
     pub fn limits(&self) -> Limits {
         Limits {
@@ -286,6 +319,7 @@ mod tests {
         assert_eq!((c.cdh.retry_base_ms, c.cdh.retry_max_ms), (1000, 300_000));
         assert_eq!(c.cdh.url, None);
         assert_eq!(c.cdh_settings(), None);
+        assert_eq!(c.webhook_settings(), WebhookSettings::default());
         let n = c.normalizer().unwrap();
         assert_eq!(n.normalize(Attribute::CustomId, "null"), None);
     }

@@ -34,6 +34,7 @@ pub fn settings(config: &Config) -> anyhow::Result<Settings> {
         events_retain: config.events.retain,
         cdh_enabled: config.cdh_settings().is_some(),
         cdh: config.cdh_settings(),
+        webhooks: config.webhook_settings(),
     })
 }
 

@@ -40,6 +40,8 @@ struct Contacts {
     /// Profiles by identity; unknown identities get `{name: id}`.
     profiles: Mutex<HashMap<String, Value>>,
     user_calls: AtomicUsize,
+    /// `GET /users/{id}` requests received, by identity.
+    calls_by_id: Mutex<HashMap<String, usize>>,
 }
 
 async fn tenant_route(
@@ -61,6 +63,7 @@ async fn user_route(
     headers: HeaderMap,
 ) -> axum::response::Response {
     c.user_calls.fetch_add(1, Ordering::SeqCst);
+    *c.calls_by_id.lock().unwrap().entry(id.clone()).or_default() += 1;
     if !authorized(&headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
@@ -128,6 +131,29 @@ impl Hook {
         raw: Vec<u8>,
         signature: Option<&str>,
     ) -> (StatusCode, Value) {
+        let (status, _, body) = self.deliver(server, raw, signature).await;
+        (status, body)
+    }
+
+    /// Posts `body` signed with the channel's secret; returns the status, the `Retry-After`
+    /// header and the answer.
+    async fn send_full(
+        &self,
+        server: &Server,
+        body: &Value,
+    ) -> (StatusCode, Option<String>, Value) {
+        let raw = body.to_string();
+        let signature = sign(&self.secret, raw.as_bytes());
+        self.deliver(server, raw.into_bytes(), Some(&signature))
+            .await
+    }
+
+    async fn deliver(
+        &self,
+        server: &Server,
+        raw: Vec<u8>,
+        signature: Option<&str>,
+    ) -> (StatusCode, Option<String>, Value) {
         let mut request = server
             .client
             .post(self.url(server))
@@ -138,7 +164,16 @@ impl Hook {
         }
         let response = request.send().await.unwrap();
         let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (
+            status,
+            retry_after,
+            response.json().await.unwrap_or(Value::Null),
+        )
     }
 }
 
@@ -682,6 +717,112 @@ async fn a_hanging_contact_api_never_delays_the_webhook() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_sender_behind_a_hanging_contact_api_starves_no_other_sender() {
+    let server = Arc::new(Server::start().await);
+    let tenant = server.tenant("flood").await;
+    let (contacts, url) = contact_api().await;
+    // Far beyond the fetch timeout: every fetch fails by timing out.
+    *contacts.delay.lock().unwrap() = Duration::from_secs(3600);
+    let hook = Arc::new(
+        hook(
+            &server,
+            &tenant,
+            json!({"contact_api": {"url": url, "token": CONTACT_TOKEN}}),
+        )
+        .await,
+    );
+    // One sender floods the channel, 8 deliveries at a time, until it is refused.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers = (0..8).map(|w| {
+        let (server, hook) = (server.clone(), hook.clone());
+        let (accepted, refused) = (accepted.clone(), refused.clone());
+        tokio::spawn(async move {
+            for i in 0.. {
+                if refused.load(Ordering::SeqCst) {
+                    return;
+                }
+                assert!(i < 2_000, "the flooding sender was never refused");
+                let event = message(&format!("evt-flood-{w}-{i}"), "on_flood");
+                let (status, retry_after, body) = hook.send_full(&server, &event).await;
+                match status {
+                    StatusCode::ACCEPTED => {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    StatusCode::TOO_MANY_REQUESTS => {
+                        assert_eq!(body["error"]["code"], "OVERLOADED", "{body}");
+                        assert!(retry_after.is_some(), "429 without Retry-After");
+                        refused.store(true, Ordering::SeqCst);
+                    }
+                    other => panic!("unexpected {other}: {body}"),
+                }
+            }
+        })
+    });
+    for worker in futures_util::future::join_all(workers).await {
+        worker.unwrap();
+    }
+    let flooded = accepted.load(Ordering::SeqCst);
+    // Twenty new senders of the same channel are still accepted, promptly.
+    let senders: Vec<String> = (0..20).map(|i| format!("on_new_{i}")).collect();
+    let sends = senders.iter().map(|sender| {
+        let (server, hook) = (server.clone(), hook.clone());
+        let event = message(&format!("evt-{sender}"), sender);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let (status, body) = hook.send(&server, &event).await;
+            (status, body, started.elapsed())
+        })
+    });
+    for (sender, send) in senders
+        .iter()
+        .zip(futures_util::future::join_all(sends).await)
+    {
+        let (status, body, took) = send.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{sender}: {body}");
+        assert!(
+            took < Duration::from_secs(2),
+            "{sender} answered after {took:?}"
+        );
+    }
+    // They are provisioned (without profile) although the contact API never answers.
+    for sender in &senders {
+        let member = member_where(&server, &tenant, &hook, sender, |_| true).await;
+        assert_eq!(member["display_email"], Value::Null);
+    }
+    // The flooder's events are all provisioned too (a sentinel with its own profile shows
+    // last; it is retried while the sender is still at its bound) ...
+    let sentinel = with_email(
+        message("evt-flood-sentinel", "on_flood"),
+        "flood@example.com",
+    );
+    let in_time =
+        eventually(|| async { hook.send(&server, &sentinel).await.0 == StatusCode::ACCEPTED })
+            .await;
+    assert!(in_time, "the flooding sender's sentinel was never accepted");
+    member_where(&server, &tenant, &hook, "on_flood", |m| {
+        m["display_email"] == "flood@example.com"
+    })
+    .await;
+    // ... and the hanging contact API was asked about the flooder far fewer times than it
+    // sent events: its queued events shared one failed fetch.
+    let asked = contacts
+        .calls_by_id
+        .lock()
+        .unwrap()
+        .get("on_flood")
+        .copied()
+        .unwrap_or(0);
+    println!(
+        "flooding sender: {flooded} events accepted before 429, contact api asked {asked} times"
+    );
+    assert!(
+        asked <= 2 && asked * 10 < flooded,
+        "asked {asked} times for {flooded} events"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_codes_join_the_sender_once() {
     let server = Server::start().await;
     let tenant = server.tenant("link").await;
@@ -741,6 +882,74 @@ async fn link_codes_join_the_sender_once() {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_link_code_attempts_are_limited_per_sender() {
+    let server = Server::start().await;
+    let tenant = server.tenant("guess").await;
+    set_keys(&server, &tenant, &["display_email"]).await;
+    let hook = hook(&server, &tenant, json!({})).await;
+    let (status, target) = server
+        .post(
+            &tenant.path("/chat/members"),
+            &tenant.admin,
+            json!({"channel_id": tenant.channel_id, "external_member_id": "U-target",
+                   "display_email": "t@example.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{target}");
+    let target_id = target["id"].as_u64().unwrap();
+    let codes = tenant.path(&format!("/chat/members/{target_id}/link-codes"));
+    let new_code = || async {
+        let (status, code) = server.post(&codes, &tenant.admin, Value::Null).await;
+        assert_eq!(status, StatusCode::CREATED, "{code}");
+        code["code"].as_str().unwrap().to_owned()
+    };
+    let code = new_code().await;
+    let limited_before = labelled_metric(&server, "unify_link_code_total", "limited").await;
+    // Ten wrong codes (as `link` events and `/link` messages), then the right one.
+    for i in 0..10 {
+        let mut event = message(&format!("evt-guess-{i}"), "on_guess");
+        if i % 2 == 0 {
+            event["type"] = json!("link");
+            event["text"] = json!(format!("WRONG{i:05}"));
+        } else {
+            event["text"] = json!(format!("/link WRONG{i:05}"));
+        }
+        let (status, _) = hook.send(&server, &event).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let mut right = message("evt-guess-right", "on_guess");
+    right["type"] = json!("link");
+    right["text"] = json!(code);
+    let (status, _) = hook.send(&server, &right).await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "refused later, in provisioning"
+    );
+    // Once a later message of the sender shows, every earlier event was handled: the right
+    // code was refused, the sender did not join the target's profile.
+    let guesser = active_on(&server, &tenant, &hook, "on_guess", "2026-03-01").await;
+    assert_ne!(guesser["profile_id"], target_id, "{guesser}");
+    assert_eq!(guesser["manual_unification"], false);
+    assert!(
+        labelled_metric(&server, "unify_link_code_total", "limited").await >= limited_before + 1.0
+    );
+    // The code was not used up by the refusal, and another sender is not limited: it redeems
+    // a fresh code.
+    let fresh = new_code().await;
+    let mut other = message("evt-other-link", "on_honest");
+    other["type"] = json!("link");
+    other["text"] = json!(fresh);
+    let (status, _) = hook.send(&server, &other).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let honest = member_where(&server, &tenant, &hook, "on_honest", |m| {
+        m["profile_id"] == target_id
+    })
+    .await;
+    assert_eq!(honest["manual_unification"], true);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -853,6 +1062,40 @@ async fn metric(server: &Server, name: &str) -> f64 {
         .await
         .lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Sends a message from `sender` dated `day` and waits until the member's `last_message_at`
+/// shows it: every earlier event of the sender has then been handled. Unlike [`drain`] it
+/// also works for a manually unified member (whose profile values are never rewritten).
+async fn active_on(
+    server: &Server,
+    tenant: &Tenant,
+    hook: &Hook,
+    sender: &str,
+    day: &str,
+) -> Value {
+    let mut event = message(&format!("activity-{sender}-{day}"), sender);
+    event["sent_at"] = json!(format!("{day}T00:00:00Z"));
+    let (status, body) = hook.send(server, &event).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    member_where(server, tenant, hook, sender, |m| {
+        m["last_message_at"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(day))
+    })
+    .await
+}
+
+/// Returns a counter's value for `outcome` from `GET /metrics`.
+async fn labelled_metric(server: &Server, name: &str, outcome: &str) -> f64 {
+    let label = format!("outcome=\"{outcome}\"");
+    server
+        .metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(&label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

@@ -14,6 +14,14 @@
 //! enrichment, the username and the link-code redemption are decided by the scope actor
 //! (`scope/provision.rs`), where the writes of an org are serialized: that is what
 //! makes one member per identity and one holder per username race-free.
+//!
+//! Below it: the pending limits of accepted events ([`pending`]), the contact-API client
+//! with its memory of outcomes and its circuit breaker ([`contact`]), and the limit on
+//! failed link-code redemptions ([`attempts`]).
+
+mod attempts;
+mod contact;
+mod pending;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -21,12 +29,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use unify_storage::{
     AcceptedEvent, Channel, ContactApi, Id, LinkCode, Member, Millis, Store, WriteBatch,
 };
+
+use self::attempts::LinkAttempts;
+pub use self::contact::CONTACT_CACHE_TTL;
+use self::contact::{Contacts, check_contact_api};
+use self::pending::{Pending, PendingSlot};
 
 use crate::clock::{now_millis, parse_rfc3339};
 use crate::directory::ChannelPatch;
@@ -45,22 +56,6 @@ pub const EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// How long a link code can be redeemed.
 pub const LINK_CODE_TTL: Duration = Duration::from_secs(10 * 60);
-
-/// Timeout of one contact-API request, connection included.
-pub const CONTACT_API_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long a fetched contact profile is reused for its identity.
-pub const CONTACT_CACHE_TTL: Duration = Duration::from_secs(3600);
-
-/// Cached contact profiles kept at most; beyond it expired entries go first, then all.
-const CONTACT_CACHE_MAX: usize = 100_000;
-
-/// Events accepted and not yet provisioned, at most; beyond it the webhook answers
-/// `OVERLOADED` instead of queueing without bound.
-const MAX_PENDING_EVENTS: usize = 10_000;
-/// Events one channel may have waiting for provisioning: a flood on one channel answers 429
-/// there instead of taking every other channel's share of [`MAX_PENDING_EVENTS`].
-const MAX_PENDING_PER_CHANNEL: usize = 2_000;
 
 /// Longest accepted `event_id` (it is part of a store key).
 const MAX_EVENT_ID_LEN: usize = 256;
@@ -283,55 +278,10 @@ struct Job {
     org_id: Id,
     record: AcceptedEvent,
     event: ChannelEvent,
+    /// When the event was queued: a contact-API outcome obtained since serves it.
+    queued_at: Instant,
     /// Counts the event against the pending limits until it is provisioned.
     _pending: PendingSlot,
-}
-
-/// One event's place in the pending limits: the global one, and its channel's share (events
-/// resumed after a restart take no channel share).
-#[derive(Debug)]
-struct PendingSlot {
-    _global: OwnedSemaphorePermit,
-    _channel: Option<ChannelShare>,
-}
-
-/// Pending events per channel.
-#[derive(Debug, Default)]
-struct ChannelShares(std::sync::Mutex<HashMap<Id, usize>>);
-
-impl ChannelShares {
-    /// Takes one of the channel's places, or `None` when it has [`MAX_PENDING_PER_CHANNEL`].
-    fn try_take(self: &Arc<Self>, channel_id: Id) -> Option<ChannelShare> {
-        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(channel_id).or_default();
-        if *count >= MAX_PENDING_PER_CHANNEL {
-            return None;
-        }
-        *count += 1;
-        Some(ChannelShare {
-            shares: self.clone(),
-            channel_id,
-        })
-    }
-}
-
-/// One place of a channel's share, given back when dropped.
-#[derive(Debug)]
-struct ChannelShare {
-    shares: Arc<ChannelShares>,
-    channel_id: Id,
-}
-
-impl Drop for ChannelShare {
-    fn drop(&mut self) {
-        let mut counts = self.shares.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.channel_id) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.channel_id);
-            }
-        }
-    }
 }
 
 /// The lane key: a channel and a sender identity.
@@ -339,8 +289,9 @@ type LaneKey = (Id, String);
 
 /// Per-identity lanes, the identity-keyed mailboxes of provisioning: the events of one
 /// identity are provisioned one at a time in arrival order (the order in which the webhook
-/// accepted them), so the first fetches the contact profile and the next find it cached. A
-/// lane exists while it has work; one task drains it and removes it when it is empty.
+/// accepted them), so the first fetches the contact profile and the events queued behind it
+/// reuse that fetch's outcome, a failure included (see [`contact`]). A lane exists while it
+/// has work; one task drains it and removes it when it is empty.
 #[derive(Debug, Default)]
 struct Lanes {
     queues: std::sync::Mutex<HashMap<LaneKey, VecDeque<Job>>>,
@@ -420,24 +371,16 @@ impl Flusher {
     }
 }
 
-/// A cached contact profile.
-#[derive(Debug, Clone)]
-struct Cached {
-    at: Instant,
-    profile: EventProfile,
-}
-
 /// Provisioning state shared by the webhook path and the background work.
 #[derive(Debug)]
 pub struct Provisioner {
     router: Arc<Router>,
     /// The member actors: provisioning runs in the actor of the sender's identity.
     members: Arc<MemberRegistry>,
-    client: reqwest::Client,
-    permits: Arc<Semaphore>,
-    channel_shares: Arc<ChannelShares>,
+    pending: Pending,
+    contacts: Contacts,
+    link_attempts: LinkAttempts,
     lanes: Lanes,
-    cache: std::sync::Mutex<HashMap<(Id, String), Cached>>,
     /// Set at shutdown: no new work is started; accepted events stay pending in the store.
     closing: AtomicBool,
     sweeper: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -449,19 +392,14 @@ impl Provisioner {
         router: Arc<Router>,
         members: Arc<MemberRegistry>,
     ) -> Result<Arc<Provisioner>, OpError> {
-        let client = reqwest::Client::builder()
-            .timeout(CONTACT_API_TIMEOUT)
-            .connect_timeout(CONTACT_API_TIMEOUT)
-            .build()
-            .map_err(|e| OpError::Unavailable(format!("contact-API client: {e}")))?;
+        let settings = &router.settings.webhooks;
         Ok(Arc::new(Provisioner {
+            pending: Pending::new(settings),
+            contacts: Contacts::new(settings)?,
+            link_attempts: LinkAttempts::new(settings),
             router,
             members,
-            client,
-            permits: Arc::new(Semaphore::new(MAX_PENDING_EVENTS)),
-            channel_shares: Arc::default(),
             lanes: Lanes::default(),
-            cache: std::sync::Mutex::default(),
             closing: AtomicBool::new(false),
             sweeper: std::sync::Mutex::default(),
             flusher: Flusher::default(),
@@ -537,23 +475,17 @@ impl Provisioner {
                 // start instead of being dropped.
                 Err(e) => return Err(e.into()),
             };
-            let permit = self
-                .permits
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|e| OpError::Unavailable(e.to_string()))?;
-            let pending = PendingSlot {
-                _global: permit,
-                _channel: None,
-            };
+            let pending = self.pending.admit_resumed().await?;
             self.dispatch(channel.org_id, record, event, pending);
         }
         Ok(())
     }
 
-    /// Deletes event ids past their retention and link codes a day past their expiry.
+    /// Deletes event ids past their retention and link codes a day past their expiry, and
+    /// forgets expired contact-API outcomes and link-code failures.
     fn sweep(&self) -> Result<(), OpError> {
+        self.contacts.prune();
+        self.link_attempts.prune(Instant::now());
         let store = &self.router.store;
         let now = now_millis();
         let retained_since = now - EVENT_RETENTION.as_millis() as Millis;
@@ -591,6 +523,7 @@ impl Provisioner {
             org_id,
             record,
             event,
+            queued_at: Instant::now(),
             _pending: pending,
         };
         if self.lanes.push(&key, job) {
@@ -601,7 +534,7 @@ impl Provisioner {
                     key: &key,
                 };
                 while let Some(job) = this.lanes.next(&key) {
-                    let done = this.provision(job.org_id, key.0, &key.1, &job.event).await;
+                    let done = this.provision(&job, &key).await;
                     if done {
                         this.finish(&job.record);
                     }
@@ -626,13 +559,9 @@ impl Provisioner {
     /// Provisions one event in the identity's member actor (serialized with the creates of
     /// that identity); returns whether it is finished (`false`: left pending for the next
     /// start because the runtime is shutting down).
-    async fn provision(
-        self: &Arc<Self>,
-        org_id: Id,
-        channel_id: Id,
-        identity: &str,
-        event: &ChannelEvent,
-    ) -> bool {
+    async fn provision(self: &Arc<Self>, job: &Job, key: &LaneKey) -> bool {
+        let (org_id, event) = (job.org_id, &job.event);
+        let (channel_id, identity) = (key.0, key.1.as_str());
         let channel = match found(self.router.store.get_channel(channel_id), "channel") {
             Ok(channel) if channel.org_id == org_id => channel,
             Ok(_) | Err(OpError::NotFound(_)) => {
@@ -674,9 +603,10 @@ impl Provisioner {
         };
         let this = self.clone();
         let profile = event.profile.clone();
+        let queued_at = job.queued_at;
         let work = move |_: crate::member::IdentityHandle| async move {
             Ok(this
-                .provision_in_actor(channel, sender, link_code, profile)
+                .provision_in_actor(channel, sender, link_code, profile, queued_at)
                 .await)
         };
         match self.members.run(&self.router, actor, work).await {
@@ -697,41 +627,19 @@ impl Provisioner {
         sender: Sender,
         link_code: Option<String>,
         profile: Option<EventProfile>,
+        queued_at: Instant,
     ) -> bool {
         let (org_id, channel_id) = (sender.org_id, sender.channel_id);
+        let key: LaneKey = (channel_id, sender.external_member_id.clone());
         if let Some(code) = link_code {
             // The link-code flow is authoritative: such events are never auto-provisioned.
             count("skipped");
-            let result = self
-                .call_scope(org_id, |reply| ScopeMsg::RedeemLinkCode {
-                    sender: sender.clone(),
-                    code: code.clone(),
-                    reply,
-                })
-                .await;
-            return match result {
-                Ok(redemption) => {
-                    metrics::counter!("unify_link_code_total", "outcome" => redemption.label())
-                        .increment(1);
-                    if let Redemption::Joined { member, target } = &redemption {
-                        tracing::info!(org_id, member_id = member.id, target, "link code redeemed");
-                    }
-                    true
-                }
-                Err(err) => {
-                    metrics::counter!("unify_link_code_total", "outcome" => "failed").increment(1);
-                    tracing::warn!(org_id, channel_id, error = %err, "link-code redemption failed");
-                    !self.closing.load(Ordering::Acquire)
-                }
-            };
+            return self.redeem(sender, code, &key).await;
         }
         let profile = match profile {
             Some(profile) => Some(profile),
             None => match &channel.contact_api {
-                Some(api) => {
-                    self.contact_profile(channel_id, &sender.external_member_id, api)
-                        .await
-                }
+                Some(api) => self.contacts.profile(&key, api, queued_at).await,
                 None => None,
             },
         };
@@ -750,6 +658,53 @@ impl Provisioner {
             Err(err) => {
                 count("failed");
                 tracing::warn!(org_id, channel_id, error = %err, "provisioning failed");
+                !self.closing.load(Ordering::Acquire)
+            }
+        }
+    }
+
+    /// Redeems a link code for the sender unless its failed attempts are at the limit;
+    /// returns whether the event is finished. Unknown, used and expired codes count as
+    /// failed attempts; a valid code whose member has no key value to join on does not (the
+    /// sender did not guess wrong).
+    async fn redeem(&self, sender: Sender, code: String, key: &LaneKey) -> bool {
+        let (org_id, channel_id) = (sender.org_id, sender.channel_id);
+        if let Some(failures) = self.link_attempts.limited(key, Instant::now()) {
+            metrics::counter!("unify_link_code_total", "outcome" => "limited").increment(1);
+            tracing::warn!(
+                org_id,
+                channel_id,
+                external_member_id = %key.1,
+                failures,
+                "link-code redemption refused, too many failed attempts"
+            );
+            return true;
+        }
+        let result = self
+            .call_scope(org_id, |reply| ScopeMsg::RedeemLinkCode {
+                sender: sender.clone(),
+                code: code.clone(),
+                reply,
+            })
+            .await;
+        match result {
+            Ok(redemption) => {
+                metrics::counter!("unify_link_code_total", "outcome" => redemption.label())
+                    .increment(1);
+                match &redemption {
+                    Redemption::Joined { member, target } => {
+                        tracing::info!(org_id, member_id = member.id, target, "link code redeemed");
+                    }
+                    Redemption::Unknown | Redemption::Expired | Redemption::Used => {
+                        self.link_attempts.record_failure(key, Instant::now());
+                    }
+                    Redemption::NoKeyValue => {}
+                }
+                true
+            }
+            Err(err) => {
+                metrics::counter!("unify_link_code_total", "outcome" => "failed").increment(1);
+                tracing::warn!(org_id, channel_id, error = %err, "link-code redemption failed");
                 !self.closing.load(Ordering::Acquire)
             }
         }
@@ -781,138 +736,15 @@ impl Provisioner {
         }
     }
 
-    /// Returns the identity's contact profile: cached for an hour, else fetched from
-    /// `GET {url}/users/{id}`. Any failure is logged and yields no profile.
-    async fn contact_profile(
-        &self,
-        channel_id: Id,
-        identity: &str,
-        api: &ContactApi,
-    ) -> Option<EventProfile> {
-        let key = (channel_id, identity.to_owned());
-        if let Some(hit) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            && hit.at.elapsed() < CONTACT_CACHE_TTL
-        {
-            return Some(hit.profile.clone());
-        }
-        match self.fetch_profile(api, identity).await {
-            Ok(profile) => {
-                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-                if cache.len() >= CONTACT_CACHE_MAX {
-                    cache.retain(|_, c| c.at.elapsed() < CONTACT_CACHE_TTL);
-                    if cache.len() >= CONTACT_CACHE_MAX {
-                        cache.clear();
-                    }
-                }
-                cache.insert(
-                    key,
-                    Cached {
-                        at: Instant::now(),
-                        profile: profile.clone(),
-                    },
-                );
-                Some(profile)
-            }
-            Err(err) => {
-                metrics::counter!("unify_contact_api_errors_total").increment(1);
-                tracing::warn!(channel_id, error = %err, "contact-API fetch failed, provisioning without profile");
-                None
-            }
-        }
-    }
-
-    async fn fetch_profile(
-        &self,
-        api: &ContactApi,
-        identity: &str,
-    ) -> Result<EventProfile, String> {
-        /// The contact API's answer; other fields are ignored.
-        #[derive(Deserialize)]
-        struct Contact {
-            #[serde(default)]
-            name: Option<String>,
-            #[serde(default)]
-            display_email: Option<String>,
-            #[serde(default)]
-            display_mobile: Option<String>,
-        }
-        let contact: Contact = self.get_json(api, &["users", identity]).await?;
-        Ok(EventProfile {
-            name: contact.name,
-            display_email: contact.display_email,
-            display_mobile: contact.display_mobile,
-        })
-    }
-
-    /// Detects a channel's tenant key from `GET {url}/tenant` → `{tenant_key}`.
+    /// Detects a channel's tenant key from its contact API.
     async fn detect_tenant(&self, api: &ContactApi) -> Result<String, String> {
-        #[derive(Deserialize)]
-        struct Tenant {
-            tenant_key: Option<String>,
-        }
-        let tenant: Tenant = self.get_json(api, &["tenant"]).await?;
-        tenant
-            .tenant_key
-            .filter(|k| !k.trim().is_empty())
-            .ok_or_else(|| "answered no tenant_key".to_owned())
-    }
-
-    /// Sends `GET {url}/{segments}` to the contact API and decodes its JSON answer.
-    async fn get_json<T: DeserializeOwned>(
-        &self,
-        api: &ContactApi,
-        segments: &[&str],
-    ) -> Result<T, String> {
-        let url = endpoint(&api.url, segments)?;
-        let response = self
-            .client
-            .get(url)
-            .bearer_auth(&api.token)
-            .send()
-            .await
-            .map_err(|e| format!("request failed: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("answered {}", response.status()));
-        }
-        response
-            .json()
-            .await
-            .map_err(|e| format!("unreadable answer: {e}"))
+        self.contacts.detect_tenant(api).await
     }
 }
 
 /// Counts one provisioning outcome.
 fn count(outcome: &'static str) {
     metrics::counter!("unify_provision_total", "outcome" => outcome).increment(1);
-}
-
-/// Returns `base` with path segments appended (each percent-encoded).
-fn endpoint(base: &str, segments: &[&str]) -> Result<reqwest::Url, String> {
-    let mut url = reqwest::Url::parse(base).map_err(|e| format!("bad contact-API url: {e}"))?;
-    url.path_segments_mut()
-        .map_err(|()| "bad contact-API url".to_owned())?
-        .pop_if_empty()
-        .extend(segments);
-    Ok(url)
-}
-
-/// Checks a contact API's settings: an http(s) URL with a host and a token.
-fn check_contact_api(api: &ContactApi) -> Result<(), OpError> {
-    let url = reqwest::Url::parse(&api.url)
-        .map_err(|e| OpError::invalid(format!("contact_api.url is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(OpError::invalid(
-            "contact_api.url must be an http or https URL",
-        ));
-    }
-    if api.token.trim().is_empty() {
-        return Err(OpError::invalid("contact_api.token must not be empty"));
-    }
-    Ok(())
 }
 
 fn check_tenant_key(tenant_key: Option<&str>) -> Result<(), OpError> {
@@ -948,7 +780,7 @@ impl Runtime {
     /// channel's is [`TENANT_MISMATCH`] (counted); a sender without identity is
     /// [`EMPTY_EXTERNAL_ID`]. Nothing is written before these checks pass; then the event is
     /// recorded durably and provisioned in the background. `Overloaded` when too many events
-    /// wait for provisioning.
+    /// wait for provisioning: over every channel, on the event's channel, or of its sender.
     pub async fn accept_event(
         &self,
         channel: &Channel,
@@ -972,24 +804,12 @@ impl Runtime {
                 "the event's tenant_key is not the channel's",
             ));
         }
-        event.identity()?;
+        let sender: LaneKey = (channel.id, event.identity()?.to_owned());
         let provisioner = &self.provisioner;
         if provisioner.closing.load(Ordering::Acquire) {
             return Err(OpError::Unavailable("shutting down".into()));
         }
-        let pending = PendingSlot {
-            _global: provisioner
-                .permits
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| OpError::Overloaded)?,
-            _channel: Some(
-                provisioner
-                    .channel_shares
-                    .try_take(channel.id)
-                    .ok_or(OpError::Overloaded)?,
-            ),
-        };
+        let pending = provisioner.pending.admit(&sender)?;
         let needs_work = channel.auto_provision || event.link_code().is_some();
         let record = AcceptedEvent {
             channel_id: channel.id,
@@ -1101,29 +921,6 @@ fn random_code() -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn one_channel_cannot_take_every_pending_place() {
-        let shares = Arc::new(ChannelShares::default());
-        let mut held: Vec<_> = (0..MAX_PENDING_PER_CHANNEL)
-            .map(|_| shares.try_take(1).expect("within the share"))
-            .collect();
-        assert!(
-            shares.try_take(1).is_none(),
-            "the flooding channel is refused"
-        );
-        assert!(
-            shares.try_take(2).is_some(),
-            "another channel still gets in"
-        );
-        held.pop();
-        assert!(
-            shares.try_take(1).is_some(),
-            "a provisioned event frees its place"
-        );
-        drop(held);
-        assert!(shares.0.lock().unwrap().get(&1).is_none_or(|&n| n == 0));
-    }
-
     fn event(json: &str) -> Result<ChannelEvent, OpError> {
         ChannelEvent::parse(json.as_bytes())
     }
@@ -1218,33 +1015,5 @@ mod tests {
         assert_eq!(username_base(None, "line", "Uabcdefghijk"), "line-Uabcdefg");
         assert_eq!(username_candidate("kevin", 1), "kevin");
         assert_eq!(username_candidate("kevin", 3), "kevin-3");
-    }
-
-    #[test]
-    fn contact_api_urls_are_checked_and_joined() {
-        let api = |url: &str| ContactApi {
-            url: url.into(),
-            token: "t".into(),
-        };
-        assert!(check_contact_api(&api("https://contacts.example.com/v1")).is_ok());
-        assert!(check_contact_api(&api("ftp://contacts.example.com")).is_err());
-        assert!(check_contact_api(&api("not a url")).is_err());
-        assert!(
-            check_contact_api(&ContactApi {
-                url: "http://x".into(),
-                token: " ".into()
-            })
-            .is_err()
-        );
-        assert_eq!(
-            endpoint("http://h:1/v1/", &["users", "a/b c"])
-                .unwrap()
-                .as_str(),
-            "http://h:1/v1/users/a%2Fb%20c"
-        );
-        assert_eq!(
-            endpoint("http://h:1", &["tenant"]).unwrap().as_str(),
-            "http://h:1/tenant"
-        );
     }
 }

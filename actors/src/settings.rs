@@ -30,6 +30,52 @@ pub struct Settings {
     pub cdh_enabled: bool,
     /// Where and how the bridge delivers the outbox; `None` runs no bridge.
     pub cdh: Option<CdhSettings>,
+    /// Limits of channel-event intake and provisioning.
+    pub webhooks: WebhookSettings,
+}
+
+/// Limits of channel-event intake and provisioning (SPEC 6): how many accepted events may
+/// wait, how a failing contact API is spared, and how many wrong link codes a sender may try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// Accepted events waiting for provisioning, over every channel; beyond it the webhook
+    /// answers `OVERLOADED` instead of queueing without bound.
+    pub max_pending: usize,
+    /// Events one channel may have waiting, so a flood on one channel answers 429 there
+    /// instead of taking every other channel's share of `max_pending`.
+    pub max_pending_per_channel: usize,
+    /// Events one sender (channel and identity) may have waiting, so one chatty sender whose
+    /// provisioning is slow cannot take its channel's whole share.
+    pub max_pending_per_sender: usize,
+    /// Timeout of one contact-API request, connection included.
+    pub contact_api_timeout: Duration,
+    /// How long a failed profile fetch is remembered for its identity: the identity's later
+    /// events provision without profile instead of waiting on the contact API again.
+    pub contact_failure_ttl: Duration,
+    /// Consecutive failed fetches of one channel after which its contact API is not asked for
+    /// `contact_breaker_cooldown` (then one fetch probes it); 0 turns the breaker off.
+    pub contact_breaker_failures: u32,
+    pub contact_breaker_cooldown: Duration,
+    /// Failed link-code redemptions one sender may make within `link_attempt_window`; beyond
+    /// them its redemptions are refused until the window has passed. 0 turns the limit off.
+    pub link_max_failed_attempts: u32,
+    pub link_attempt_window: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            max_pending: 10_000,
+            max_pending_per_channel: 2_000,
+            max_pending_per_sender: 100,
+            contact_api_timeout: Duration::from_secs(5),
+            contact_failure_ttl: Duration::from_secs(60),
+            contact_breaker_failures: 5,
+            contact_breaker_cooldown: Duration::from_secs(30),
+            link_max_failed_attempts: 10,
+            link_attempt_window: Duration::from_secs(600),
+        }
+    }
 }
 
 /// The CDH endpoint and the bridge's delivery policy (SPEC 7).
@@ -79,6 +125,7 @@ impl Default for Settings {
             events_retain: 100_000,
             cdh_enabled: false,
             cdh: None,
+            webhooks: WebhookSettings::default(),
         }
     }
 }
