@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use unify_actors::json::{self, ApiId};
-use unify_storage::{Account, Id, Org, Source};
+use unify_storage::{Account, Id};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::auth::Caller;
 use super::extract::Json;
+use super::shapes::{OrgView, SourceName};
 use crate::auth::Role;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
@@ -47,32 +48,6 @@ impl From<Account> for AccountView {
     }
 }
 
-/// `caac` (chat) or `maac` (marketing).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceName {
-    Caac,
-    Maac,
-}
-
-impl From<SourceName> for Source {
-    fn from(s: SourceName) -> Self {
-        match s {
-            SourceName::Caac => Source::Caac,
-            SourceName::Maac => Source::Maac,
-        }
-    }
-}
-
-impl From<Source> for SourceName {
-    fn from(s: Source) -> Self {
-        match s {
-            Source::Caac => SourceName::Caac,
-            Source::Maac => SourceName::Maac,
-        }
-    }
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrganization {
@@ -82,25 +57,6 @@ pub struct CreateOrganization {
     pub name: String,
     #[serde(default)]
     pub uuid: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OrgView {
-    pub id: Id,
-    pub source: SourceName,
-    pub name: String,
-    pub uuid: String,
-}
-
-impl From<Org> for OrgView {
-    fn from(o: Org) -> Self {
-        OrgView {
-            id: o.id,
-            source: o.source.into(),
-            name: o.name,
-            uuid: o.uuid,
-        }
-    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

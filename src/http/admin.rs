@@ -6,16 +6,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 use unify_actors::key_change::KeyChange;
-use unify_storage::{Id, Org, ScopeRecord};
+use unify_storage::{Id, Org};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::accounts::OrgView;
 use super::auth::Caller;
 use super::extract::Json;
-use super::unification::{KeyNames, attributes};
+use super::shapes::{AdminSetting, KeyNames, OrgView, admin_setting, attributes};
 use crate::error::{ApiResult, ErrorBody};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -28,53 +27,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(disconnect))
         .routes(routes!(sync_state))
         .routes(routes!(sync_retry))
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AdminKey {
-    pub id: Id,
-    pub attribute: String,
-    pub is_distinct: bool,
-}
-
-/// The admin shape of a unify-scope setting.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AdminSetting {
-    pub unify_scope_id: Id,
-    pub orgs: Vec<OrgView>,
-    pub unify_keys: Vec<AdminKey>,
-    pub is_cdh_connected: bool,
-    /// The attribute of the distinct key, if any.
-    pub distinct_key: Option<String>,
-}
-
-/// Returns the admin view of a scope record.
-pub fn admin_setting(state: &AppState, record: ScopeRecord) -> ApiResult<AdminSetting> {
-    let orgs = record
-        .org_ids
-        .iter()
-        .map(|&id| Ok(state.runtime.org(id)?.into()))
-        .collect::<ApiResult<_>>()?;
-    let distinct_key = record
-        .keys
-        .iter()
-        .find(|k| k.is_distinct)
-        .map(|k| k.attribute.clone());
-    Ok(AdminSetting {
-        unify_scope_id: record.id,
-        is_cdh_connected: record.org_ids.len() > 1,
-        orgs,
-        unify_keys: record
-            .keys
-            .into_iter()
-            .map(|k| AdminKey {
-                id: k.id,
-                attribute: k.attribute,
-                is_distinct: k.is_distinct,
-            })
-            .collect(),
-        distinct_key,
-    })
 }
 
 /// Returns the caller's (admin) account and its caac org, whose scope is the account scope.

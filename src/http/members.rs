@@ -5,20 +5,19 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use unify_actors::clock::rfc3339;
 use unify_actors::input::{MemberInput, parse_last_message_at};
 use unify_actors::json::{self, ApiId};
 use unify_actors::ops::{MemberOp, MemberPatch};
-use unify_storage::{Id, ImportJob, Member};
+use unify_storage::{Id, ImportJob};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::accounts::SourceName;
 use super::auth::Caller;
 use super::extract::{Json, Path, Query, double_option};
 use super::params::{JobPath, MemberPath, OrgPath};
+use super::shapes::{MemberView, apply_member_op};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 /// Largest page of `GET /chat/members`.
@@ -32,54 +31,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_member, update_member, delete_member))
         .routes(routes!(import_members))
         .routes(routes!(import_status))
-}
-
-/// A member as the API shows it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MemberView {
-    pub id: Id,
-    pub org_id: Id,
-    pub source: SourceName,
-    pub channel_id: Option<Id>,
-    pub external_member_id: String,
-    pub original_name: Option<String>,
-    pub display_name: Option<String>,
-    pub username: Option<String>,
-    pub display_email: Option<String>,
-    pub display_mobile: Option<String>,
-    pub custom_id: Option<String>,
-    pub line_id: Option<String>,
-    pub connect_id: Option<String>,
-    pub manual_unification: bool,
-    pub profile_id: Id,
-    pub last_message_at: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-impl From<Member> for MemberView {
-    fn from(m: Member) -> Self {
-        MemberView {
-            id: m.id,
-            org_id: m.org_id,
-            source: m.source.into(),
-            channel_id: m.channel_id,
-            external_member_id: m.external_member_id,
-            original_name: m.original_name,
-            display_name: m.display_name,
-            username: m.username,
-            display_email: m.display_email,
-            display_mobile: m.display_mobile,
-            custom_id: m.custom_id,
-            line_id: m.line_id,
-            connect_id: m.connect_id,
-            manual_unification: m.manual_unification,
-            profile_id: m.profile_id,
-            last_message_at: m.last_message_at.map(rfc3339),
-            created_at: rfc3339(m.created_at),
-            updated_at: rfc3339(m.updated_at),
-        }
-    }
 }
 
 /// Creates a member, or answers 200 with the existing member of the same identity.
@@ -245,23 +196,7 @@ async fn update_member(
 ) -> ApiResult<axum::Json<MemberView>> {
     let org = caller.org(&state, p.org_id)?;
     let op = MemberOp::Patch(body.into_patch()?);
-    apply(&state, org.id, p.member_id, op).await
-}
-
-/// Applies `op` to a member of the (already authorized) org and returns the member as it is
-/// after; a member that does not exist is 404.
-pub(super) async fn apply(
-    state: &AppState,
-    org_id: Id,
-    member_id: Id,
-    op: MemberOp,
-) -> ApiResult<axum::Json<MemberView>> {
-    let member = state
-        .runtime
-        .member_op(org_id, member_id, op)
-        .await?
-        .ok_or_else(|| ApiError::not_found("member"))?;
-    Ok(axum::Json(member.into()))
+    apply_member_op(&state, org.id, p.member_id, op).await
 }
 
 /// Erases a member and recomputes its clusters.

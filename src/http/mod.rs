@@ -9,6 +9,7 @@ pub mod extract;
 pub mod members;
 pub mod ops;
 pub mod params;
+pub mod shapes;
 pub mod unification;
 pub mod webhooks;
 

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use unify_actors::engine::{Attribute, KeySet, UnifyKey};
+use unify_actors::engine::KeySet;
 use unify_actors::json::{self, ApiId};
 use unify_actors::key_change::KeyChange;
 use unify_actors::ops::MemberOp;
@@ -14,12 +14,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::accounts::SourceName;
-use super::admin::{AdminSetting, admin_setting};
 use super::auth::Caller;
 use super::extract::{Json, Path, Query};
-use super::members::{self, MemberView};
 use super::params::{AttributeName, AttributePath, KeyPath, MemberPath, OrgPath};
+use super::shapes::{
+    AdminSetting, KeyNames, KeysInput, MemberView, SourceName, admin_setting, apply_member_op,
+    attributes,
+};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -38,58 +39,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(change_unification))
         .routes(routes!(cancel_unification))
         .routes(routes!(member_merge_state))
-}
-
-/// Returns the attributes of a list of names.
-pub fn attributes(names: &[AttributeName]) -> Vec<Attribute> {
-    names.iter().map(|a| a.0).collect()
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KeyInput {
-    pub attribute: AttributeName,
-    #[serde(default)]
-    pub is_distinct: bool,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KeysInput {
-    /// In priority order; each attribute at most once, at most one distinct.
-    #[schema(max_items = 6)]
-    pub unify_keys: Vec<KeyInput>,
-}
-
-impl KeysInput {
-    fn keys(&self) -> Vec<UnifyKey> {
-        self.unify_keys
-            .iter()
-            .map(|k| UnifyKey {
-                attribute: k.attribute.0,
-                is_distinct: k.is_distinct,
-            })
-            .collect()
-    }
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KeyNames {
-    #[schema(schema_with = key_names_schema)]
-    pub unify_keys: Vec<AttributeName>,
-}
-
-/// Documents a key-name list as what the server accepts: distinct names, at most six.
-fn key_names_schema() -> utoipa::openapi::schema::Array {
-    utoipa::openapi::schema::ArrayBuilder::new()
-        .items(utoipa::openapi::Ref::from_schema_name("AttributeName"))
-        .unique_items(true)
-        .max_items(Some(Attribute::ALL.len()))
-        .description(Some(
-            "Attribute names in priority order, each at most once.",
-        ))
-        .build()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -503,7 +452,7 @@ async fn member_op(
     op: MemberOp,
 ) -> ApiResult<axum::Json<MemberView>> {
     let org = caller.org(state, p.org_id)?;
-    members::apply(state, org.id, p.member_id, op).await
+    apply_member_op(state, org.id, p.member_id, op).await
 }
 
 /// Sets (or clears) one unify-key attribute of the member.
