@@ -13,6 +13,5 @@ pub mod metrics;
 pub mod server;
 pub mod synth;
 pub mod watch;
-pub mod ws;
 
 pub use server::run;

@@ -9,10 +9,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
 use super::auth::Caller;
 use super::extract::Json;
 use super::shapes::{OrgView, SourceName};
+use super::state::AppState;
 use crate::auth::Role;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 

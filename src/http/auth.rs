@@ -7,7 +7,7 @@ use unify_storage::{Id, Org};
 use utoipa::Modify;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::AppState;
+use super::state::AppState;
 use crate::auth::{Claims, Role};
 use crate::error::ApiError;
 

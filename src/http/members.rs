@@ -13,11 +13,11 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
 use super::auth::Caller;
 use super::extract::{Json, Path, Query, double_option};
 use super::params::{JobPath, MemberPath, OrgPath};
 use super::shapes::{MemberView, apply_member_op};
+use super::state::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 /// Largest page of `GET /chat/members`.

@@ -10,37 +10,26 @@ pub mod members;
 pub mod ops;
 pub mod params;
 pub mod shapes;
+pub mod state;
 pub mod unification;
 pub mod webhooks;
+pub mod ws;
+
+pub use state::AppState;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use metrics_exporter_prometheus::PrometheusHandle;
-use unify_actors::runtime::Runtime;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::auth::Tokens;
-use crate::config::Config;
 use crate::error::ApiError;
 use auth::BearerScheme;
 
 /// Request bodies larger than this are refused with `413 PAYLOAD_TOO_LARGE` (import excepted).
 pub const BODY_LIMIT: usize = 1024 * 1024;
-
-/// What every handler can reach.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub runtime: Arc<Runtime>,
-    pub tokens: Arc<Tokens>,
-    pub config: Arc<Config>,
-    pub metrics: PrometheusHandle,
-    /// Turns `true` when the server shuts down; websocket connections close on it.
-    pub closing: tokio::sync::watch::Receiver<bool>,
-}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -63,7 +52,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .nest("/api/v1/orgs/{org_id}", members::routes())
         .nest("/api/v1/orgs/{org_id}", unification::routes())
         .nest("/api/v1/orgs/{org_id}", webhooks::routes())
-        .nest("/api/v1/orgs/{org_id}", crate::ws::routes())
+        .nest("/api/v1/orgs/{org_id}", ws::routes())
         .merge(ops::routes())
         .split_for_parts()
 }

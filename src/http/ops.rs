@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
+use super::state::AppState;
 use crate::error::{ApiError, ErrorBody};
 
 pub fn routes() -> OpenApiRouter<AppState> {

@@ -10,8 +10,8 @@ use unify_actors::ops::MemberOp;
 use unify_storage::{Id, Member, Org, ScopeRecord, Source};
 use utoipa::ToSchema;
 
-use super::AppState;
 use super::params::AttributeName;
+use super::state::AppState;
 use crate::error::{ApiError, ApiResult};
 
 /// `caac` (chat) or `maac` (marketing).

@@ -13,7 +13,6 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
 use super::auth::Caller;
 use super::extract::{Json, Path, Query};
 use super::params::{AttributeName, AttributePath, KeyPath, MemberPath, OrgPath};
@@ -21,6 +20,7 @@ use super::shapes::{
     AdminSetting, KeyNames, KeysInput, MemberView, SourceName, admin_setting, apply_member_op,
     attributes,
 };
+use super::state::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 pub fn routes() -> OpenApiRouter<AppState> {

@@ -17,10 +17,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
 use super::auth::Caller;
 use super::extract::{Path, body_rejection, require_json};
 use super::params::{ChannelPath, MemberPath};
+use super::state::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 /// Header carrying `sha256=<hex HMAC-SHA256 of the raw body>` keyed by the webhook secret.

@@ -41,11 +41,11 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::auth::Caller;
+use super::extract::{Path, Query};
+use super::params::OrgPath;
+use super::state::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::AppState;
-use crate::http::auth::Caller;
-use crate::http::extract::{Path, Query};
-use crate::http::params::OrgPath;
 
 /// How often a connection checks whether its org moved to another scope.
 /// How long a live frame may wait for room in a full per-connection queue.
