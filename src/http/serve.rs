@@ -46,6 +46,9 @@ const HYPER_LIMIT_FACTOR: usize = 2;
 /// more.
 const HYPER_DEFAULT_BUF: usize = 8192 + 4096 * 100;
 
+/// The smallest head hyper is set to parse (its own minimum buffer size).
+const HYPER_MIN_HEAD: usize = 8192;
+
 /// How long accepting pauses after an error other than a failed connection (such as running
 /// out of file descriptors), as `axum::serve` does.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
@@ -117,7 +120,10 @@ pub async fn serve(
 
 /// Returns hyper's HTTP/1.1 settings for `config`.
 fn builder(config: &HttpConfig) -> http1::Builder {
-    let head_limit = HYPER_LIMIT_FACTOR * (config.max_uri_bytes + config.max_header_bytes);
+    // Never below hyper's minimum buffer, so that a tiny configured limit still lets ordinary
+    // heads through to the API's own check.
+    let head_limit =
+        (HYPER_LIMIT_FACTOR * (config.max_uri_bytes + config.max_header_bytes)).max(HYPER_MIN_HEAD);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
