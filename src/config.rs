@@ -42,6 +42,7 @@ pub struct Config {
     pub cdh: CdhConfig,
     pub runtime: RuntimeConfig,
     pub webhooks: WebhooksConfig,
+    pub http: HttpConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -147,6 +148,40 @@ pub struct WebhooksConfig {
     pub contact_breaker_cooldown_s: u64,
     pub link_max_failed_attempts: u32,
     pub link_attempt_window_s: u64,
+}
+
+/// Limits of the HTTP transport: how long a client may take to send a request, how many
+/// connections are served at once and how large a request head may be.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A connection must send a request's complete head (request line and headers) within this
+    /// long after it is accepted or after its previous response; otherwise it is closed. It is
+    /// also how long an idle keep-alive connection is kept.
+    pub header_read_timeout_ms: u64,
+    /// A request whose body sends no bytes for this long is answered `408` and its connection
+    /// closed. Idle time only: a long body that keeps arriving (an import) is never cut.
+    pub body_idle_timeout_ms: u64,
+    /// Connections (websockets included) served at once; at the cap the server stops accepting
+    /// until one closes, and new clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// A longer request target is refused with `414`.
+    pub max_uri_bytes: usize,
+    /// A request with more header fields is refused with `431`.
+    pub max_header_count: usize,
+    /// A request whose header names and values (plus 4 bytes per field for `: ` and CRLF) are
+    /// larger in total is refused with `431`.
+    pub max_header_bytes: usize,
+}
+
+impl HttpConfig {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms.max(1))
+    }
+
+    pub fn body_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_idle_timeout_ms.max(1))
+    }
 }
 
 /// Overrides given on the command line.
@@ -318,6 +353,19 @@ mod tests {
         );
         assert_eq!((c.cdh.retry_base_ms, c.cdh.retry_max_ms), (1000, 300_000));
         assert_eq!(c.cdh.url, None);
+        assert_eq!(
+            (c.http.header_read_timeout_ms, c.http.body_idle_timeout_ms),
+            (10_000, 60_000)
+        );
+        assert_eq!(c.http.max_connections, 16_384);
+        assert_eq!(
+            (
+                c.http.max_uri_bytes,
+                c.http.max_header_count,
+                c.http.max_header_bytes
+            ),
+            (8192, 100, 65_536)
+        );
         assert_eq!(c.cdh_settings(), None);
         assert_eq!(c.webhook_settings(), WebhookSettings::default());
         let n = c.normalizer().unwrap();

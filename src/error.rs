@@ -84,6 +84,34 @@ impl ApiError {
         )
     }
 
+    /// A request target longer than `http.max_uri_bytes`. SPEC 4.2 has no code of its own for
+    /// it: the client sent an invalid request, so `INVALID_ARGUMENT`.
+    pub fn uri_too_long(limit: usize) -> Self {
+        Self::new(
+            StatusCode::URI_TOO_LONG,
+            "INVALID_ARGUMENT",
+            format!("the request target is longer than {limit} bytes"),
+        )
+    }
+
+    /// A request head over `http.max_header_count` fields or `http.max_header_bytes` bytes.
+    pub fn headers_too_large(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "INVALID_ARGUMENT",
+            message,
+        )
+    }
+
+    /// A request body that stopped arriving for `http.body_idle_timeout_ms`.
+    pub fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "INVALID_ARGUMENT",
+            "the request body was not received in time",
+        )
+    }
+
     /// An internal failure: logged with its detail, answered without it.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");

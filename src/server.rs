@@ -71,13 +71,13 @@ pub async fn run(
     };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %state.config.data_dir.display(), "unify started");
-    axum::serve(listener, crate::http::router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            let _ = closing_tx.send(true);
-        })
-        .await?;
+    let http = state.config.http.clone();
+    crate::http::serve::serve(listener, crate::http::router(state), &http, async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = closing_tx.send(true);
+    })
+    .await;
     runtime.shutdown().await?;
     tracing::info!("stopped");
     Ok(())

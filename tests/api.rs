@@ -934,6 +934,76 @@ async fn bad_inputs_are_refused_with_their_code_and_write_nothing() {
     s.stop().await;
 }
 
+/// Sends `request`; returns the status and the JSON body (`Value::Null` when empty).
+async fn status_and_body(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let bytes = response.bytes().await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn oversized_request_heads_are_refused_with_the_error_body_and_write_nothing() {
+    let s = Server::start().await;
+    let t = s.tenant("acme").await;
+    let members = format!("{}{}", s.base, t.path("/chat/members"));
+    let create = |ext: &str| {
+        s.client
+            .post(&members)
+            .bearer_auth(&t.admin)
+            .json(&json!({ "channel_id": t.channel_id, "external_member_id": ext }))
+    };
+
+    let long_uri = format!(
+        "{members}?channel_id={}&external_member_id={}",
+        t.channel_id,
+        "u".repeat(20 * 1024)
+    );
+    let (status, body) = status_and_body(s.client.get(&long_uri).bearer_auth(&t.admin)).await;
+    assert_eq!(status, StatusCode::URI_TOO_LONG, "{body}");
+    assert_eq!(body["error"]["code"], json!("INVALID_ARGUMENT"), "{body}");
+
+    let mut many = create("many-headers");
+    for i in 0..150 {
+        many = many.header(format!("x-filler-{i}"), "1");
+    }
+    let (status, body) = status_and_body(many).await;
+    assert_eq!(
+        status,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "{body}"
+    );
+    assert_eq!(body["error"]["code"], json!("INVALID_ARGUMENT"), "{body}");
+
+    let large = create("large-header").header("x-filler", "v".repeat(80 * 1024));
+    let (status, body) = status_and_body(large).await;
+    assert_eq!(
+        status,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "{body}"
+    );
+    assert_eq!(body["error"]["code"], json!("INVALID_ARGUMENT"), "{body}");
+    assert_eq!(member_count(&s, &t).await, 0);
+
+    // Heads within the limits are served.
+    let mut fine = create("fine");
+    for i in 0..80 {
+        fine = fine.header(format!("x-filler-{i}"), "v".repeat(512));
+    }
+    let (status, body) = status_and_body(fine).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let uri = format!(
+        "{members}?channel_id={}&external_member_id={}",
+        t.channel_id,
+        "u".repeat(7 * 1024)
+    );
+    let (status, body) = status_and_body(s.client.get(&uri).bearer_auth(&t.admin)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 #[tokio::test]
 async fn import_runs_as_a_job_with_per_line_errors() {
     let s = Server::start().await;

@@ -1,14 +1,19 @@
 //! The HTTP API (SPEC 4): one file per resource. Handlers authenticate, validate, make one
-//! runtime call and map its reply; the business rules live in `unify-actors`.
+//! runtime call and map its reply; the business rules live in `unify-actors`. The transport
+//! (`serve`: the accept loop, timeouts, connection cap) and its middlewares (`limits`,
+//! `body_timeout`) sit in front of them.
 
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod body_timeout;
 pub mod channels;
 pub mod extract;
+pub mod limits;
 pub mod members;
 pub mod ops;
 pub mod params;
+pub mod serve;
 pub mod shapes;
 pub mod state;
 pub mod unification;
@@ -22,6 +27,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -57,7 +63,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// Returns the application: every route with its error handling, limits and metrics.
+/// Returns the application: every route with its error handling, limits and metrics. The
+/// request head limits are checked before the body timeout starts, and both inside the metrics
+/// middleware, so that their refusals are counted too.
 pub fn router(state: AppState) -> Router {
     let (api, doc) = api();
     let doc = Arc::new(doc);
@@ -71,6 +79,11 @@ pub fn router(state: AppState) -> Router {
     .fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)
     .layer(DefaultBodyLimit::max(BODY_LIMIT))
+    .layer(from_fn_with_state(
+        state.clone(),
+        body_timeout::idle_timeout,
+    ))
+    .layer(from_fn_with_state(state.clone(), limits::check_head))
     .layer(axum::middleware::from_fn(ops::track))
     .with_state(state)
 }

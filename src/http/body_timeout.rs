@@ -1,0 +1,119 @@
+//! The request body idle timeout (`http.body_idle_timeout_ms`). hyper only times the request
+//! head; a client that stops sending in the middle of a body (fewer bytes than its
+//! `Content-Length`, or a chunked body that never ends) would otherwise hold its handler and
+//! its connection forever.
+//!
+//! The middleware wraps the request body: when a handler waits for the next piece of the body
+//! longer than the timeout, the body ends with an error, and whatever the handler made of that
+//! error the client is answered `408` with code `INVALID_ARGUMENT` (SPEC 4.2 has no code of its
+//! own for it) and `Connection: close`. Only waiting counts: a body that keeps arriving (a
+//! streamed import) may take as long as it needs, and time a handler spends between reads (an
+//! fsync of the import spool) is not charged to the client.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body::{Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use super::AppState;
+use crate::error::ApiError;
+
+/// Answers `408` (and closes the connection) when the request body stops arriving.
+pub async fn idle_timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    // Requests without a body (most reads, websocket upgrades) need no timer.
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let timeout = state.config.http.body_idle_timeout();
+    let request = request.map(|body| Body::new(IdleBody::new(body, timeout, timed_out.clone())));
+    let response = next.run(request).await;
+    if !timed_out.load(Ordering::Acquire) {
+        return response;
+    }
+    tracing::debug!(
+        timeout_ms = timeout.as_millis() as u64,
+        "request body timed out"
+    );
+    let mut response = ApiError::body_timeout().into_response();
+    // The rest of the body may still come, or never: the connection cannot be reused.
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// The error a body ends with when it stopped arriving.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body was not received in time")]
+struct BodyTimedOut;
+
+/// A request body that fails when the wait for its next frame exceeds `timeout`.
+struct IdleBody {
+    inner: Body,
+    timeout: Duration,
+    /// Armed while the reader waits for a frame; re-armed after each frame.
+    deadline: Pin<Box<Sleep>>,
+    waiting: bool,
+    /// Set when the body timed out, for the middleware to answer `408`.
+    timed_out: Arc<AtomicBool>,
+}
+
+impl IdleBody {
+    fn new(inner: Body, timeout: Duration, timed_out: Arc<AtomicBool>) -> Self {
+        IdleBody {
+            inner,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            waiting: false,
+            timed_out,
+        }
+    }
+}
+
+impl HttpBody for IdleBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        if this.timed_out.load(Ordering::Relaxed) {
+            return Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut))));
+        }
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.waiting = false;
+            return Poll::Ready(frame);
+        }
+        if !this.waiting {
+            this.waiting = true;
+            let deadline = Instant::now() + this.timeout;
+            this.deadline.as_mut().reset(deadline);
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.timed_out.store(true, Ordering::Release);
+            return Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
