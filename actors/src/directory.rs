@@ -4,7 +4,7 @@
 use unify_storage::{Account, Channel, ContactApi, Id, Org, Source, WriteBatch};
 
 use crate::clock::now_millis;
-use crate::error::{OpError, found};
+use crate::error::{Code, OpError, found};
 use crate::runtime::Runtime;
 
 /// A partial update of a channel's settings: `None` leaves a field alone.
@@ -35,7 +35,7 @@ impl Runtime {
             .find(|org| org.source == Source::Caac)
             .ok_or_else(|| {
                 OpError::conflict(
-                    "MISSING_ORGANIZATION",
+                    Code::MissingOrganization,
                     "the account has no caac organization",
                 )
             })

@@ -27,7 +27,7 @@ use unify_storage::{Id, IdKind, ImportJob, ImportLineError, ImportStatus, Store,
 
 use crate::clock::now_millis;
 use crate::engine::{ATTRIBUTE_COUNT, Attribute, LinkValues, Normalizer};
-use crate::error::{OpError, found};
+use crate::error::{Code, OpError, found};
 use crate::input::{error_code, parse_member};
 use crate::ops::NewMember;
 use crate::router::Router;
@@ -375,7 +375,7 @@ impl SpoolReader {
                 refused.push(line_error(
                     self.lines,
                     &OpError::conflict(
-                        "PAYLOAD_TOO_LARGE",
+                        Code::PayloadTooLarge,
                         format!("a line is limited to {MAX_LINE} bytes"),
                     ),
                 ));

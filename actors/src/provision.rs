@@ -41,15 +41,14 @@ use self::pending::{Pending, PendingSlot};
 
 use crate::clock::{now_millis, parse_rfc3339};
 use crate::directory::ChannelPatch;
-use crate::error::{OpError, found};
-use crate::input::EMPTY_EXTERNAL_ID;
+use crate::error::{Code, OpError, found};
 use crate::member::{Identity, MemberRegistry};
 use crate::router::Router;
 use crate::runtime::{NewChannel, Runtime};
 use crate::scope::ScopeMsg;
 
 /// API error code of an event whose tenant differs from its channel's.
-pub const TENANT_MISMATCH: &str = "TENANT_MISMATCH";
+pub const TENANT_MISMATCH: &str = Code::TenantMismatch.as_str();
 
 /// How long an accepted event id answers "duplicate".
 pub const EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -155,7 +154,7 @@ impl ChannelEvent {
     }
 
     /// Returns the sender's identity: `union_id` when present (canonical across apps), else
-    /// `external_member_id`; both empty is [`EMPTY_EXTERNAL_ID`]. Values are kept as written.
+    /// `external_member_id`; both empty is `EMPTY_EXTERNAL_ID`. Values are kept as written.
     pub fn identity(&self) -> Result<&str, OpError> {
         fn present(v: &Option<String>) -> Option<&str> {
             v.as_deref().filter(|s| !s.trim().is_empty())
@@ -164,7 +163,7 @@ impl ChannelEvent {
             .or_else(|| present(&self.sender.external_member_id))
             .ok_or_else(|| {
                 OpError::conflict(
-                    EMPTY_EXTERNAL_ID,
+                    Code::EmptyExternalId,
                     "the sender has neither a union_id nor an external_member_id",
                 )
             })
@@ -778,7 +777,7 @@ impl Runtime {
     /// Accepts a channel event whose signature the caller has verified (SPEC 6, checks 2-5):
     /// a duplicate event id answers [`Acceptance::Duplicate`]; a tenant other than the
     /// channel's is [`TENANT_MISMATCH`] (counted); a sender without identity is
-    /// [`EMPTY_EXTERNAL_ID`]. Nothing is written before these checks pass; then the event is
+    /// `EMPTY_EXTERNAL_ID`. Nothing is written before these checks pass; then the event is
     /// recorded durably and provisioned in the background. `Overloaded` when too many events
     /// wait for provisioning: over every channel, on the event's channel, or of its sender.
     pub async fn accept_event(
@@ -800,7 +799,7 @@ impl Runtime {
         {
             metrics::counter!("unify_webhook_tenant_mismatch_total").increment(1);
             return Err(OpError::conflict(
-                TENANT_MISMATCH,
+                Code::TenantMismatch,
                 "the event's tenant_key is not the channel's",
             ));
         }
@@ -920,6 +919,7 @@ fn random_code() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::EMPTY_EXTERNAL_ID;
 
     fn event(json: &str) -> Result<ChannelEvent, OpError> {
         ChannelEvent::parse(json.as_bytes())
@@ -971,7 +971,7 @@ mod tests {
         assert!(matches!(
             ChannelEvent::parse(&[0xff]),
             Err(OpError::Conflict {
-                code: "MALFORMED_JSON",
+                code: Code::MalformedJson,
                 ..
             })
         ));

@@ -16,7 +16,7 @@ use unify_storage::{
 
 use crate::clock::now_millis;
 use crate::engine::{DryRun, Explanation, HotValue, KeySet, UnifyKey};
-use crate::error::{OpError, found};
+use crate::error::{Code, OpError, found};
 use crate::hub::Hub;
 use crate::key_change::KeyChange;
 use crate::links::{key_records, scope_keys};
@@ -492,7 +492,7 @@ impl Runtime {
             .any(|o| o.source == source)
         {
             return Err(OpError::conflict(
-                "ORGANIZATION_EXISTS",
+                Code::OrganizationExists,
                 format!("the account already has a {} organization", source.as_str()),
             ));
         }
@@ -579,7 +579,7 @@ impl Runtime {
         let scope = store.get_scope(caac.scope_id)?;
         if scope.org_ids.len() > 1 || caac.scope_id == maac.scope_id {
             return Err(OpError::conflict(
-                "CDH_ALREADY_CONNECTED",
+                Code::CdhAlreadyConnected,
                 "the account is already connected",
             ));
         }
@@ -640,7 +640,7 @@ impl Runtime {
         let scope = store.get_scope(caac.scope_id)?;
         if scope.org_ids.len() < 2 {
             return Err(OpError::conflict(
-                "CDH_NOT_CONNECTED",
+                Code::CdhNotConnected,
                 "the account is not connected",
             ));
         }
@@ -697,7 +697,7 @@ impl Runtime {
         match (of(Source::Caac), of(Source::Maac)) {
             (Some(caac), Some(maac)) => Ok((caac, maac)),
             _ => Err(OpError::conflict(
-                "MISSING_ORGANIZATION",
+                Code::MissingOrganization,
                 "the account needs a caac and a maac organization",
             )),
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{World, assert_verified, boot, key, world};
 use unify_actors::engine::Attribute;
-use unify_actors::error::OpError;
+use unify_actors::error::{Code, OpError};
 use unify_actors::events::EventBody;
 use unify_actors::hub::Subscription;
 use unify_actors::ops::{MemberOp, MemberPatch, NewMember};
@@ -329,7 +329,7 @@ async fn invalid_members_are_refused_and_nothing_is_written() {
     assert!(matches!(
         rt.create_org(w.account, Source::Caac, "again", None).await,
         Err(OpError::Conflict {
-            code: "ORGANIZATION_EXISTS",
+            code: Code::OrganizationExists,
             ..
         })
     ));
@@ -476,7 +476,7 @@ async fn integrate_and_disconnect_reshape_scopes() {
     assert!(matches!(
         rt.integrate(w.account, vec![]).await,
         Err(OpError::Conflict {
-            code: "CDH_ALREADY_CONNECTED",
+            code: Code::CdhAlreadyConnected,
             ..
         })
     ));
@@ -495,7 +495,7 @@ async fn integrate_and_disconnect_reshape_scopes() {
     assert!(matches!(
         rt.disconnect(w.account).await,
         Err(OpError::Conflict {
-            code: "CDH_NOT_CONNECTED",
+            code: Code::CdhNotConnected,
             ..
         })
     ));

@@ -11,8 +11,7 @@ use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 use unify_actors::clock::rfc3339;
-use unify_actors::error::OpError;
-use unify_actors::provision::{Acceptance, ChannelEvent, TENANT_MISMATCH};
+use unify_actors::provision::{Acceptance, ChannelEvent};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -68,18 +67,7 @@ async fn receive_event(
     verify_signature(&headers, channel.webhook_secret.as_bytes(), &body)?;
     require_json(&headers)?;
     let event = ChannelEvent::parse(&body)?;
-    let acceptance =
-        state
-            .runtime
-            .accept_event(&channel, event)
-            .await
-            .map_err(|err| match err {
-                OpError::Conflict {
-                    code: TENANT_MISMATCH,
-                    message,
-                } => ApiError::new(StatusCode::FORBIDDEN, TENANT_MISMATCH, message),
-                other => other.into(),
-            })?;
+    let acceptance = state.runtime.accept_event(&channel, event).await?;
     Ok(match acceptance {
         Acceptance::Accepted => (
             StatusCode::ACCEPTED,
