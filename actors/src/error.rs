@@ -155,3 +155,50 @@ pub(crate) fn found<T>(result: Result<T, StoreError>, what: &'static str) -> Res
         Err(e) => Err(OpError::Storage(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPEC 4.2, row by row.
+    #[test]
+    fn codes_answer_the_statuses_of_the_spec() {
+        let table: &[(u16, &[Code])] = &[
+            (
+                400,
+                &[
+                    Code::InvalidArgument,
+                    Code::EmptyExternalId,
+                    Code::MalformedJson,
+                ],
+            ),
+            (401, &[Code::Unauthenticated, Code::InvalidSignature]),
+            (403, &[Code::Forbidden, Code::TenantMismatch]),
+            (404, &[Code::NotFound]),
+            (
+                409,
+                &[
+                    Code::CdhAlreadyConnected,
+                    Code::CdhNotConnected,
+                    Code::UnifyScopeSettingExists,
+                    Code::OrganizationExists,
+                    Code::MissingOrganization,
+                ],
+            ),
+            (413, &[Code::PayloadTooLarge]),
+            (415, &[Code::UnsupportedMediaType]),
+            (429, &[Code::Overloaded]),
+            (503, &[Code::Unavailable]),
+            (500, &[Code::Internal]),
+        ];
+        let mut names = std::collections::HashSet::new();
+        for (status, codes) in table {
+            for code in *codes {
+                assert_eq!(code.status(), *status, "{code}");
+                assert!(names.insert(code.as_str()), "{code} twice");
+            }
+        }
+        assert_eq!(names.len(), 18);
+        assert_eq!(Code::TenantMismatch.as_str(), "TENANT_MISMATCH");
+    }
+}

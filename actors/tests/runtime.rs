@@ -553,3 +553,32 @@ async fn work_beyond_the_bound_is_refused_as_overloaded() {
     assert_eq!(rt.list_members(w.caac, 0, 1000).unwrap().len(), created);
     rt.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_event_log_reads_what_the_store_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = boot(dir.path(), settings()).await;
+    let w = world(&rt, "acme").await;
+    let scope = rt.scope_of(w.caac).unwrap();
+    let log = rt.event_log();
+    assert_eq!(log.newest_seq(scope).await.unwrap(), None);
+    assert!(log.after(scope, 0, 10).await.unwrap().is_empty());
+    for ext in ["a", "b", "c"] {
+        rt.create_member(w.caac, member(w.channel, ext, None))
+            .await
+            .unwrap();
+    }
+    let store = rt.store();
+    let all = log.after(scope, 0, 1000).await.unwrap();
+    assert_eq!(all, store.events_after(scope, 0, 1000).unwrap());
+    assert!(!all.is_empty());
+    let oldest = log.oldest_seq(scope).await.unwrap();
+    let newest = log.newest_seq(scope).await.unwrap();
+    assert_eq!(oldest, store.oldest_event_seq(scope).unwrap());
+    assert_eq!(newest, store.last_event_seq(scope).unwrap());
+    assert_eq!(oldest, all.first().map(|e| e.seq));
+    assert_eq!(newest, all.last().map(|e| e.seq));
+    let tail = log.after(scope, all[0].seq, 1).await.unwrap();
+    assert_eq!(tail, all[1..2].to_vec());
+    rt.shutdown().await.unwrap();
+}
