@@ -5,7 +5,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use unify_actors::error::OpError;
+use unify_actors::error::{Code, OpError};
 
 /// Seconds a client is asked to wait after `OVERLOADED` or `UNAVAILABLE`.
 const RETRY_AFTER_S: &str = "1";
@@ -32,54 +32,53 @@ pub struct ErrorDetail {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error answered with another status than its code's: the protocol-level refusals
+    /// (405, 408, 414, 431) that SPEC 4.2 gives no code of their own.
+    pub fn new(status: StatusCode, code: Code, message: impl Into<String>) -> Self {
         ApiError {
             status,
-            code,
+            code: code.as_str(),
             message: message.into(),
         }
     }
 
+    /// An error with a code of the one table ([`Code`]), answered with the code's status.
+    pub fn coded(code: Code, message: impl Into<String>) -> Self {
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self::new(status, code, message)
+    }
+
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
+        Self::coded(Code::InvalidArgument, message)
     }
 
     pub fn malformed(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "MALFORMED_JSON", message)
+        Self::coded(Code::MalformedJson, message)
     }
 
     pub fn unauthenticated(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
+        Self::coded(Code::Unauthenticated, message)
     }
 
     pub fn forbidden() -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-            "this role may not call this endpoint",
-        )
+        Self::coded(Code::Forbidden, "this role may not call this endpoint")
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            format!("{what} not found"),
-        )
+        Self::coded(Code::NotFound, format!("{what} not found"))
     }
 
     pub fn too_large() -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
+        Self::coded(
+            Code::PayloadTooLarge,
             "the request body is larger than 1 MiB",
         )
     }
 
     pub fn unsupported_media_type(expected: &str) -> Self {
-        Self::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
+        Self::coded(
+            Code::UnsupportedMediaType,
             format!("the request body must be {expected}"),
         )
     }
@@ -89,7 +88,7 @@ impl ApiError {
     pub fn uri_too_long(limit: usize) -> Self {
         Self::new(
             StatusCode::URI_TOO_LONG,
-            "INVALID_ARGUMENT",
+            Code::InvalidArgument,
             format!("the request target is longer than {limit} bytes"),
         )
     }
@@ -98,7 +97,7 @@ impl ApiError {
     pub fn headers_too_large(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "INVALID_ARGUMENT",
+            Code::InvalidArgument,
             message,
         )
     }
@@ -107,7 +106,7 @@ impl ApiError {
     pub fn body_timeout() -> Self {
         Self::new(
             StatusCode::REQUEST_TIMEOUT,
-            "INVALID_ARGUMENT",
+            Code::InvalidArgument,
             "the request body was not received in time",
         )
     }
@@ -115,11 +114,7 @@ impl ApiError {
     /// An internal failure: logged with its detail, answered without it.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "internal error",
-        )
+        Self::coded(Code::Internal, "internal error")
     }
 }
 
@@ -128,25 +123,15 @@ impl From<OpError> for ApiError {
         match err {
             OpError::NotFound(what) => ApiError::not_found(what),
             OpError::InvalidArgument(message) => ApiError::invalid(message),
-            OpError::Conflict { code, message } => {
-                let status = match code {
-                    "EMPTY_EXTERNAL_ID" | "INVALID_ARGUMENT" | "MALFORMED_JSON" => {
-                        StatusCode::BAD_REQUEST
-                    }
-                    _ => StatusCode::CONFLICT,
-                };
-                ApiError::new(status, code, message)
-            }
-            OpError::Overloaded => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "OVERLOADED",
+            OpError::Conflict { code, message } => ApiError::coded(code, message),
+            OpError::Overloaded => ApiError::coded(
+                Code::Overloaded,
                 "too many operations in flight; retry later",
             ),
             OpError::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "unavailable");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UNAVAILABLE",
+                ApiError::coded(
+                    Code::Unavailable,
                     "the service is temporarily unavailable; retry later",
                 )
             }

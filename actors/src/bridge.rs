@@ -20,6 +20,10 @@
 //!
 //! Entries are read from the store after the scope actor applied them, and the store is
 //! flushed before they are first sent, so nothing the CDH receives can be lost by a crash.
+//!
+//! [`Cdh`] is the bridge service: it owns the bridge supervisor, answers a scope's delivery
+//! state ([`Cdh::sync_state`]) and requeues its dead letters ([`Cdh::sync_retry`]). It reads
+//! the store and is woken by the hub; it imports no other actor or service.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -35,7 +39,6 @@ use unify_storage::{DeliveryRecord, Id, OutboxEntry, Store, WriteBatch};
 use crate::clock::{now_millis, rfc3339};
 use crate::error::OpError;
 use crate::hub::Hub;
-use crate::runtime::Runtime;
 use crate::settings::{CdhSettings, Settings};
 
 /// Interval of the fallback rescan of all outboxes, in case a wake-up was missed.
@@ -65,12 +68,65 @@ pub struct SyncState {
     pub last_delivered_at: Option<String>,
 }
 
-impl Runtime {
-    /// Returns the CDH delivery state of the account scope (the scope of the account's caac
-    /// org). `NotFound` for an unknown account; `MISSING_ORGANIZATION` when it has no caac org.
-    pub async fn sync_state(&self, account_id: Id) -> Result<SyncState, OpError> {
-        let scope_id = self.account_scope(account_id)?;
-        let store = self.store();
+/// The runtime's handle on the bridge.
+#[derive(Debug)]
+pub struct Cdh {
+    store: Store,
+    hub: Hub,
+    /// Whether a CDH is configured (the bridge runs).
+    configured: bool,
+    /// The bridge supervisor and its task; `None` without a CDH or after shutdown.
+    supervisor: tokio::sync::Mutex<Option<(ActorRef<BridgeSupervisorMsg>, JoinHandle<()>)>>,
+    /// Serializes requeues of dead letters.
+    requeue: tokio::sync::Mutex<()>,
+}
+
+impl Cdh {
+    /// Starts the bridge when `settings` configure a CDH.
+    pub async fn start(store: Store, settings: &Settings, hub: Hub) -> Result<Cdh, OpError> {
+        let Some(cdh) = settings.cdh.clone() else {
+            return Ok(Cdh {
+                store,
+                hub,
+                configured: false,
+                supervisor: tokio::sync::Mutex::new(None),
+                requeue: tokio::sync::Mutex::new(()),
+            });
+        };
+        let args = BridgeArgs {
+            store: store.clone(),
+            cdh: Arc::new(cdh),
+            hub: hub.clone(),
+            restart_limit: settings.restart_limit,
+            restart_window: settings.restart_window,
+        };
+        let (actor, task) = Actor::spawn(None, BridgeSupervisor, args)
+            .await
+            .map_err(|e| OpError::Unavailable(format!("the cdh bridge failed to start: {e}")))?;
+        Ok(Cdh {
+            store,
+            hub,
+            configured: true,
+            supervisor: tokio::sync::Mutex::new(Some((actor, task))),
+            requeue: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Stops the bridge. A batch in flight is abandoned; it stays in the outbox and is resent
+    /// with the same idempotency key after the next start.
+    pub async fn stop(&self) {
+        if let Some((actor, task)) = self.supervisor.lock().await.take() {
+            let _ = actor.stop_and_wait(None, Some(STOP_WAIT)).await;
+            let _ = task.await;
+        }
+    }
+}
+
+impl Cdh {
+    /// Returns the CDH delivery state of a scope (an account scope: the scope of an account's
+    /// caac org).
+    pub async fn sync_state(&self, scope_id: Id) -> Result<SyncState, OpError> {
+        let store = &self.store;
         let record = store.get_delivery(scope_id)?.unwrap_or_default();
         let last_error = match record.last_error {
             Some(error) => Some(error),
@@ -92,16 +148,15 @@ impl Runtime {
     /// their attempts reset, wakes the bridge, and returns how many were requeued
     /// (`POST .../sync/retry`). Requeued events are delivered before any newer batch, but after
     /// the events that were delivered while they were dead. Without a configured CDH nothing is
-    /// requeued (0). Errors as [`Runtime::sync_state`].
-    pub async fn sync_retry(&self, account_id: Id) -> Result<u64, OpError> {
-        let scope_id = self.account_scope(account_id)?;
-        if self.settings().cdh.is_none() {
+    /// requeued (0).
+    pub async fn sync_retry(&self, scope_id: Id) -> Result<u64, OpError> {
+        if !self.configured {
             return Ok(0);
         }
-        let store = self.store();
+        let store = &self.store;
         // Two concurrent requeues of the same entries could resurrect one that was delivered
         // in between; the bridge itself never writes the keys a requeue touches.
-        let _requeue = self.cdh.requeue.lock().await;
+        let _requeue = self.requeue.lock().await;
         let dead = store.dead_entries(scope_id)?;
         if dead.is_empty() {
             return Ok(0);
@@ -122,67 +177,21 @@ impl Runtime {
             requeued = dead.len(),
             "dead-lettered cdh events requeued"
         );
-        self.hub().notify_outbox();
+        self.hub.notify_outbox();
         Ok(dead.len() as u64)
     }
 
     /// Makes the CDH bridge (`None`) or the delivery actor of a scope panic (supervision
     /// tests); `Unavailable` when no bridge runs.
     #[doc(hidden)]
-    pub async fn inject_bridge_panic(&self, scope_id: Option<Id>) -> Result<(), OpError> {
-        let supervisor = self.cdh.supervisor.lock().await;
+    pub async fn inject_panic(&self, scope_id: Option<Id>) -> Result<(), OpError> {
+        let supervisor = self.supervisor.lock().await;
         let (actor, _) = supervisor
             .as_ref()
             .ok_or_else(|| OpError::Unavailable("no cdh bridge runs".into()))?;
         actor
             .send_message(BridgeSupervisorMsg::Forward(BridgeMsg::Panic(scope_id)))
             .map_err(|e| OpError::Unavailable(e.to_string()))
-    }
-
-    /// Returns the account scope: the scope of the account's caac org.
-    fn account_scope(&self, account_id: Id) -> Result<Id, OpError> {
-        Ok(self.account_caac_org(account_id)?.scope_id)
-    }
-}
-
-/// The runtime's handle on the bridge.
-#[derive(Debug, Default)]
-pub struct Cdh {
-    /// The bridge supervisor and its task; `None` without a CDH or after shutdown.
-    supervisor: tokio::sync::Mutex<Option<(ActorRef<BridgeSupervisorMsg>, JoinHandle<()>)>>,
-    /// Serializes requeues of dead letters.
-    requeue: tokio::sync::Mutex<()>,
-}
-
-impl Cdh {
-    /// Starts the bridge when `settings` configure a CDH.
-    pub async fn start(store: Store, settings: &Settings, hub: Hub) -> Result<Cdh, OpError> {
-        let Some(cdh) = settings.cdh.clone() else {
-            return Ok(Cdh::default());
-        };
-        let args = BridgeArgs {
-            store,
-            cdh: Arc::new(cdh),
-            hub,
-            restart_limit: settings.restart_limit,
-            restart_window: settings.restart_window,
-        };
-        let (actor, task) = Actor::spawn(None, BridgeSupervisor, args)
-            .await
-            .map_err(|e| OpError::Unavailable(format!("the cdh bridge failed to start: {e}")))?;
-        Ok(Cdh {
-            supervisor: tokio::sync::Mutex::new(Some((actor, task))),
-            requeue: tokio::sync::Mutex::new(()),
-        })
-    }
-
-    /// Stops the bridge. A batch in flight is abandoned; it stays in the outbox and is resent
-    /// with the same idempotency key after the next start.
-    pub async fn stop(&self) {
-        if let Some((actor, task)) = self.supervisor.lock().await.take() {
-            let _ = actor.stop_and_wait(None, Some(STOP_WAIT)).await;
-            let _ = task.await;
-        }
     }
 }
 

@@ -1,8 +1,92 @@
-//! Errors of runtime operations, mapped one to one onto the API's error codes.
+//! Errors of runtime operations and the API's error codes (SPEC 4.2).
+//!
+//! A leaf: it imports no actor and no service. [`Code`] is the one table of error codes: its
+//! name on the wire and its HTTP status are given in one exhaustive `match` each, so a new
+//! code cannot be forgotten in one of them. The HTTP layer, the import's per-line errors and
+//! the webhook's answers all read it.
 
 use unify_storage::StoreError;
 
 use crate::json::JsonError;
+
+/// Every error code of the API (SPEC 4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    InvalidArgument,
+    /// A member (or an event's sender) without an identity.
+    EmptyExternalId,
+    MalformedJson,
+    Unauthenticated,
+    /// A channel webhook whose signature does not verify.
+    InvalidSignature,
+    Forbidden,
+    /// A channel event whose tenant differs from its channel's.
+    TenantMismatch,
+    NotFound,
+    CdhAlreadyConnected,
+    CdhNotConnected,
+    UnifyScopeSettingExists,
+    OrganizationExists,
+    MissingOrganization,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    Overloaded,
+    Unavailable,
+    Internal,
+}
+
+impl Code {
+    /// Returns the code as the API writes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::EmptyExternalId => "EMPTY_EXTERNAL_ID",
+            Code::MalformedJson => "MALFORMED_JSON",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::InvalidSignature => "INVALID_SIGNATURE",
+            Code::Forbidden => "FORBIDDEN",
+            Code::TenantMismatch => "TENANT_MISMATCH",
+            Code::NotFound => "NOT_FOUND",
+            Code::CdhAlreadyConnected => "CDH_ALREADY_CONNECTED",
+            Code::CdhNotConnected => "CDH_NOT_CONNECTED",
+            Code::UnifyScopeSettingExists => "UNIFY_SCOPE_SETTING_EXISTS",
+            Code::OrganizationExists => "ORGANIZATION_EXISTS",
+            Code::MissingOrganization => "MISSING_ORGANIZATION",
+            Code::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Code::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Code::Overloaded => "OVERLOADED",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::Internal => "INTERNAL",
+        }
+    }
+
+    /// Returns the HTTP status the API answers the code with (a plain number: this crate
+    /// knows no HTTP library).
+    pub const fn status(self) -> u16 {
+        match self {
+            Code::InvalidArgument | Code::EmptyExternalId | Code::MalformedJson => 400,
+            Code::Unauthenticated | Code::InvalidSignature => 401,
+            Code::Forbidden | Code::TenantMismatch => 403,
+            Code::NotFound => 404,
+            Code::CdhAlreadyConnected
+            | Code::CdhNotConnected
+            | Code::UnifyScopeSettingExists
+            | Code::OrganizationExists
+            | Code::MissingOrganization => 409,
+            Code::PayloadTooLarge => 413,
+            Code::UnsupportedMediaType => 415,
+            Code::Overloaded => 429,
+            Code::Unavailable => 503,
+            Code::Internal => 500,
+        }
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Why an operation was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -13,9 +97,10 @@ pub enum OpError {
     /// The request is malformed for the contract; nothing was written.
     #[error("{0}")]
     InvalidArgument(String),
-    /// The request conflicts with the current state; `code` is the API error code.
+    /// The request conflicts with the current state (or is refused with a code of its own);
+    /// `code` is the API error code, whose status [`Code::status`] gives.
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: Code, message: String },
     /// The scope has too much work in flight; retry later.
     #[error("too many operations in flight for this scope")]
     Overloaded,
@@ -32,10 +117,22 @@ impl OpError {
         OpError::InvalidArgument(message.into())
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: Code, message: impl Into<String>) -> Self {
         OpError::Conflict {
             code,
             message: message.into(),
+        }
+    }
+
+    /// Returns the API error code of the error.
+    pub fn code(&self) -> Code {
+        match self {
+            OpError::NotFound(_) => Code::NotFound,
+            OpError::InvalidArgument(_) => Code::InvalidArgument,
+            OpError::Conflict { code, .. } => *code,
+            OpError::Overloaded => Code::Overloaded,
+            OpError::Unavailable(_) => Code::Unavailable,
+            OpError::Storage(_) => Code::Internal,
         }
     }
 }
@@ -43,7 +140,7 @@ impl OpError {
 impl From<JsonError> for OpError {
     fn from(err: JsonError) -> Self {
         match err {
-            JsonError::Syntax(message) => OpError::conflict("MALFORMED_JSON", message),
+            JsonError::Syntax(message) => OpError::conflict(Code::MalformedJson, message),
             JsonError::Data(message) => OpError::invalid(message),
         }
     }
@@ -56,5 +153,52 @@ pub(crate) fn found<T>(result: Result<T, StoreError>, what: &'static str) -> Res
         Ok(v) => Ok(v),
         Err(e) if e.is_not_found() => Err(OpError::NotFound(what)),
         Err(e) => Err(OpError::Storage(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPEC 4.2, row by row.
+    #[test]
+    fn codes_answer_the_statuses_of_the_spec() {
+        let table: &[(u16, &[Code])] = &[
+            (
+                400,
+                &[
+                    Code::InvalidArgument,
+                    Code::EmptyExternalId,
+                    Code::MalformedJson,
+                ],
+            ),
+            (401, &[Code::Unauthenticated, Code::InvalidSignature]),
+            (403, &[Code::Forbidden, Code::TenantMismatch]),
+            (404, &[Code::NotFound]),
+            (
+                409,
+                &[
+                    Code::CdhAlreadyConnected,
+                    Code::CdhNotConnected,
+                    Code::UnifyScopeSettingExists,
+                    Code::OrganizationExists,
+                    Code::MissingOrganization,
+                ],
+            ),
+            (413, &[Code::PayloadTooLarge]),
+            (415, &[Code::UnsupportedMediaType]),
+            (429, &[Code::Overloaded]),
+            (503, &[Code::Unavailable]),
+            (500, &[Code::Internal]),
+        ];
+        let mut names = std::collections::HashSet::new();
+        for (status, codes) in table {
+            for code in *codes {
+                assert_eq!(code.status(), *status, "{code}");
+                assert!(names.insert(code.as_str()), "{code} twice");
+            }
+        }
+        assert_eq!(names.len(), 18);
+        assert_eq!(Code::TenantMismatch.as_str(), "TENANT_MISMATCH");
     }
 }

@@ -12,30 +12,29 @@
 //! Imports bypass member actors: each line creates a member or finds the existing one by
 //! identity inside the scope actor, which serializes it with every other create of the scope,
 //! and a member actor would only add a hop per line.
+//!
+//! The import service owns the running drivers ([`Imports`]). It may call the scope client
+//! (a chunk is a `protocol` message, answered within its own timeout); it never imports the
+//! runtime.
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use ractor::rpc::CallResult;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
-use unify_storage::{Id, IdKind, ImportJob, ImportLineError, ImportStatus, Store, WriteBatch};
+use unify_storage::{Id, IdKind, ImportJob, ImportStatus, Store, WriteBatch};
 
 use crate::clock::now_millis;
 use crate::engine::{ATTRIBUTE_COUNT, Attribute, LinkValues, Normalizer};
-use crate::error::{OpError, found};
-use crate::input::{error_code, parse_member};
+use crate::error::{Code, OpError, found};
+use crate::input::parse_member;
 use crate::ops::NewMember;
-use crate::router::Router;
-use crate::scope::ScopeMsg;
-use crate::status::ScopeStatus;
-
-/// Refused lines kept on the job record.
-pub const MAX_ERRORS: usize = 100;
+use crate::protocol::import::line_error;
+use crate::protocol::{ImportChunk, Prepared, ScopeMsg};
+use crate::scope_client::{ImportGuard, ScopeClient};
 
 /// Most lines per chunk. Larger chunks are no faster (the store's write path dominates) but
 /// hold far more memory: 50k-line chunks doubled the peak RSS of a 200k-member import.
@@ -44,63 +43,6 @@ pub const MAX_CHUNK: usize = 5_000;
 /// Longest wait for the scope to apply one chunk; a chunk that is answered later is detected
 /// by its position and not applied twice.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// One parsed line, with its linking values computed off the scope actor.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    /// 1-based line number in the body.
-    pub line: u64,
-    pub member: NewMember,
-    pub links: LinkValues,
-}
-
-/// A chunk of lines for the scope actor to apply, with what the driver already knows: the lines
-/// that did not parse and where the next chunk starts.
-#[derive(Debug, Clone)]
-pub struct ImportChunk {
-    pub job_id: Id,
-    /// Spool position the chunk starts at; a chunk whose start is not the job's stored
-    /// position was already applied (a retry) and is answered with the stored job.
-    pub from: u64,
-    /// Spool position and line count after the chunk.
-    pub to: u64,
-    pub lines: u64,
-    /// Whether the chunk ends the spool: applying it finishes the job.
-    pub last: bool,
-    pub members: Vec<Prepared>,
-    /// Lines refused by parsing or validation before reaching the scope.
-    pub refused: Vec<ImportLineError>,
-}
-
-impl ImportChunk {
-    /// Returns the job record after the chunk: `done` lines applied by the scope, `refused`
-    /// more refused ones (`errors` holds the first [`MAX_ERRORS`] of all).
-    pub fn apply_to(&self, job: &mut ImportJob, done: u64, refused: Vec<ImportLineError>) {
-        job.done += done;
-        for e in self.refused.iter().cloned().chain(refused) {
-            job.failed += 1;
-            if job.errors.len() < MAX_ERRORS {
-                job.errors.push(e);
-            }
-        }
-        job.errors.sort_by_key(|e| e.line);
-        job.position = self.to;
-        job.lines = self.lines;
-        if self.last {
-            job.status = ImportStatus::Finished;
-        }
-        job.updated_at = now_millis();
-    }
-}
-
-/// Returns a line's refusal as the job reports it.
-pub fn line_error(line: u64, err: &OpError) -> ImportLineError {
-    ImportLineError {
-        line,
-        code: error_code(err).to_owned(),
-        message: err.to_string(),
-    }
-}
 
 /// Returns the linking values of a member to create; equal to those of the member record it
 /// becomes (a new member is never under manual unification).
@@ -129,34 +71,35 @@ fn spool_path(store: &Store, job_id: Id) -> PathBuf {
 /// The running import drivers, stopped together at shutdown.
 #[derive(Debug)]
 pub struct Imports {
+    client: Arc<ScopeClient>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl Default for Imports {
-    fn default() -> Self {
+impl Imports {
+    pub fn new(client: Arc<ScopeClient>) -> Imports {
         Imports {
+            client,
             stop: watch::channel(false).0,
             tasks: Mutex::default(),
         }
     }
-}
 
-impl Imports {
     /// Spawns the driver of a job.
-    async fn spawn(&self, router: Arc<Router>, job: ImportJob) {
+    async fn spawn(&self, job: ImportJob) {
         let stop = self.stop.subscribe();
         // Taken before the task starts, so the merge state is unfinished once the job exists.
-        let guard = ImportGuard::new(&router, job.org_id);
-        let task = tokio::spawn(drive(router, job, stop, guard));
+        let guard = self.client.import_guard(job.org_id);
+        let task = tokio::spawn(drive(self.client.clone(), job, stop, guard));
         let mut tasks = self.tasks.lock().await;
         tasks.retain(|t| !t.is_finished());
         tasks.push(task);
     }
 
     /// Resumes every running job of the store and removes the spools of ended ones.
-    pub async fn resume(&self, router: &Arc<Router>) -> Result<(), OpError> {
-        for job in router.store.list_import_jobs()? {
+    pub async fn resume(&self) -> Result<(), OpError> {
+        let store = self.client.store();
+        for job in store.list_import_jobs()? {
             if job.status == ImportStatus::Running {
                 tracing::info!(
                     job_id = job.id,
@@ -164,12 +107,62 @@ impl Imports {
                     done = job.done,
                     "resuming import"
                 );
-                self.spawn(router.clone(), job).await;
+                self.spawn(job).await;
             } else {
-                let _ = std::fs::remove_file(spool_path(&router.store, job.id));
+                let _ = std::fs::remove_file(spool_path(store, job.id));
             }
         }
         Ok(())
+    }
+
+    /// Spools the body, writes the job record and spawns its driver; returns the job id.
+    pub async fn start<S, B, E>(&self, org_id: Id, body: S) -> Result<Id, OpError>
+    where
+        S: Stream<Item = Result<B, E>> + Send + Unpin,
+        B: AsRef<[u8]>,
+        E: std::fmt::Display,
+    {
+        let store = self.client.store();
+        found(store.get_org(org_id), "organization")?;
+        let job_id = store.allocate_ids(IdKind::Job, 1)?.start;
+        let path = spool_path(store, job_id);
+        let total = match spool(&path, body).await {
+            Ok(total) => total,
+            Err(err) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(err);
+            }
+        };
+        let now = now_millis();
+        let job = ImportJob {
+            id: job_id,
+            org_id,
+            status: ImportStatus::Running,
+            total,
+            done: 0,
+            failed: 0,
+            errors: Vec::new(),
+            position: 0,
+            lines: 0,
+            failure: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut batch = WriteBatch::new();
+        batch.put_import_job(&job);
+        store.apply(batch)?;
+        store.flush_async().await?;
+        self.spawn(job).await;
+        Ok(job_id)
+    }
+
+    /// Returns an org's import job.
+    pub fn status(&self, org_id: Id, job_id: Id) -> Result<ImportJob, OpError> {
+        let job = found(self.client.store().get_import_job(job_id), "import job")?;
+        if job.org_id != org_id {
+            return Err(OpError::NotFound("import job"));
+        }
+        Ok(job)
     }
 
     /// Stops every driver after the chunk it is applying; their jobs resume at the next start.
@@ -180,61 +173,6 @@ impl Imports {
             let _ = task.await;
         }
     }
-}
-
-/// Spools the body, writes the job record and spawns its driver; returns the job id.
-pub async fn start<S, B, E>(
-    imports: &Imports,
-    router: &Arc<Router>,
-    org_id: Id,
-    body: S,
-) -> Result<Id, OpError>
-where
-    S: Stream<Item = Result<B, E>> + Send + Unpin,
-    B: AsRef<[u8]>,
-    E: std::fmt::Display,
-{
-    let store = &router.store;
-    found(store.get_org(org_id), "organization")?;
-    let job_id = store.allocate_ids(IdKind::Job, 1)?.start;
-    let path = spool_path(store, job_id);
-    let total = match spool(&path, body).await {
-        Ok(total) => total,
-        Err(err) => {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(err);
-        }
-    };
-    let now = now_millis();
-    let job = ImportJob {
-        id: job_id,
-        org_id,
-        status: ImportStatus::Running,
-        total,
-        done: 0,
-        failed: 0,
-        errors: Vec::new(),
-        position: 0,
-        lines: 0,
-        failure: None,
-        created_at: now,
-        updated_at: now,
-    };
-    let mut batch = WriteBatch::new();
-    batch.put_import_job(&job);
-    store.apply(batch)?;
-    store.flush_async().await?;
-    imports.spawn(router.clone(), job).await;
-    Ok(job_id)
-}
-
-/// Returns an org's import job.
-pub fn status(store: &Store, org_id: Id, job_id: Id) -> Result<ImportJob, OpError> {
-    let job = found(store.get_import_job(job_id), "import job")?;
-    if job.org_id != org_id {
-        return Err(OpError::NotFound("import job"));
-    }
-    Ok(job)
 }
 
 /// Writes the body to `path` and fsyncs it (and its directory); returns the number of
@@ -375,7 +313,7 @@ impl SpoolReader {
                 refused.push(line_error(
                     self.lines,
                     &OpError::conflict(
-                        "PAYLOAD_TOO_LARGE",
+                        Code::PayloadTooLarge,
                         format!("a line is limited to {MAX_LINE} bytes"),
                     ),
                 ));
@@ -415,18 +353,18 @@ impl SpoolReader {
 /// Drives a job to its end (or until `stop`): chunk after chunk, preparing the next one while
 /// the scope applies the current one.
 async fn drive(
-    router: Arc<Router>,
+    client: Arc<ScopeClient>,
     job: ImportJob,
     mut stop: watch::Receiver<bool>,
     _guard: ImportGuard,
 ) {
     let job_id = job.id;
-    let path = spool_path(&router.store, job_id);
+    let path = spool_path(client.store(), job_id);
     let reader = match SpoolReader::open(&path, job.position, job.lines) {
         Ok(reader) => reader,
         Err(err) => {
             fail(
-                &router.store,
+                client.store(),
                 job,
                 format!("the spooled body is unreadable: {err}"),
             )
@@ -434,21 +372,21 @@ async fn drive(
             return;
         }
     };
-    let chunk_size = router.settings.job_chunk.clamp(1, MAX_CHUNK);
-    let prepare = |mut reader: SpoolReader, router: Arc<Router>| {
+    let chunk_size = client.settings().job_chunk.clamp(1, MAX_CHUNK);
+    let prepare = |mut reader: SpoolReader, client: Arc<ScopeClient>| {
         tokio::task::spawn_blocking(move || {
-            let chunk = reader.chunk(job_id, chunk_size, &router.settings.normalizer);
+            let chunk = reader.chunk(job_id, chunk_size, &client.settings().normalizer);
             (reader, chunk)
         })
     };
-    let mut next = Some(prepare(reader, router.clone()));
+    let mut next = Some(prepare(reader, client.clone()));
     let mut job = job;
     while let Some(pending) = next.take() {
         let (reader, chunk) = match pending.await {
             Ok((reader, Ok(chunk))) => (reader, chunk),
             Ok((_, Err(err))) => {
                 fail(
-                    &router.store,
+                    client.store(),
                     job,
                     format!("reading the spooled body: {err}"),
                 )
@@ -461,14 +399,14 @@ async fn drive(
             }
         };
         if !chunk.last {
-            next = Some(prepare(reader, router.clone()));
+            next = Some(prepare(reader, client.clone()));
         }
         let last = chunk.last;
-        match apply(&router, job.org_id, chunk, &mut stop).await {
+        match apply(&client, job.org_id, chunk, &mut stop).await {
             Applied::Job(updated) => job = updated,
             Applied::Stopped => return,
             Applied::Failed(err) => {
-                fail(&router.store, job, err.to_string()).await;
+                fail(client.store(), job, err.to_string()).await;
                 return;
             }
         }
@@ -499,7 +437,7 @@ enum Applied {
 /// Sends a chunk to the org's scope until it is applied: a restarting, overloaded or slow scope
 /// is retried (a retried chunk that was applied meanwhile is answered with the stored job).
 async fn apply(
-    router: &Router,
+    client: &ScopeClient,
     org_id: Id,
     chunk: ImportChunk,
     stop: &mut watch::Receiver<bool>,
@@ -507,7 +445,13 @@ async fn apply(
     let chunk = Arc::new(chunk);
     let mut backoff = Duration::from_millis(20);
     loop {
-        let result = call_scope(router, org_id, chunk.clone()).await;
+        let result = client
+            .call_within(org_id, CHUNK_TIMEOUT, |reply| ScopeMsg::ImportChunk {
+                org_id,
+                chunk: chunk.clone(),
+                reply,
+            })
+            .await;
         match result {
             Ok(job) => return Applied::Job(job),
             Err(OpError::Unavailable(_) | OpError::Overloaded) => {}
@@ -521,14 +465,7 @@ async fn apply(
         }
         // A scope marked failed is not restarted: waiting for it would keep the job running
         // forever.
-        let scope_failed = router.scope_of(org_id).is_ok_and(|scope_id| {
-            router.scopes.get(scope_id).is_some_and(|entry| {
-                entry
-                    .status
-                    .failed
-                    .load(std::sync::atomic::Ordering::Acquire)
-            })
-        });
+        let scope_failed = client.scope_failed(org_id);
         if scope_failed {
             return Applied::Failed(OpError::Unavailable(
                 "the scope failed and is not restarted".into(),
@@ -539,32 +476,6 @@ async fn apply(
             _ = stop.changed() => return Applied::Stopped,
         }
         backoff = (backoff * 2).min(Duration::from_secs(1));
-    }
-}
-
-async fn call_scope(
-    router: &Router,
-    org_id: Id,
-    chunk: Arc<ImportChunk>,
-) -> Result<ImportJob, OpError> {
-    let scope_id = router.scope_of(org_id)?;
-    let actor = router
-        .entry(scope_id)?
-        .actor
-        .ok_or_else(|| OpError::Unavailable("the scope is restarting".into()))?;
-    let sent = actor.call(
-        |reply| ScopeMsg::ImportChunk {
-            org_id,
-            chunk,
-            reply,
-        },
-        Some(CHUNK_TIMEOUT),
-    );
-    match sent.await {
-        Ok(CallResult::Success(result)) => result,
-        _ => Err(OpError::Unavailable(
-            "the scope did not apply the chunk".into(),
-        )),
     }
 }
 
@@ -586,33 +497,6 @@ async fn fail(store: &Store, mut job: ImportJob, reason: String) {
     };
     if let Err(err) = written {
         tracing::error!(job_id = job.id, error = %err, "could not record the import failure");
-    }
-}
-
-/// Keeps the scope's merge state unfinished while the import runs.
-struct ImportGuard {
-    status: Option<Arc<ScopeStatus>>,
-}
-
-impl ImportGuard {
-    fn new(router: &Router, org_id: Id) -> ImportGuard {
-        let status = router
-            .scope_of(org_id)
-            .ok()
-            .and_then(|scope_id| router.scopes.get(scope_id))
-            .map(|entry| entry.status);
-        if let Some(status) = &status {
-            status.imports.fetch_add(1, Ordering::AcqRel);
-        }
-        ImportGuard { status }
-    }
-}
-
-impl Drop for ImportGuard {
-    fn drop(&mut self) {
-        if let Some(status) = &self.status {
-            status.imports.fetch_sub(1, Ordering::AcqRel);
-        }
     }
 }
 

@@ -5,13 +5,13 @@ use serde::Deserialize;
 use unify_storage::{Id, Millis};
 
 use crate::clock::parse_rfc3339;
-use crate::error::OpError;
+use crate::error::{Code, OpError};
 use crate::json;
 use crate::ops::NewMember;
 
 /// API error code of a member whose `external_member_id` is empty or only whitespace. It is
 /// carried as [`OpError::Conflict`] with this code; the HTTP layer answers it with 400.
-pub const EMPTY_EXTERNAL_ID: &str = "EMPTY_EXTERNAL_ID";
+pub const EMPTY_EXTERNAL_ID: &str = Code::EmptyExternalId.as_str();
 
 /// A member as the API receives it. Unknown fields are refused; every optional string may be
 /// absent or `null`. Deserialize it with `serde_json`, then call [`MemberInput::into_new_member`]
@@ -54,7 +54,7 @@ impl MemberInput {
     pub fn into_new_member(self) -> Result<NewMember, OpError> {
         if self.external_member_id.trim().is_empty() {
             return Err(OpError::conflict(
-                EMPTY_EXTERNAL_ID,
+                Code::EmptyExternalId,
                 "external_member_id must not be empty",
             ));
         }
@@ -80,14 +80,7 @@ impl MemberInput {
 
 /// Returns the API error code of an operation error, as an import reports it per line.
 pub fn error_code(err: &OpError) -> &'static str {
-    match err {
-        OpError::NotFound(_) => "NOT_FOUND",
-        OpError::InvalidArgument(_) => "INVALID_ARGUMENT",
-        OpError::Conflict { code, .. } => code,
-        OpError::Overloaded => "OVERLOADED",
-        OpError::Unavailable(_) => "UNAVAILABLE",
-        OpError::Storage(_) => "INTERNAL",
-    }
+    err.code().as_str()
 }
 
 /// Parses one JSON member object (through [`json::parse`], like every API input): a syntax error (or invalid UTF-8) is `MALFORMED_JSON`,
@@ -146,7 +139,7 @@ mod tests {
         assert!(matches!(
             parse_member(&[0xff, 0xfe]),
             Err(OpError::Conflict {
-                code: "MALFORMED_JSON",
+                code: Code::MalformedJson,
                 ..
             })
         ));

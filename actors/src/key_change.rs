@@ -4,7 +4,7 @@
 use unify_storage::{Id, ScopeRecord};
 
 use crate::engine::{Attribute, KeySet, UnifyKey};
-use crate::error::OpError;
+use crate::error::{Code, OpError};
 
 /// A requested change of a scope's unify keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +41,7 @@ impl KeyChange {
         let connected = record.org_ids.len() > 1;
         let refuse_connected = || {
             OpError::conflict(
-                "CDH_ALREADY_CONNECTED",
+                Code::CdhAlreadyConnected,
                 "the unify keys of a CDH-connected scope are managed in the Admin Center",
             )
         };
@@ -53,7 +53,7 @@ impl KeyChange {
                 }
                 if !current.is_empty() {
                     return Err(OpError::conflict(
-                        "UNIFY_SCOPE_SETTING_EXISTS",
+                        Code::UnifyScopeSettingExists,
                         "the unify scope setting already exists; replace its keys instead",
                     ));
                 }

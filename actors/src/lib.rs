@@ -1,10 +1,12 @@
 //! unify-actors: the pure unification engine and the actor runtime around it.
 
 pub mod bridge;
+pub mod channel;
 pub mod clock;
 pub mod directory;
 pub mod engine;
 pub mod error;
+pub mod event_log;
 pub mod events;
 pub mod hub;
 pub mod import;
@@ -13,11 +15,14 @@ pub mod json;
 pub mod key_change;
 pub mod links;
 pub mod member;
+pub mod members;
 pub mod ops;
+pub mod protocol;
 pub mod provision;
-pub mod router;
+pub mod reshape;
 pub mod runtime;
 pub mod scope;
+pub mod scope_client;
 pub mod settings;
 pub mod status;
 pub mod supervisor;

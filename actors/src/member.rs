@@ -1,18 +1,23 @@
-//! Member actors: spawned on demand, stopped when idle. Every mutation of one member passes
-//! through its actor, which forwards one operation at a time to the scope and waits for the
-//! durable answer, so operations on one member apply in arrival order even when some of them
-//! do slow work first.
+//! Member actors and identity actors: spawned on demand, stopped when idle, two actor types
+//! each with only its own messages.
 //!
-//! Actors are keyed either by member id (operations on an existing member) or by identity
-//! `(org, channel, external_member_id)` (creates and provisioning, before the member id is
-//! known): concurrent creates of one identity queue in its actor, so the first creates the
-//! member and the others find it. Bulk import bypasses member actors (see [`crate::import`]).
+//! - A [`MemberActor`] serializes every mutation of one existing member: it forwards one
+//!   operation at a time to the scope and waits for the durable answer, so operations on one
+//!   member apply in arrival order even when some of them do slow work first.
+//! - An [`IdentityActor`] serializes the work of one identity `(org, channel,
+//!   external_member_id)` before its member id is known (creates and provisioning):
+//!   concurrent creates of one identity queue in its actor, so the first creates the member
+//!   and the others find it.
+//!
+//! Bulk import bypasses both (see `import.rs`). Above the scope client, which is their only
+//! way into a scope; below the services. They import no service.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -22,8 +27,8 @@ use unify_storage::{Id, Member};
 use crate::error::{OpError, found};
 use crate::events::Reason;
 use crate::ops::{MemberOp, NewMember};
-use crate::router::Router;
-use crate::scope::ScopeMsg;
+use crate::protocol::ScopeMsg;
+use crate::scope_client::ScopeClient;
 
 /// The identity of a member: unique per org (SPEC 4.4).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -32,13 +37,6 @@ pub struct Identity {
     /// `None` for maac members.
     pub channel_id: Option<Id>,
     pub external_member_id: String,
-}
-
-/// What a member actor serializes: one existing member, or one identity.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ActorKey {
-    Member(Id),
-    Identity(Identity),
 }
 
 /// Work run inside an identity's actor, one at a time; it reports its result itself.
@@ -51,7 +49,13 @@ pub enum MemberMsg {
         op: Box<MemberOp>,
         reply: RpcReplyPort<Result<Option<Member>, OpError>>,
     },
-    /// Runs work for the identity of an identity-keyed actor.
+    /// Periodic idle check.
+    Tick,
+}
+
+/// Messages of an identity actor.
+pub enum IdentityMsg {
+    /// Runs work for the actor's identity.
     Run(IdentityWork),
     /// Periodic idle check.
     Tick,
@@ -65,8 +69,16 @@ impl std::fmt::Debug for MemberMsg {
                 .field("org_id", org_id)
                 .field("op", op)
                 .finish(),
-            MemberMsg::Run(_) => f.write_str("Run"),
             MemberMsg::Tick => f.write_str("Tick"),
+        }
+    }
+}
+
+impl std::fmt::Debug for IdentityMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdentityMsg::Run(_) => f.write_str("Run"),
+            IdentityMsg::Tick => f.write_str("Tick"),
         }
     }
 }
@@ -81,11 +93,11 @@ impl std::fmt::Debug for IdentityHandle {
 
 /// What work running in an identity's actor may do. Everything it does for the identity is
 /// serialized with every other create or provisioning of that identity; updates of the
-/// member go through the member's own (id-keyed) actor, so they are also ordered with the
-/// operator's operations on it.
+/// member go through the member's own actor, so they are also ordered with the operator's
+/// operations on it.
 pub struct IdentityHandle {
     identity: Identity,
-    router: Arc<Router>,
+    client: Arc<ScopeClient>,
     registry: Arc<MemberRegistry>,
 }
 
@@ -102,17 +114,16 @@ impl IdentityHandle {
             external_member_id,
         } = &self.identity;
         let Some(member_id) =
-            self.router
-                .store
+            self.client
+                .store()
                 .lookup_member_by_ext(*org_id, *channel_id, external_member_id)?
         else {
             return Ok(None);
         };
-        let scope_id = self.router.scope_of(*org_id)?;
         let org_id = *org_id;
         let member = self
-            .router
-            .call(scope_id, |reply| ScopeMsg::GetMember {
+            .client
+            .call(org_id, |reply| ScopeMsg::GetMember {
                 org_id,
                 member_id,
                 reply,
@@ -136,9 +147,8 @@ impl IdentityHandle {
         member.channel_id = self.identity.channel_id;
         member.external_member_id = self.identity.external_member_id.clone();
         let org_id = self.identity.org_id;
-        let scope_id = self.router.scope_of(org_id)?;
-        self.router
-            .call(scope_id, |reply| ScopeMsg::Create {
+        self.client
+            .call(org_id, |reply| ScopeMsg::Create {
                 org_id,
                 member,
                 reason,
@@ -150,53 +160,60 @@ impl IdentityHandle {
     /// Applies an operation to a member of the identity's org through that member's actor.
     pub async fn mutate(&self, member_id: Id, op: MemberOp) -> Result<Option<Member>, OpError> {
         self.registry
-            .send(&self.router, member_id, self.identity.org_id, op)
+            .send(&self.client, member_id, self.identity.org_id, op)
             .await
     }
 }
 
-/// A running member actor and its count of queued operations.
-#[derive(Debug, Clone)]
-struct Running {
-    actor: ActorRef<MemberMsg>,
+/// A running actor and its count of queued operations.
+#[derive(Debug)]
+struct Running<M> {
+    actor: ActorRef<M>,
     queued: Arc<AtomicUsize>,
 }
 
-/// The live member actors. Queued counts change under the same lock as retirement, so an
-/// actor never stops with an operation on its way.
-#[derive(Debug, Default)]
-pub struct MemberRegistry {
-    running: Mutex<HashMap<ActorKey, Running>>,
+impl<M> Clone for Running<M> {
+    fn clone(&self) -> Self {
+        Running {
+            actor: self.actor.clone(),
+            queued: self.queued.clone(),
+        }
+    }
 }
 
-impl MemberRegistry {
-    /// Returns the number of operations queued or running for the member.
-    pub async fn queued(&self, member_id: Id) -> usize {
-        self.running
-            .lock()
-            .await
-            .get(&ActorKey::Member(member_id))
-            .map_or(0, |r| r.queued.load(Ordering::Acquire))
-    }
+/// The live actors of one type, by key. Queued counts change under the same lock as
+/// retirement, so an actor never stops with an operation on its way.
+#[derive(Debug)]
+struct Live<K, M> {
+    running: Mutex<HashMap<K, Running<M>>>,
+}
 
-    /// Returns the actor of `key` (spawning it if needed) with one more operation counted.
-    async fn enqueue(
-        self: &Arc<Self>,
-        router: &Arc<Router>,
-        key: ActorKey,
-    ) -> Result<Running, OpError> {
+impl<K, M> Default for Live<K, M> {
+    fn default() -> Self {
+        Live {
+            running: Mutex::default(),
+        }
+    }
+}
+
+impl<K: Clone + Eq + Hash, M: ractor::Message> Live<K, M> {
+    /// Returns the actor of `key` (spawning `actor` with `args(queued)` if needed) with one
+    /// more operation counted.
+    async fn enqueue<A>(
+        &self,
+        key: K,
+        actor: A,
+        args: impl FnOnce(Arc<AtomicUsize>) -> A::Arguments,
+    ) -> Result<Running<M>, OpError>
+    where
+        A: Actor<Msg = M>,
+    {
         let mut map = self.running.lock().await;
         let running = match map.get(&key) {
             Some(r) => r.clone(),
             None => {
                 let queued = Arc::new(AtomicUsize::new(0));
-                let args = MemberArgs {
-                    key: key.clone(),
-                    router: router.clone(),
-                    registry: self.clone(),
-                    queued: queued.clone(),
-                };
-                let (actor, _) = Actor::spawn(None, MemberActor, args)
+                let (actor, _) = Actor::spawn(None, actor, args(queued.clone()))
                     .await
                     .map_err(|e| OpError::Unavailable(format!("member actor: {e}")))?;
                 let r = Running { actor, queued };
@@ -208,12 +225,53 @@ impl MemberRegistry {
         Ok(running)
     }
 
+    /// Returns the number of operations queued or running for `key`.
+    async fn queued(&self, key: &K) -> usize {
+        self.running
+            .lock()
+            .await
+            .get(key)
+            .map_or(0, |r| r.queued.load(Ordering::Acquire))
+    }
+
+    /// Removes the actor of `key` if nothing is queued; returns whether it was removed.
+    async fn retire(&self, key: &K, queued: &AtomicUsize) -> bool {
+        let mut map = self.running.lock().await;
+        if queued.load(Ordering::Acquire) == 0 {
+            map.remove(key);
+            true
+        } else {
+            false
+        }
+    }
+
+    async fn stop_all(&self) {
+        let mut map = self.running.lock().await;
+        for (_, r) in map.drain() {
+            r.actor.stop(None);
+        }
+    }
+}
+
+/// The live member and identity actors.
+#[derive(Debug, Default)]
+pub struct MemberRegistry {
+    members: Live<Id, MemberMsg>,
+    identities: Live<Identity, IdentityMsg>,
+}
+
+impl MemberRegistry {
+    /// Returns the number of operations queued or running for the member.
+    pub async fn queued(&self, member_id: Id) -> usize {
+        self.members.queued(&member_id).await
+    }
+
     /// Runs `work` in the identity's actor after the work queued before it, and returns its
     /// result. This is the entry point of creates and provisioning ("get or create, then maybe
     /// update" for one identity); `work` gets an [`IdentityHandle`].
     pub async fn run<T, F, Fut>(
         self: &Arc<Self>,
-        router: &Arc<Router>,
+        client: &Arc<ScopeClient>,
         identity: Identity,
         work: F,
     ) -> Result<T, OpError>
@@ -222,8 +280,16 @@ impl MemberRegistry {
         F: FnOnce(IdentityHandle) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, OpError>> + Send + 'static,
     {
-        found(router.store.get_org(identity.org_id), "organization")?;
-        let running = self.enqueue(router, ActorKey::Identity(identity)).await?;
+        found(client.store().get_org(identity.org_id), "organization")?;
+        let running = self
+            .identities
+            .enqueue(identity.clone(), IdentityActor, |queued| IdentityArgs {
+                identity,
+                client: client.clone(),
+                registry: self.clone(),
+                queued,
+            })
+            .await?;
         let (tx, rx) = oneshot::channel();
         let work: IdentityWork = Box::new(move |handle| {
             Box::pin(async move {
@@ -231,7 +297,7 @@ impl MemberRegistry {
             })
         });
         let stopped = || OpError::Unavailable("the identity actor stopped".into());
-        if running.actor.send_message(MemberMsg::Run(work)).is_err() {
+        if running.actor.send_message(IdentityMsg::Run(work)).is_err() {
             running.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(stopped());
         }
@@ -248,12 +314,20 @@ impl MemberRegistry {
     /// Sends an operation to the member's actor (spawning it if needed) and waits for the answer.
     pub async fn send(
         self: &Arc<Self>,
-        router: &Arc<Router>,
+        client: &Arc<ScopeClient>,
         member_id: Id,
         org_id: Id,
         op: MemberOp,
     ) -> Result<Option<Member>, OpError> {
-        let running = self.enqueue(router, ActorKey::Member(member_id)).await?;
+        let running = self
+            .members
+            .enqueue(member_id, MemberActor, |queued| MemberArgs {
+                member_id,
+                client: client.clone(),
+                registry: self.clone(),
+                queued,
+            })
+            .await?;
         let sent = running.actor.call(
             |reply| MemberMsg::Op {
                 org_id,
@@ -271,22 +345,46 @@ impl MemberRegistry {
         }
     }
 
-    /// Removes the actor of `key` if nothing is queued; returns whether it was removed.
-    async fn retire(&self, key: &ActorKey, queued: &AtomicUsize) -> bool {
-        let mut map = self.running.lock().await;
-        if queued.load(Ordering::Acquire) == 0 {
-            map.remove(key);
-            true
-        } else {
-            false
+    /// Stops every member and identity actor.
+    pub async fn stop_all(&self) {
+        self.members.stop_all().await;
+        self.identities.stop_all().await;
+    }
+}
+
+/// Counts one actor's idleness: it is retired once idle for `member_idle` with nothing queued.
+#[derive(Debug)]
+struct Idle {
+    idle: Duration,
+    last_active: Instant,
+}
+
+impl Idle {
+    /// Starts the periodic idle check of an actor.
+    fn start<M: ractor::Message>(myself: &ActorRef<M>, idle: Duration, tick: fn() -> M) -> Idle {
+        myself.send_interval(idle / 2 + Duration::from_millis(1), tick);
+        Idle {
+            idle,
+            last_active: Instant::now(),
         }
     }
 
-    /// Stops every member actor.
-    pub async fn stop_all(&self) {
-        let mut map = self.running.lock().await;
-        for (_, r) in map.drain() {
-            r.actor.stop(None);
+    /// Counts one handled operation off the actor's queue.
+    fn handled(&mut self, queued: &AtomicUsize) {
+        queued.fetch_sub(1, Ordering::AcqRel);
+        self.last_active = Instant::now();
+    }
+
+    /// Stops the actor if it has been idle long enough and `live` retires it.
+    async fn check<K: Clone + Eq + Hash, M: ractor::Message>(
+        &self,
+        myself: &ActorRef<M>,
+        live: &Live<K, M>,
+        key: &K,
+        queued: &AtomicUsize,
+    ) {
+        if self.last_active.elapsed() >= self.idle && live.retire(key, queued).await {
+            myself.stop(None);
         }
     }
 }
@@ -294,13 +392,13 @@ impl MemberRegistry {
 /// Start-up arguments of a member actor.
 #[derive(Debug, Clone)]
 pub struct MemberArgs {
-    pub key: ActorKey,
-    pub router: Arc<Router>,
+    pub member_id: Id,
+    pub client: Arc<ScopeClient>,
     pub registry: Arc<MemberRegistry>,
     pub queued: Arc<AtomicUsize>,
 }
 
-/// The member actor (configuration only).
+/// The actor of one existing member (configuration only).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MemberActor;
 
@@ -308,7 +406,7 @@ pub struct MemberActor;
 #[derive(Debug)]
 pub struct MemberState {
     args: MemberArgs,
-    last_active: Instant,
+    idle: Idle,
 }
 
 impl Actor for MemberActor {
@@ -321,14 +419,10 @@ impl Actor for MemberActor {
         myself: ActorRef<MemberMsg>,
         args: MemberArgs,
     ) -> Result<MemberState, ActorProcessingErr> {
-        let idle = args.router.settings.member_idle;
-        myself.send_interval(idle / 2 + std::time::Duration::from_millis(1), || {
+        let idle = Idle::start(&myself, args.client.settings().member_idle, || {
             MemberMsg::Tick
         });
-        Ok(MemberState {
-            args,
-            last_active: Instant::now(),
-        })
+        Ok(MemberState { args, idle })
     }
 
     async fn handle(
@@ -337,53 +431,93 @@ impl Actor for MemberActor {
         message: MemberMsg,
         state: &mut MemberState,
     ) -> Result<(), ActorProcessingErr> {
+        let args = &state.args;
         match message {
             MemberMsg::Op { org_id, op, reply } => {
-                let router = &state.args.router;
-                let result = match (&state.args.key, router.scope_of(org_id)) {
-                    (ActorKey::Identity(_), _) => Err(OpError::invalid(
-                        "member operations go to the member's actor",
-                    )),
-                    (&ActorKey::Member(member_id), Ok(scope_id)) => {
-                        router
-                            .call(scope_id, |reply| ScopeMsg::Mutate {
-                                org_id,
-                                member_id,
-                                op: *op,
-                                reply,
-                            })
-                            .await
-                    }
-                    (_, Err(e)) => Err(e),
-                };
-                state.args.queued.fetch_sub(1, Ordering::AcqRel);
-                state.last_active = Instant::now();
+                let member_id = args.member_id;
+                let result = args
+                    .client
+                    .call(org_id, |reply| ScopeMsg::Mutate {
+                        org_id,
+                        member_id,
+                        op: *op,
+                        reply,
+                    })
+                    .await;
+                state.idle.handled(&args.queued);
                 let _ = reply.send(result);
             }
-            MemberMsg::Run(work) => {
-                if let ActorKey::Identity(identity) = &state.args.key {
-                    let handle = IdentityHandle {
-                        identity: identity.clone(),
-                        router: state.args.router.clone(),
-                        registry: state.args.registry.clone(),
-                    };
-                    work(handle).await;
-                    state.args.queued.fetch_sub(1, Ordering::AcqRel);
-                    state.last_active = Instant::now();
-                }
-                // Work sent to a member-keyed actor is dropped; its caller counts it off.
-            }
             MemberMsg::Tick => {
-                let idle = state.args.router.settings.member_idle;
-                if state.last_active.elapsed() >= idle
-                    && state
-                        .args
-                        .registry
-                        .retire(&state.args.key, &state.args.queued)
-                        .await
-                {
-                    myself.stop(None);
-                }
+                let live = &args.registry.members;
+                state
+                    .idle
+                    .check(&myself, live, &args.member_id, &args.queued)
+                    .await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Start-up arguments of an identity actor.
+#[derive(Debug, Clone)]
+pub struct IdentityArgs {
+    pub identity: Identity,
+    pub client: Arc<ScopeClient>,
+    pub registry: Arc<MemberRegistry>,
+    pub queued: Arc<AtomicUsize>,
+}
+
+/// The actor of one identity (configuration only).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IdentityActor;
+
+/// State of an identity actor.
+#[derive(Debug)]
+pub struct IdentityState {
+    args: IdentityArgs,
+    idle: Idle,
+}
+
+impl Actor for IdentityActor {
+    type Msg = IdentityMsg;
+    type State = IdentityState;
+    type Arguments = IdentityArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<IdentityMsg>,
+        args: IdentityArgs,
+    ) -> Result<IdentityState, ActorProcessingErr> {
+        let idle = Idle::start(&myself, args.client.settings().member_idle, || {
+            IdentityMsg::Tick
+        });
+        Ok(IdentityState { args, idle })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<IdentityMsg>,
+        message: IdentityMsg,
+        state: &mut IdentityState,
+    ) -> Result<(), ActorProcessingErr> {
+        let args = &state.args;
+        match message {
+            IdentityMsg::Run(work) => {
+                let handle = IdentityHandle {
+                    identity: args.identity.clone(),
+                    client: args.client.clone(),
+                    registry: args.registry.clone(),
+                };
+                work(handle).await;
+                state.idle.handled(&args.queued);
+            }
+            IdentityMsg::Tick => {
+                let live = &args.registry.identities;
+                state
+                    .idle
+                    .check(&myself, live, &args.identity, &args.queued)
+                    .await;
             }
         }
         Ok(())

@@ -1,6 +1,6 @@
 //! Channel events and auto-provisioning (SPEC 6).
 //!
-//! [`Runtime::accept_event`] answers a webhook delivery synchronously, checking in the order
+//! The provisioning service. [`Provisioner::accept_event`] answers a webhook delivery synchronously, checking in the order
 //! of the contract (duplicate event id, tenant, identity) before it writes anything; the one
 //! write is the [`AcceptedEvent`] record, claimed with compare-and-swap so that concurrent
 //! deliveries of one event id are accepted once, and flushed before the answer. It holds the
@@ -9,7 +9,7 @@
 //!
 //! Provisioning runs off the webhook's path. The events of one identity queue in its lane
 //! (see [`Lanes`]) in the order the webhook accepted them, and each runs in the identity's
-//! member actor ([`MemberRegistry::run`]), serialized with the API's creates of that identity:
+//! actor ([`Members::run_in_identity`]), serialized with the API's creates of that identity:
 //! the slow contact-API fetch happens there, never in a scope actor. The get-or-create, the
 //! enrichment, the username and the link-code redemption are decided by the scope actor
 //! (`scope/provision.rs`), where the writes of an org are serialized: that is what
@@ -17,7 +17,9 @@
 //!
 //! Below it: the pending limits of accepted events ([`pending`]), the contact-API client
 //! with its memory of outcomes and its circuit breaker ([`contact`]), and the limit on
-//! failed link-code redemptions ([`attempts`]).
+//! failed link-code redemptions ([`attempts`]). It owns all of that state. It may call the
+//! scope client (retried, see [`ScopeClient::call_retrying`]) and the members service; the
+//! payloads it sends a scope are in `protocol`. It never imports the runtime.
 
 mod attempts;
 mod contact;
@@ -30,26 +32,23 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use unify_storage::{
-    AcceptedEvent, Channel, ContactApi, Id, LinkCode, Member, Millis, Store, WriteBatch,
-};
+use unify_storage::{AcceptedEvent, Channel, ContactApi, Id, LinkCode, Millis, Store, WriteBatch};
 
 use self::attempts::LinkAttempts;
 pub use self::contact::CONTACT_CACHE_TTL;
-use self::contact::{Contacts, check_contact_api};
+use self::contact::Contacts;
 use self::pending::{Pending, PendingSlot};
 
 use crate::clock::{now_millis, parse_rfc3339};
-use crate::directory::ChannelPatch;
-use crate::error::{OpError, found};
-use crate::input::EMPTY_EXTERNAL_ID;
-use crate::member::{Identity, MemberRegistry};
-use crate::router::Router;
-use crate::runtime::{NewChannel, Runtime};
-use crate::scope::ScopeMsg;
+use crate::error::{Code, OpError, found};
+use crate::member::{Identity, IdentityHandle};
+use crate::members::Members;
+pub use crate::protocol::EventProfile;
+use crate::protocol::{Redemption, ScopeMsg, Sender};
+use crate::scope_client::ScopeClient;
 
 /// API error code of an event whose tenant differs from its channel's.
-pub const TENANT_MISMATCH: &str = "TENANT_MISMATCH";
+pub const TENANT_MISMATCH: &str = Code::TenantMismatch.as_str();
 
 /// How long an accepted event id answers "duplicate".
 pub const EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -66,9 +65,6 @@ const SWEEP_EVERY: Duration = Duration::from_secs(600);
 /// Characters of link codes: no `0/O` or `1/I` to misread.
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 const CODE_LEN: usize = 10;
-
-/// Attempts of one provisioning whose scope is briefly unavailable or overloaded.
-const ATTEMPTS: u32 = 3;
 
 // ---------------------------------------------------------------------------------------------
 // The event.
@@ -96,18 +92,6 @@ pub struct EventSender {
     pub union_id: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
-}
-
-/// Profile values carried by an event, or fetched from the channel's contact API.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EventProfile {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub display_email: Option<String>,
-    #[serde(default)]
-    pub display_mobile: Option<String>,
 }
 
 /// A channel event as the webhook receives it (SPEC 6). Unknown fields are refused.
@@ -155,7 +139,7 @@ impl ChannelEvent {
     }
 
     /// Returns the sender's identity: `union_id` when present (canonical across apps), else
-    /// `external_member_id`; both empty is [`EMPTY_EXTERNAL_ID`]. Values are kept as written.
+    /// `external_member_id`; both empty is `EMPTY_EXTERNAL_ID`. Values are kept as written.
     pub fn identity(&self) -> Result<&str, OpError> {
         fn present(v: &Option<String>) -> Option<&str> {
             v.as_deref().filter(|s| !s.trim().is_empty())
@@ -164,7 +148,7 @@ impl ChannelEvent {
             .or_else(|| present(&self.sender.external_member_id))
             .ok_or_else(|| {
                 OpError::conflict(
-                    EMPTY_EXTERNAL_ID,
+                    Code::EmptyExternalId,
                     "the sender has neither a union_id nor an external_member_id",
                 )
             })
@@ -189,56 +173,6 @@ pub enum Acceptance {
     Accepted,
     /// The event id was already accepted on this channel within 24 hours (`200`).
     Duplicate,
-}
-
-// ---------------------------------------------------------------------------------------------
-// What the scope decides.
-
-/// The sender of an event as the scope provisions it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sender {
-    pub org_id: Id,
-    pub channel_id: Id,
-    /// The channel's type, for the fallback username `<type>-<first 8 chars of the id>`.
-    pub channel_type: String,
-    pub external_member_id: String,
-    pub name: Option<String>,
-    pub last_message_at: Option<Millis>,
-}
-
-/// The member provisioning found or created.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Provisioned {
-    pub member: Member,
-    pub created: bool,
-}
-
-/// What redeeming a link code did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Redemption {
-    /// The sender's member (created if needed) joined the code's member by manual unification.
-    Joined {
-        member: Box<Member>,
-        target: Id,
-    },
-    /// No such code (or its member is gone, or in another scope).
-    Unknown,
-    Expired,
-    Used,
-    /// The code's member holds no value of an editable unify key to join on.
-    NoKeyValue,
-}
-
-impl Redemption {
-    fn label(&self) -> &'static str {
-        match self {
-            Redemption::Joined { .. } => "joined",
-            Redemption::Unknown => "unknown",
-            Redemption::Expired => "expired",
-            Redemption::Used => "used",
-            Redemption::NoKeyValue => "no_key_value",
-        }
-    }
 }
 
 /// Returns the username a provisioned member starts from: the email's local part, lowercased,
@@ -374,9 +308,9 @@ impl Flusher {
 /// Provisioning state shared by the webhook path and the background work.
 #[derive(Debug)]
 pub struct Provisioner {
-    router: Arc<Router>,
-    /// The member actors: provisioning runs in the actor of the sender's identity.
-    members: Arc<MemberRegistry>,
+    client: Arc<ScopeClient>,
+    /// The members: provisioning runs in the actor of the sender's identity.
+    members: Arc<Members>,
     pending: Pending,
     contacts: Contacts,
     link_attempts: LinkAttempts,
@@ -388,16 +322,16 @@ pub struct Provisioner {
 }
 
 impl Provisioner {
-    pub(crate) fn new(
-        router: Arc<Router>,
-        members: Arc<MemberRegistry>,
+    pub fn new(
+        client: Arc<ScopeClient>,
+        members: Arc<Members>,
     ) -> Result<Arc<Provisioner>, OpError> {
-        let settings = &router.settings.webhooks;
+        let settings = &client.settings().webhooks;
         Ok(Arc::new(Provisioner {
             pending: Pending::new(settings),
             contacts: Contacts::new(settings)?,
             link_attempts: LinkAttempts::new(settings),
-            router,
+            client,
             members,
             lanes: Lanes::default(),
             closing: AtomicBool::new(false),
@@ -406,9 +340,88 @@ impl Provisioner {
         }))
     }
 
+    /// Accepts a channel event whose signature the caller has verified (SPEC 6, checks 2-5):
+    /// a duplicate event id answers [`Acceptance::Duplicate`]; a tenant other than the
+    /// channel's is [`TENANT_MISMATCH`] (counted); a sender without identity is
+    /// `EMPTY_EXTERNAL_ID`. Nothing is written before these checks pass; then the event is
+    /// recorded durably and provisioned in the background. `Overloaded` when too many events
+    /// wait for provisioning: over every channel, on the event's channel, or of its sender.
+    pub async fn accept_event(
+        self: &Arc<Self>,
+        channel: &Channel,
+        event: ChannelEvent,
+    ) -> Result<Acceptance, OpError> {
+        let store = self.client.store();
+        let now = now_millis();
+        let retained_since = now - EVENT_RETENTION.as_millis() as Millis;
+        if let Some(seen) = store.get_accepted_event(channel.id, &event.event_id)?
+            && seen.received_at >= retained_since
+        {
+            metrics::counter!("unify_webhook_events_total", "status" => "duplicate").increment(1);
+            return Ok(Acceptance::Duplicate);
+        }
+        if let Some(expected) = &channel.tenant_key
+            && event.tenant_key.as_deref() != Some(expected.as_str())
+        {
+            metrics::counter!("unify_webhook_tenant_mismatch_total").increment(1);
+            return Err(OpError::conflict(
+                Code::TenantMismatch,
+                "the event's tenant_key is not the channel's",
+            ));
+        }
+        let sender: LaneKey = (channel.id, event.identity()?.to_owned());
+        if self.closing.load(Ordering::Acquire) {
+            return Err(OpError::Unavailable("shutting down".into()));
+        }
+        let pending = self.pending.admit(&sender)?;
+        let needs_work = channel.auto_provision || event.link_code().is_some();
+        let record = AcceptedEvent {
+            channel_id: channel.id,
+            event_id: event.event_id.clone(),
+            received_at: now,
+            pending: needs_work.then(|| serde_json::to_string(&event).expect("events serialize")),
+        };
+        if !store.claim_accepted_event(&record, retained_since)? {
+            metrics::counter!("unify_webhook_events_total", "status" => "duplicate").increment(1);
+            return Ok(Acceptance::Duplicate);
+        }
+        self.flusher.flush(store).await?;
+        metrics::counter!("unify_webhook_events_total", "status" => "accepted").increment(1);
+        if needs_work {
+            self.dispatch(channel.org_id, record, event, pending);
+        } else {
+            count("skipped");
+        }
+        Ok(Acceptance::Accepted)
+    }
+
+    /// Creates a single-use link code for a member of the org, valid for 10 minutes; a `link`
+    /// event (or `/link CODE` message) redeems it.
+    pub async fn create_link_code(&self, org_id: Id, member_id: Id) -> Result<LinkCode, OpError> {
+        self.members.get_member(org_id, member_id).await?;
+        let store = self.client.store();
+        let now = now_millis();
+        for _ in 0..8 {
+            let code = LinkCode {
+                code: random_code(),
+                org_id,
+                member_id,
+                created_at: now,
+                expires_at: now + LINK_CODE_TTL.as_millis() as Millis,
+                used_by: None,
+                used_at: None,
+            };
+            if store.insert_link_code(&code)? {
+                self.flusher.flush(store).await?;
+                return Ok(code);
+            }
+        }
+        Err(OpError::Unavailable("no free link code found".into()))
+    }
+
     /// Resumes the events accepted but not provisioned before the last stop, and starts the
     /// periodic deletion of expired event ids and link codes.
-    pub(crate) fn start(self: &Arc<Self>) {
+    pub fn start(self: &Arc<Self>) {
         let this = self.clone();
         let task = tokio::spawn(async move {
             if let Err(err) = this.resume().await {
@@ -427,7 +440,7 @@ impl Provisioner {
 
     /// Stops starting new work (events in flight stay pending in the store and resume at the
     /// next start).
-    pub(crate) fn stop(&self) {
+    pub fn stop(&self) {
         self.closing.store(true, Ordering::Release);
         if let Some(task) = self
             .sweeper
@@ -440,7 +453,7 @@ impl Provisioner {
     }
 
     async fn resume(self: &Arc<Self>) -> Result<(), OpError> {
-        let store = self.router.store.clone();
+        let store = self.client.store().clone();
         let pending = tokio::task::spawn_blocking(move || {
             store
                 .scan_accepted_events()
@@ -464,7 +477,7 @@ impl Provisioner {
                     continue;
                 }
             };
-            let channel = match self.router.store.get_channel(record.channel_id) {
+            let channel = match self.client.store().get_channel(record.channel_id) {
                 Ok(channel) => channel,
                 Err(e) if e.is_not_found() => {
                     // The channel was removed: nobody is left to provision for.
@@ -486,7 +499,7 @@ impl Provisioner {
     fn sweep(&self) -> Result<(), OpError> {
         self.contacts.prune();
         self.link_attempts.prune(Instant::now());
-        let store = &self.router.store;
+        let store = self.client.store();
         let now = now_millis();
         let retained_since = now - EVENT_RETENTION.as_millis() as Millis;
         let mut batch = WriteBatch::new();
@@ -551,7 +564,7 @@ impl Provisioner {
             pending: None,
             ..record.clone()
         });
-        if let Err(err) = self.router.store.apply(batch) {
+        if let Err(err) = self.client.store().apply(batch) {
             tracing::warn!(channel_id = record.channel_id, event_id = %record.event_id, error = %err, "marking an event provisioned failed");
         }
     }
@@ -562,7 +575,7 @@ impl Provisioner {
     async fn provision(self: &Arc<Self>, job: &Job, key: &LaneKey) -> bool {
         let (org_id, event) = (job.org_id, &job.event);
         let (channel_id, identity) = (key.0, key.1.as_str());
-        let channel = match found(self.router.store.get_channel(channel_id), "channel") {
+        let channel = match found(self.client.store().get_channel(channel_id), "channel") {
             Ok(channel) if channel.org_id == org_id => channel,
             Ok(_) | Err(OpError::NotFound(_)) => {
                 count("skipped");
@@ -604,12 +617,12 @@ impl Provisioner {
         let this = self.clone();
         let profile = event.profile.clone();
         let queued_at = job.queued_at;
-        let work = move |_: crate::member::IdentityHandle| async move {
+        let work = move |_: IdentityHandle| async move {
             Ok(this
                 .provision_in_actor(channel, sender, link_code, profile, queued_at)
                 .await)
         };
-        match self.members.run(&self.router, actor, work).await {
+        match self.members.run_in_identity(actor, work).await {
             Ok(done) => done,
             Err(err) => {
                 count("failed");
@@ -644,7 +657,8 @@ impl Provisioner {
             },
         };
         let result = self
-            .call_scope(org_id, |reply| ScopeMsg::Provision {
+            .client
+            .call_retrying(org_id, &self.closing, |reply| ScopeMsg::Provision {
                 sender: sender.clone(),
                 profile: profile.clone(),
                 reply,
@@ -681,7 +695,8 @@ impl Provisioner {
             return true;
         }
         let result = self
-            .call_scope(org_id, |reply| ScopeMsg::RedeemLinkCode {
+            .client
+            .call_retrying(org_id, &self.closing, |reply| ScopeMsg::RedeemLinkCode {
                 sender: sender.clone(),
                 code: code.clone(),
                 reply,
@@ -710,34 +725,8 @@ impl Provisioner {
         }
     }
 
-    /// Calls the org's scope, retrying briefly while it is unavailable or overloaded.
-    async fn call_scope<T: Send + 'static>(
-        &self,
-        org_id: Id,
-        build: impl Fn(ractor::RpcReplyPort<Result<T, OpError>>) -> ScopeMsg,
-    ) -> Result<T, OpError> {
-        let mut backoff = Duration::from_millis(100);
-        let mut attempt = 1;
-        loop {
-            let result = match self.router.scope_of(org_id) {
-                Ok(scope_id) => self.router.call(scope_id, &build).await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Err(OpError::Unavailable(_) | OpError::Overloaded)
-                    if attempt < ATTEMPTS && !self.closing.load(Ordering::Acquire) =>
-                {
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 4;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
-    }
-
     /// Detects a channel's tenant key from its contact API.
-    async fn detect_tenant(&self, api: &ContactApi) -> Result<String, String> {
+    pub async fn detect_tenant(&self, api: &ContactApi) -> Result<String, String> {
         self.contacts.detect_tenant(api).await
     }
 }
@@ -745,169 +734,6 @@ impl Provisioner {
 /// Counts one provisioning outcome.
 fn count(outcome: &'static str) {
     metrics::counter!("unify_provision_total", "outcome" => outcome).increment(1);
-}
-
-fn check_tenant_key(tenant_key: Option<&str>) -> Result<(), OpError> {
-    match tenant_key {
-        Some(k) if k.trim().is_empty() => Err(OpError::invalid(
-            "tenant_key must not be empty (null removes it)",
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Checks a channel as it is about to be saved: an auto-provisioning channel needs a tenant
-/// key (detection happens before, see [`Runtime::settle_channel_patch`]).
-pub(crate) fn check_channel(channel: &Channel) -> Result<(), OpError> {
-    check_tenant_key(channel.tenant_key.as_deref())?;
-    if let Some(api) = &channel.contact_api {
-        check_contact_api(api)?;
-    }
-    if channel.auto_provision && channel.tenant_key.is_none() {
-        return Err(OpError::invalid(
-            "auto_provision needs a tenant_key, or a contact_api to detect it from",
-        ));
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// The runtime's entry points.
-
-impl Runtime {
-    /// Accepts a channel event whose signature the caller has verified (SPEC 6, checks 2-5):
-    /// a duplicate event id answers [`Acceptance::Duplicate`]; a tenant other than the
-    /// channel's is [`TENANT_MISMATCH`] (counted); a sender without identity is
-    /// [`EMPTY_EXTERNAL_ID`]. Nothing is written before these checks pass; then the event is
-    /// recorded durably and provisioned in the background. `Overloaded` when too many events
-    /// wait for provisioning: over every channel, on the event's channel, or of its sender.
-    pub async fn accept_event(
-        &self,
-        channel: &Channel,
-        event: ChannelEvent,
-    ) -> Result<Acceptance, OpError> {
-        let store = self.store();
-        let now = now_millis();
-        let retained_since = now - EVENT_RETENTION.as_millis() as Millis;
-        if let Some(seen) = store.get_accepted_event(channel.id, &event.event_id)?
-            && seen.received_at >= retained_since
-        {
-            metrics::counter!("unify_webhook_events_total", "status" => "duplicate").increment(1);
-            return Ok(Acceptance::Duplicate);
-        }
-        if let Some(expected) = &channel.tenant_key
-            && event.tenant_key.as_deref() != Some(expected.as_str())
-        {
-            metrics::counter!("unify_webhook_tenant_mismatch_total").increment(1);
-            return Err(OpError::conflict(
-                TENANT_MISMATCH,
-                "the event's tenant_key is not the channel's",
-            ));
-        }
-        let sender: LaneKey = (channel.id, event.identity()?.to_owned());
-        let provisioner = &self.provisioner;
-        if provisioner.closing.load(Ordering::Acquire) {
-            return Err(OpError::Unavailable("shutting down".into()));
-        }
-        let pending = provisioner.pending.admit(&sender)?;
-        let needs_work = channel.auto_provision || event.link_code().is_some();
-        let record = AcceptedEvent {
-            channel_id: channel.id,
-            event_id: event.event_id.clone(),
-            received_at: now,
-            pending: needs_work.then(|| serde_json::to_string(&event).expect("events serialize")),
-        };
-        if !store.claim_accepted_event(&record, retained_since)? {
-            metrics::counter!("unify_webhook_events_total", "status" => "duplicate").increment(1);
-            return Ok(Acceptance::Duplicate);
-        }
-        self.provisioner.flusher.flush(store).await?;
-        metrics::counter!("unify_webhook_events_total", "status" => "accepted").increment(1);
-        if needs_work {
-            provisioner.dispatch(channel.org_id, record, event, pending);
-        } else {
-            count("skipped");
-        }
-        Ok(Acceptance::Accepted)
-    }
-
-    /// Creates a single-use link code for a member of the org, valid for 10 minutes; a `link`
-    /// event (or `/link CODE` message) redeems it.
-    pub async fn create_link_code(&self, org_id: Id, member_id: Id) -> Result<LinkCode, OpError> {
-        self.get_member(org_id, member_id).await?;
-        let store = self.store();
-        let now = now_millis();
-        for _ in 0..8 {
-            let code = LinkCode {
-                code: random_code(),
-                org_id,
-                member_id,
-                created_at: now,
-                expires_at: now + LINK_CODE_TTL.as_millis() as Millis,
-                used_by: None,
-                used_at: None,
-            };
-            if store.insert_link_code(&code)? {
-                self.provisioner.flusher.flush(store).await?;
-                return Ok(code);
-            }
-        }
-        Err(OpError::Unavailable("no free link code found".into()))
-    }
-
-    /// Checks a new channel's settings; an auto-provisioning channel without a tenant key gets
-    /// the one its contact API reports.
-    pub(crate) async fn settle_new_channel(
-        &self,
-        mut new: NewChannel,
-    ) -> Result<NewChannel, OpError> {
-        check_tenant_key(new.tenant_key.as_deref())?;
-        if let Some(api) = &new.contact_api {
-            check_contact_api(api)?;
-        }
-        if new.auto_provision && new.tenant_key.is_none() {
-            new.tenant_key = Some(self.detect_tenant(new.contact_api.as_ref()).await?);
-        }
-        Ok(new)
-    }
-
-    /// Checks a channel patch against the channel it changes; when the result auto-provisions
-    /// without a tenant key, the patch gets the one its contact API reports.
-    pub(crate) async fn settle_channel_patch(
-        &self,
-        org_id: Id,
-        channel_id: Id,
-        mut patch: ChannelPatch,
-    ) -> Result<ChannelPatch, OpError> {
-        let current = self.channel(org_id, channel_id)?;
-        if let Some(tenant_key) = &patch.tenant_key {
-            check_tenant_key(tenant_key.as_deref())?;
-        }
-        if let Some(Some(api)) = &patch.contact_api {
-            check_contact_api(api)?;
-        }
-        let tenant_key = patch.tenant_key.clone().unwrap_or(current.tenant_key);
-        let auto_provision = patch.auto_provision.unwrap_or(current.auto_provision);
-        let contact_api = patch.contact_api.clone().unwrap_or(current.contact_api);
-        if auto_provision && tenant_key.is_none() {
-            let detected = self.detect_tenant(contact_api.as_ref()).await?;
-            patch.tenant_key = Some(Some(detected));
-        }
-        Ok(patch)
-    }
-
-    async fn detect_tenant(&self, api: Option<&ContactApi>) -> Result<String, OpError> {
-        let Some(api) = api else {
-            return Err(OpError::invalid(
-                "auto_provision needs a tenant_key, or a contact_api to detect it from",
-            ));
-        };
-        self.provisioner.detect_tenant(api).await.map_err(|e| {
-            OpError::invalid(format!(
-                "could not detect the tenant_key from the contact API: {e}"
-            ))
-        })
-    }
 }
 
 fn random_code() -> String {
@@ -920,6 +746,7 @@ fn random_code() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::EMPTY_EXTERNAL_ID;
 
     fn event(json: &str) -> Result<ChannelEvent, OpError> {
         ChannelEvent::parse(json.as_bytes())
@@ -971,7 +798,7 @@ mod tests {
         assert!(matches!(
             ChannelEvent::parse(&[0xff]),
             Err(OpError::Conflict {
-                code: "MALFORMED_JSON",
+                code: Code::MalformedJson,
                 ..
             })
         ));

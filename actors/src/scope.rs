@@ -8,13 +8,16 @@
 //! (callers see `Unavailable`) and the actor is restarted from the store, so nothing is ever
 //! acknowledged before it is durable. Reads are answered at once when nothing is pending, else
 //! after the pending batch is durable, so no reader sees a write that could still be lost.
+//!
+//! It answers the messages of `protocol` ([`ScopeMsg`]); it may call the engine, the store
+//! and the leaf modules, never a service, the scope client or another actor.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use unify_storage::{
     EventRecord, Id, IdKind, JobKind, Member, MemberLinks, Org, OutboxEntry, PendingJob,
     ScopeRecord, Store, StoreError, WriteBatch,
@@ -22,20 +25,17 @@ use unify_storage::{
 
 use crate::clock::{now_millis, rfc3339};
 use crate::engine::{
-    Delta, DryRun, Explanation, HotValue, KeySet, LinkValues, MergedView, Move, Normalizer,
-    Unifier, UnifyKey, ViewSource, merged_view,
+    Delta, Explanation, KeySet, LinkValues, Move, Normalizer, Unifier, UnifyKey, ViewSource,
+    merged_view,
 };
 use crate::error::{OpError, found};
 use crate::events::{Event, EventBody, Reason, profile_events};
 use crate::hub::Hub;
-use crate::key_change::KeyChange;
 use crate::links::{fresh_links, key_records, member_links, scope_keys, stored_links};
 use crate::ops::{self, MemberOp, NewMember};
+use crate::protocol::{ProfileView, Reply, ScopeMsg};
 use crate::settings::Settings;
 use crate::status::ScopeStatus;
-
-/// The reply port of a scope call.
-type Reply<T> = RpcReplyPort<Result<T, OpError>>;
 
 /// A reply whose value is ready but which is sent only once the batch is durable; it is given
 /// the outcome of the commit.
@@ -50,105 +50,8 @@ struct Loaded {
     mismatches: Vec<Move>,
 }
 
-/// The unified profile of a member (SPEC 2.4).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProfileView {
-    pub profile_id: Id,
-    pub unify_scope_id: Id,
-    pub member_ids: Vec<Id>,
-    pub view: MergedView,
-}
-
 mod import_chunk;
 mod provision;
-
-/// Messages of the scope actor.
-#[derive(Debug)]
-pub enum ScopeMsg {
-    /// Creates a member, or returns the existing one with the same identity (`bool`: created).
-    Create {
-        org_id: Id,
-        member: NewMember,
-        reason: Reason,
-        reply: Reply<(Member, bool)>,
-    },
-    /// Creates many members (bulk import); one result per member, in order.
-    CreateMany {
-        org_id: Id,
-        members: Vec<NewMember>,
-        reply: Reply<Vec<Result<Member, OpError>>>,
-    },
-    /// Applies one chunk of a bulk import with its job record in one atomic write, and
-    /// answers with the job record after it (see [`crate::import`]).
-    ImportChunk {
-        org_id: Id,
-        chunk: Arc<crate::import::ImportChunk>,
-        reply: Reply<unify_storage::ImportJob>,
-    },
-    /// Applies an operation to an existing member; `None` after a delete.
-    Mutate {
-        org_id: Id,
-        member_id: Id,
-        op: MemberOp,
-        reply: Reply<Option<Member>>,
-    },
-    GetMember {
-        org_id: Id,
-        member_id: Id,
-        reply: Reply<Member>,
-    },
-    /// The other members of the member's profile, ascending.
-    Unification {
-        org_id: Id,
-        member_id: Id,
-        reply: Reply<Vec<Member>>,
-    },
-    Profile {
-        org_id: Id,
-        member_id: Id,
-        reply: Reply<ProfileView>,
-    },
-    Explain {
-        org_id: Id,
-        member_id: Id,
-        other: Id,
-        reply: Reply<Explanation>,
-    },
-    DryRun {
-        keys: KeySet,
-        reply: Reply<DryRun>,
-    },
-    HotValues {
-        reply: Reply<Vec<HotValue>>,
-    },
-    Setting {
-        reply: Reply<ScopeRecord>,
-    },
-    /// Replaces the unify keys (priority order) and schedules the re-unification job.
-    SetKeys {
-        change: KeyChange,
-        reply: Reply<ScopeRecord>,
-    },
-    /// Commits the pending batch (sent by the actor to itself).
-    Flush,
-    /// Writes the next chunk of a scope-wide job (sent by the actor to itself).
-    JobChunk,
-    /// Finds or creates a channel sender's member and enriches it (SPEC 6).
-    Provision {
-        sender: crate::provision::Sender,
-        profile: Option<crate::provision::EventProfile>,
-        reply: Reply<crate::provision::Provisioned>,
-    },
-    /// Redeems a link code for a channel sender (SPEC 6).
-    RedeemLinkCode {
-        sender: crate::provision::Sender,
-        code: String,
-        reply: Reply<crate::provision::Redemption>,
-    },
-    /// Makes the actor panic, for supervision tests.
-    #[doc(hidden)]
-    Panic,
-}
 
 /// Start-up arguments of a scope actor.
 #[derive(Debug, Clone)]

@@ -2,6 +2,9 @@
 //! restarts a failed scope actor from the store. ractor neither restarts actors nor keeps their
 //! mailbox, so callers of a failed actor see their reply port dropped (`Unavailable`) at once;
 //! restarts are capped per time window, after which the scope is marked failed.
+//!
+//! [`SupervisorHandle`] is how the runtime and the services start and stop scopes. Above the
+//! scope actor; it imports no service.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -13,12 +16,14 @@ use ractor::{
 };
 use unify_storage::{Id, Store};
 
+use crate::error::OpError;
 use crate::hub::Hub;
-use crate::scope::{Scope, ScopeArgs, ScopeMsg};
+use crate::protocol::ScopeMsg;
+use crate::scope::{Scope, ScopeArgs};
 use crate::settings::Settings;
 use crate::status::ScopeStatus;
 
-/// A scope as the router sees it.
+/// A scope as the scope client sees it.
 #[derive(Debug, Clone)]
 pub struct ScopeEntry {
     /// `None` while the actor is stopped (restarting, failed, or being re-scoped).
@@ -272,5 +277,61 @@ impl SupervisorState {
         }
         times.push_back(now);
         times.len() as u32 <= self.args.settings.restart_limit
+    }
+}
+
+/// The running supervisor: starts and stops scope actors on request.
+#[derive(Debug)]
+pub struct SupervisorHandle {
+    actor: ActorRef<SupervisorMsg>,
+    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl SupervisorHandle {
+    /// Spawns the supervisor, which starts every stored scope.
+    pub async fn spawn(args: SupervisorArgs) -> Result<SupervisorHandle, OpError> {
+        let (actor, task) = Actor::spawn(None, Supervisor, args)
+            .await
+            .map_err(|e| OpError::Unavailable(format!("supervisor failed to start: {e}")))?;
+        Ok(SupervisorHandle {
+            actor,
+            task: tokio::sync::Mutex::new(Some(task)),
+        })
+    }
+
+    /// Starts (or restarts) the actor of a stored scope.
+    pub async fn start_scope(&self, scope_id: Id) -> Result<(), OpError> {
+        let started = self
+            .actor
+            .call(|reply| SupervisorMsg::Start { scope_id, reply }, None)
+            .await;
+        match started {
+            Ok(ractor::rpc::CallResult::Success(Ok(()))) => Ok(()),
+            Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(OpError::Unavailable(e)),
+            _ => Err(OpError::Unavailable("the supervisor is not running".into())),
+        }
+    }
+
+    /// Stops a scope's actor gracefully; `forget` also drops it from the routing table.
+    pub async fn stop_scope(&self, scope_id: Id, forget: bool) {
+        let _ = self
+            .actor
+            .call(
+                |reply| SupervisorMsg::Stop {
+                    scope_id,
+                    forget,
+                    reply,
+                },
+                None,
+            )
+            .await;
+    }
+
+    /// Stops the supervisor and its scope actors, and waits for it.
+    pub async fn stop(&self) {
+        self.actor.stop(None);
+        if let Some(task) = self.task.lock().await.take() {
+            let _ = task.await;
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{World, assert_verified, boot, key, world};
 use unify_actors::engine::Attribute;
-use unify_actors::error::OpError;
+use unify_actors::error::{Code, OpError};
 use unify_actors::events::EventBody;
 use unify_actors::hub::Subscription;
 use unify_actors::ops::{MemberOp, MemberPatch, NewMember};
@@ -329,7 +329,7 @@ async fn invalid_members_are_refused_and_nothing_is_written() {
     assert!(matches!(
         rt.create_org(w.account, Source::Caac, "again", None).await,
         Err(OpError::Conflict {
-            code: "ORGANIZATION_EXISTS",
+            code: Code::OrganizationExists,
             ..
         })
     ));
@@ -476,7 +476,7 @@ async fn integrate_and_disconnect_reshape_scopes() {
     assert!(matches!(
         rt.integrate(w.account, vec![]).await,
         Err(OpError::Conflict {
-            code: "CDH_ALREADY_CONNECTED",
+            code: Code::CdhAlreadyConnected,
             ..
         })
     ));
@@ -495,7 +495,7 @@ async fn integrate_and_disconnect_reshape_scopes() {
     assert!(matches!(
         rt.disconnect(w.account).await,
         Err(OpError::Conflict {
-            code: "CDH_NOT_CONNECTED",
+            code: Code::CdhNotConnected,
             ..
         })
     ));
@@ -551,5 +551,34 @@ async fn work_beyond_the_bound_is_refused_as_overloaded() {
     }
     assert!(overloaded > 0, "64 concurrent creates against a bound of 4");
     assert_eq!(rt.list_members(w.caac, 0, 1000).unwrap().len(), created);
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_event_log_reads_what_the_store_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = boot(dir.path(), settings()).await;
+    let w = world(&rt, "acme").await;
+    let scope = rt.scope_of(w.caac).unwrap();
+    let log = rt.event_log();
+    assert_eq!(log.newest_seq(scope).await.unwrap(), None);
+    assert!(log.after(scope, 0, 10).await.unwrap().is_empty());
+    for ext in ["a", "b", "c"] {
+        rt.create_member(w.caac, member(w.channel, ext, None))
+            .await
+            .unwrap();
+    }
+    let store = rt.store();
+    let all = log.after(scope, 0, 1000).await.unwrap();
+    assert_eq!(all, store.events_after(scope, 0, 1000).unwrap());
+    assert!(!all.is_empty());
+    let oldest = log.oldest_seq(scope).await.unwrap();
+    let newest = log.newest_seq(scope).await.unwrap();
+    assert_eq!(oldest, store.oldest_event_seq(scope).unwrap());
+    assert_eq!(newest, store.last_event_seq(scope).unwrap());
+    assert_eq!(oldest, all.first().map(|e| e.seq));
+    assert_eq!(newest, all.last().map(|e| e.seq));
+    let tail = log.after(scope, all[0].seq, 1).await.unwrap();
+    assert_eq!(tail, all[1..2].to_vec());
     rt.shutdown().await.unwrap();
 }

@@ -28,6 +28,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
+use unify_actors::error::Code;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -95,7 +96,7 @@ async fn not_found() -> ApiError {
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "INVALID_ARGUMENT",
+        Code::InvalidArgument,
         "method not allowed on this route",
     )
 }

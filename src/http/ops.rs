@@ -5,10 +5,11 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use unify_actors::error::Code;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -49,7 +50,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         format!("scopes failed: {failed:?}")
     };
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message).into_response()
+    ApiError::coded(Code::Unavailable, message).into_response()
 }
 
 /// Prometheus metrics in the text exposition format.

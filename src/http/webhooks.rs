@@ -11,8 +11,8 @@ use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 use unify_actors::clock::rfc3339;
-use unify_actors::error::OpError;
-use unify_actors::provision::{Acceptance, ChannelEvent, TENANT_MISMATCH};
+use unify_actors::error::Code;
+use unify_actors::provision::{Acceptance, ChannelEvent};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -68,18 +68,7 @@ async fn receive_event(
     verify_signature(&headers, channel.webhook_secret.as_bytes(), &body)?;
     require_json(&headers)?;
     let event = ChannelEvent::parse(&body)?;
-    let acceptance =
-        state
-            .runtime
-            .accept_event(&channel, event)
-            .await
-            .map_err(|err| match err {
-                OpError::Conflict {
-                    code: TENANT_MISMATCH,
-                    message,
-                } => ApiError::new(StatusCode::FORBIDDEN, TENANT_MISMATCH, message),
-                other => other.into(),
-            })?;
+    let acceptance = state.runtime.accept_event(&channel, event).await?;
     Ok(match acceptance {
         Acceptance::Accepted => (
             StatusCode::ACCEPTED,
@@ -117,8 +106,7 @@ async fn create_link_code(
 
 /// Checks `X-Unify-Signature` against the HMAC-SHA256 of the raw body, in constant time.
 fn verify_signature(headers: &HeaderMap, secret: &[u8], body: &[u8]) -> Result<(), ApiError> {
-    let invalid =
-        |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "INVALID_SIGNATURE", message);
+    let invalid = |message: &str| ApiError::coded(Code::InvalidSignature, message);
     let value = headers
         .get(SIGNATURE_HEADER)
         .ok_or_else(|| invalid("the X-Unify-Signature header is required"))?;

@@ -34,9 +34,11 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
+use unify_actors::error::OpError;
+use unify_actors::event_log::EventLog;
 use unify_actors::events::Event;
 use unify_actors::hub::Subscription;
-use unify_storage::{Id, Store};
+use unify_storage::Id;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -143,7 +145,6 @@ async fn subscribe(
     let expires = Duration::from_secs(valid_for.min(MAX_CONNECTION_S));
     let connection = Connection {
         expires: Instant::now() + expires,
-        store: state.runtime.store().clone(),
         state,
         org_id: org.id,
         scope_id,
@@ -200,7 +201,6 @@ impl Ending {
 /// One subscriber: the org it watches, the scope it currently follows and where it stands.
 struct Connection {
     state: AppState,
-    store: Store,
     org_id: Id,
     scope_id: Id,
     live: Subscription,
@@ -309,7 +309,7 @@ impl Connection {
                     offer(tx, Message::Ping(Default::default()))?;
                     awaiting_pong = true;
                 }
-                _ = scope_check.tick() => self.follow_scope(tx)?,
+                _ = scope_check.tick() => self.follow_scope(tx).await?,
             }
         }
     }
@@ -319,14 +319,11 @@ impl Connection {
     async fn replay(&mut self, since: u64, tx: &mpsc::Sender<Message>) -> Result<(), Ending> {
         let mut cursor = since;
         loop {
-            let chunk = self
-                .read(move |store, scope| store.events_after(scope, cursor, REPLAY_CHUNK))
-                .await?;
+            let chunk =
+                self.log_read(self.log().after(self.scope_id, cursor, REPLAY_CHUNK).await)?;
             let Some(first) = chunk.first() else {
                 if cursor == since {
-                    let newest = self
-                        .read(|store, scope| store.last_event_seq(scope))
-                        .await?;
+                    let newest = self.log_read(self.log().newest_seq(self.scope_id).await)?;
                     if since > newest.unwrap_or(0) {
                         // Ahead of the scope: a seq of another scope or of lost history.
                         return self.resync(tx).await;
@@ -361,16 +358,14 @@ impl Connection {
     /// Sends `resync_required` with the oldest seq the scope can still replay; live events
     /// follow.
     async fn resync(&mut self, tx: &mpsc::Sender<Message>) -> Result<(), Ending> {
-        let oldest = self
-            .read(|store, scope| store.oldest_event_seq(scope))
-            .await?;
+        let oldest = self.log_read(self.log().oldest_seq(self.scope_id).await)?;
         let frame = resync_frame(oldest.unwrap_or(1));
         self.last_seq = 0;
         tx.send(frame).await.map_err(|_| Ending::ClientGone)
     }
 
     /// Follows the org to its new scope after an integrate or a disconnect.
-    fn follow_scope(&mut self, tx: &mpsc::Sender<Message>) -> Result<(), Ending> {
+    async fn follow_scope(&mut self, tx: &mpsc::Sender<Message>) -> Result<(), Ending> {
         let scope_id = match self.state.runtime.scope_of(self.org_id) {
             Ok(scope_id) => scope_id,
             Err(err) => {
@@ -390,32 +385,21 @@ impl Connection {
         self.live = self.state.runtime.hub().subscribe(scope_id);
         self.scope_id = scope_id;
         self.last_seq = 0;
-        let oldest = self.store.oldest_event_seq(scope_id).map_err(|err| {
-            tracing::error!(scope_id, error = %err, "websocket cannot read the event log");
-            Ending::Internal
-        })?;
+        let oldest = self.log_read(self.log().oldest_seq(scope_id).await)?;
         offer(tx, resync_frame(oldest.unwrap_or(1)))
     }
 
-    /// Runs a store read of this connection's scope off the async workers.
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Store, Id) -> Result<T, unify_storage::StoreError> + Send + 'static,
-    ) -> Result<T, Ending> {
-        let store = self.store.clone();
-        let scope_id = self.scope_id;
-        let read = tokio::task::spawn_blocking(move || f(&store, scope_id)).await;
-        match read {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => {
-                tracing::error!(scope_id, error = %err, "websocket cannot read the event log");
-                Err(Ending::Internal)
-            }
-            Err(err) => {
-                tracing::error!(scope_id, error = %err, "websocket event log read failed");
-                Err(Ending::Internal)
-            }
-        }
+    /// The scope's retained events, read through the runtime.
+    fn log(&self) -> &EventLog {
+        self.state.runtime.event_log()
+    }
+
+    /// Ends the connection with `internal error` when the event log cannot be read.
+    fn log_read<T>(&self, read: Result<T, OpError>) -> Result<T, Ending> {
+        read.map_err(|err| {
+            tracing::error!(scope_id = self.scope_id, error = %err, "websocket cannot read the event log");
+            Ending::Internal
+        })
     }
 }
 

@@ -286,24 +286,10 @@ fn endpoint(base: &str, segments: &[&str]) -> Result<reqwest::Url, String> {
     Ok(url)
 }
 
-/// Checks a contact API's settings: an http(s) URL with a host and a token.
-pub(super) fn check_contact_api(api: &ContactApi) -> Result<(), OpError> {
-    let url = reqwest::Url::parse(&api.url)
-        .map_err(|e| OpError::invalid(format!("contact_api.url is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(OpError::invalid(
-            "contact_api.url must be an http or https URL",
-        ));
-    }
-    if api.token.trim().is_empty() {
-        return Err(OpError::invalid("contact_api.token must not be empty"));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channel::check_contact_api;
 
     fn contacts(failure_ttl_s: u64, breaker_failures: u32) -> Contacts {
         Contacts::new(&WebhookSettings {

@@ -1,5 +1,5 @@
 //! The scope's side of a bulk import: one chunk of prepared lines applied with the job record
-//! in one atomic write and one flush (see [`crate::import`]).
+//! in one atomic write and one flush (see `import.rs`).
 
 use std::collections::HashMap;
 
@@ -10,9 +10,9 @@ use crate::clock::{now_millis, rfc3339};
 use crate::engine::{Delta, Move};
 use crate::error::OpError;
 use crate::events::{EventBody, Reason, profile_events};
-use crate::import::{ImportChunk, line_error};
 use crate::links::stored_links;
 use crate::ops;
+use crate::protocol::import::{ImportChunk, line_error};
 use ractor::ActorProcessingErr;
 
 impl ScopeState {

@@ -14,9 +14,8 @@ use crate::error::OpError;
 use crate::events::Reason;
 use crate::links::{attribute_value, member_links};
 use crate::ops::{MemberOp, NewMember};
-use crate::provision::{
-    EventProfile, Provisioned, Redemption, Sender, username_base, username_candidate,
-};
+use crate::protocol::{EventProfile, Provisioned, Redemption, Sender};
+use crate::provision::{username_base, username_candidate};
 
 /// Username candidates probed before provisioning gives up (`base`, `base-2`, ...).
 const MAX_USERNAME_PROBES: u32 = 10_000;
