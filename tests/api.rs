@@ -1031,25 +1031,8 @@ async fn import_runs_as_a_job_with_per_line_errors() {
         "{{\"channel_id\":{},\"external_member_id\":\"after-the-long-line\"}}\n",
         t.channel_id
     ));
-    let (status, job) = s
-        .send(
-            Method::POST,
-            &t.path("/chat/members/import"),
-            &t.admin,
-            Some("application/x-ndjson"),
-            body.into_bytes(),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
-    let job_id = job["job_id"].as_u64().unwrap();
-    let path = t.path(&format!("/imports/{job_id}"));
-    let finished = eventually(|| async {
-        let (_, j) = s.get(&path, &t.admin).await;
-        j["status"] == json!("finished")
-    })
-    .await;
-    let (_, last) = s.get(&path, &t.admin).await;
-    assert!(finished, "{last}");
+    let job_id = s.start_import(t.org_id, &t.admin, body).await;
+    let last = s.finished_import(t.org_id, &t.admin, job_id).await;
     assert_eq!(last["total"], json!(504));
     assert_eq!(last["done"], json!(501));
     assert_eq!(last["failed"], json!(3));

@@ -318,26 +318,8 @@ async fn an_import_line_that_is_an_array_is_refused() {
         "[{c}, \"I1\"]\n{{\"channel_id\": {c}, \"external_member_id\": \"I2\"}}\n\"I3\"\n",
         c = t.channel_id
     );
-    let (status, reply) = w
-        .server
-        .send(
-            Method::POST,
-            &t.path("/chat/members/import"),
-            &t.admin,
-            Some("application/x-ndjson"),
-            body.into_bytes(),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
-    let job = reply["job_id"].as_u64().unwrap();
-    let job_path = t.path(&format!("/imports/{job}"));
-    let finished = eventually(|| async {
-        let (_, job) = w.server.get(&job_path, &t.admin).await;
-        job["status"] == "finished"
-    })
-    .await;
-    let (_, last) = w.server.get(&job_path, &t.admin).await;
-    assert!(finished, "{last}");
+    let job = w.server.start_import(t.org_id, &t.admin, body).await;
+    let last = w.server.finished_import(t.org_id, &t.admin, job).await;
     assert_eq!(
         (
             last["done"].as_u64(),

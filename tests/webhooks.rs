@@ -206,6 +206,18 @@ async fn hook(server: &Server, tenant: &Tenant, extra: Value) -> Hook {
     }
 }
 
+/// Starts a contact API and creates an auto-provisioning channel that asks it; returns both.
+async fn contact_hook(server: &Server, tenant: &Tenant) -> (Arc<Contacts>, Hook) {
+    let (contacts, url) = contact_api().await;
+    let hook = hook(
+        server,
+        tenant,
+        json!({"contact_api": {"url": url, "token": CONTACT_TOKEN}}),
+    )
+    .await;
+    (contacts, hook)
+}
+
 /// A message event from `sender` (its `union_id`).
 fn message(event_id: &str, sender: &str) -> Value {
     json!({
@@ -633,17 +645,11 @@ async fn a_manually_unified_member_is_never_relinked_by_later_events() {
 async fn contact_profiles_are_fetched_once_and_failures_provision_without_profile() {
     let server = Server::start().await;
     let tenant = server.tenant("contacts").await;
-    let (contacts, url) = contact_api().await;
+    let (contacts, hook) = contact_hook(&server, &tenant).await;
     contacts.profiles.lock().unwrap().insert(
         "on_ann".into(),
         json!({"name": "Ann", "display_email": "Ann.Lee@example.com", "display_mobile": "0912345678", "extra": 1}),
     );
-    let hook = hook(
-        &server,
-        &tenant,
-        json!({"contact_api": {"url": url, "token": CONTACT_TOKEN}}),
-    )
-    .await;
     for i in 0..3 {
         let (status, _) = hook
             .send(&server, &message(&format!("evt-ann-{i}"), "on_ann"))
@@ -674,16 +680,9 @@ async fn contact_profiles_are_fetched_once_and_failures_provision_without_profil
 async fn a_hanging_contact_api_never_delays_the_webhook() {
     let server = Arc::new(Server::start().await);
     let tenant = server.tenant("slow").await;
-    let (contacts, url) = contact_api().await;
+    let (contacts, hook) = contact_hook(&server, &tenant).await;
     *contacts.delay.lock().unwrap() = Duration::from_secs(30);
-    let hook = Arc::new(
-        hook(
-            &server,
-            &tenant,
-            json!({"contact_api": {"url": url, "token": CONTACT_TOKEN}}),
-        )
-        .await,
-    );
+    let hook = Arc::new(hook);
     // 200 first events of distinct senders, 8 at a time: each would wait on the contact API.
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let workers = (0..8).map(|w| {
@@ -720,17 +719,10 @@ async fn a_hanging_contact_api_never_delays_the_webhook() {
 async fn a_flooding_sender_behind_a_hanging_contact_api_starves_no_other_sender() {
     let server = Arc::new(Server::start().await);
     let tenant = server.tenant("flood").await;
-    let (contacts, url) = contact_api().await;
+    let (contacts, hook) = contact_hook(&server, &tenant).await;
     // Far beyond the fetch timeout: every fetch fails by timing out.
     *contacts.delay.lock().unwrap() = Duration::from_secs(3600);
-    let hook = Arc::new(
-        hook(
-            &server,
-            &tenant,
-            json!({"contact_api": {"url": url, "token": CONTACT_TOKEN}}),
-        )
-        .await,
-    );
+    let hook = Arc::new(hook);
     // One sender floods the channel, 8 deliveries at a time, until it is refused.
     let accepted = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -486,23 +486,8 @@ async fn a_subscriber_that_never_reads_is_lagged_while_others_get_everything() {
     let ndjson: String = (0..1500)
         .map(|i| format!("{{\"external_member_id\":\"big{i}\",\"display_email\":\"big@x.com\"}}\n"))
         .collect();
-    let (status, job) = server
-        .send(
-            Method::POST,
-            &format!("/api/v1/orgs/{org}/chat/members/import"),
-            &admin,
-            Some("application/x-ndjson"),
-            ndjson.into_bytes(),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
-    let status_path = format!("/api/v1/orgs/{org}/imports/{}", job["job_id"]);
-    let imported = eventually(|| async {
-        let (_, status) = server.get(&status_path, &admin).await;
-        status["status"] == "finished"
-    })
-    .await;
-    assert!(imported, "the import did not finish");
+    let job = server.start_import(org, &admin, ndjson).await;
+    server.finished_import(org, &admin, job).await;
 
     let lagged_before = counter(&server, "unify_ws_lagged_total").await;
     let slow = RawClient::connect(&server, org, &admin).await;
@@ -873,16 +858,7 @@ async fn a_large_import_does_not_lag_a_subscriber_that_reads() {
             )
         })
         .collect();
-    let (status, job) = server
-        .send(
-            Method::POST,
-            &format!("/api/v1/orgs/{org}/chat/members/import"),
-            &admin,
-            Some("application/x-ndjson"),
-            body.into_bytes(),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    server.start_import(org, &admin, body).await;
     let frames = frames_until(&mut ws, |f| {
         assert_ne!(f["type"], "lagged", "a reading subscriber is never lagged");
         f["type"] == "merge_progress" && f["is_finished"] == true && f["total"] == 6000

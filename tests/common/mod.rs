@@ -170,6 +170,35 @@ impl Server {
         self.call(Method::POST, path, token, body).await
     }
 
+    /// Starts an NDJSON import into org `org` (expecting `202`) and returns its job id.
+    pub async fn start_import(&self, org: u64, token: &str, ndjson: String) -> u64 {
+        let (status, job) = self
+            .send(
+                Method::POST,
+                &format!("/api/v1/orgs/{org}/chat/members/import"),
+                token,
+                Some("application/x-ndjson"),
+                ndjson.into_bytes(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+        job["job_id"].as_u64().unwrap()
+    }
+
+    /// Waits until import job `job_id` of org `org` has finished (panicking after
+    /// [`DEADLINE`]) and returns its final record.
+    pub async fn finished_import(&self, org: u64, token: &str, job_id: u64) -> Value {
+        let path = format!("/api/v1/orgs/{org}/imports/{job_id}");
+        let finished = eventually(|| async {
+            let (_, job) = self.get(&path, token).await;
+            job["status"] == "finished"
+        })
+        .await;
+        let (_, job) = self.get(&path, token).await;
+        assert!(finished, "the import did not finish: {job}");
+        job
+    }
+
     /// Creates an account; returns its id and an admin token for it.
     pub async fn account(&self, name: &str) -> (u64, String) {
         let (status, account) = self
