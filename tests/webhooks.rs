@@ -119,10 +119,8 @@ impl Hook {
 
     /// Posts `body` signed with the channel's secret.
     async fn send(&self, server: &Server, body: &Value) -> (StatusCode, Value) {
-        let raw = body.to_string();
-        let signature = sign(&self.secret, raw.as_bytes());
-        self.send_raw(server, raw.into_bytes(), Some(&signature))
-            .await
+        let (status, _, answer) = self.send_full(server, body).await;
+        (status, answer)
     }
 
     async fn send_raw(
