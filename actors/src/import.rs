@@ -31,6 +31,7 @@ use crate::clock::now_millis;
 use crate::engine::{ATTRIBUTE_COUNT, Attribute, LinkValues, Normalizer};
 use crate::error::{Code, OpError, found};
 use crate::input::parse_member;
+use crate::links::raw_value;
 use crate::ops::NewMember;
 use crate::protocol::import::line_error;
 use crate::protocol::{ImportChunk, Prepared, ScopeMsg};
@@ -47,14 +48,8 @@ const CHUNK_TIMEOUT: Duration = Duration::from_secs(120);
 /// Returns the linking values of a member to create; equal to those of the member record it
 /// becomes (a new member is never under manual unification).
 pub fn new_member_links(normalizer: &Normalizer, m: &NewMember) -> LinkValues {
-    let raw: [Option<&str>; ATTRIBUTE_COUNT] = std::array::from_fn(|i| match Attribute::ALL[i] {
-        Attribute::DisplayEmail => m.display_email.as_deref(),
-        Attribute::DisplayMobile => m.display_mobile.as_deref(),
-        Attribute::CustomId => m.custom_id.as_deref(),
-        Attribute::LineId => m.line_id.as_deref(),
-        Attribute::ConnectId => m.connect_id.as_deref(),
-        Attribute::ExternalMemberId => Some(m.external_member_id.as_str()),
-    });
+    let raw: [Option<&str>; ATTRIBUTE_COUNT] =
+        std::array::from_fn(|i| raw_value(m, &m.external_member_id, Attribute::ALL[i]));
     LinkValues::normalize(normalizer, &raw, false)
 }
 

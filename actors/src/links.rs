@@ -4,32 +4,59 @@
 use unify_storage::{IdKind, Member, MemberLinks, ScopeRecord, Store, StoreError, UnifyKeyRecord};
 
 use crate::engine::{
-    ATTRIBUTE_COUNT, Attribute, KeySet, KeySetError, LinkValues, Normalizer, UnifyKey,
+    ATTRIBUTE_COUNT, Attribute, Column, Columns, KeySet, KeySetError, LinkValues, Normalizer,
+    UnifyKey,
 };
+
+/// The editable columns of a stored member.
+impl Columns for Member {
+    type Slot = Option<String>;
+
+    fn column(&self, column: Column) -> &Option<String> {
+        match column {
+            Column::DisplayName => &self.display_name,
+            Column::DisplayEmail => &self.display_email,
+            Column::DisplayMobile => &self.display_mobile,
+            Column::CustomId => &self.custom_id,
+            Column::LineId => &self.line_id,
+            Column::ConnectId => &self.connect_id,
+        }
+    }
+
+    fn column_mut(&mut self, column: Column) -> &mut Option<String> {
+        match column {
+            Column::DisplayName => &mut self.display_name,
+            Column::DisplayEmail => &mut self.display_email,
+            Column::DisplayMobile => &mut self.display_mobile,
+            Column::CustomId => &mut self.custom_id,
+            Column::LineId => &mut self.line_id,
+            Column::ConnectId => &mut self.connect_id,
+        }
+    }
+}
+
+/// Returns the raw value of a unify-key attribute of a record with editable columns and an
+/// `external_member_id` (a member, or a member to create).
+pub fn raw_value<'a>(
+    columns: &'a impl Columns<Slot = Option<String>>,
+    external_member_id: &'a str,
+    attribute: Attribute,
+) -> Option<&'a str> {
+    match Column::of(attribute) {
+        Some(column) => columns.column(column).as_deref(),
+        None => Some(external_member_id),
+    }
+}
 
 /// Returns the raw value of a unify-key attribute of a member.
 pub fn attribute_value(member: &Member, attribute: Attribute) -> Option<&str> {
-    match attribute {
-        Attribute::DisplayEmail => member.display_email.as_deref(),
-        Attribute::DisplayMobile => member.display_mobile.as_deref(),
-        Attribute::CustomId => member.custom_id.as_deref(),
-        Attribute::LineId => member.line_id.as_deref(),
-        Attribute::ConnectId => member.connect_id.as_deref(),
-        Attribute::ExternalMemberId => Some(member.external_member_id.as_str()),
-    }
+    raw_value(member, &member.external_member_id, attribute)
 }
 
 /// Returns a mutable slot for an editable unify-key attribute (`None` for
 /// `external_member_id`, which is never edited).
 pub fn attribute_slot(member: &mut Member, attribute: Attribute) -> Option<&mut Option<String>> {
-    match attribute {
-        Attribute::DisplayEmail => Some(&mut member.display_email),
-        Attribute::DisplayMobile => Some(&mut member.display_mobile),
-        Attribute::CustomId => Some(&mut member.custom_id),
-        Attribute::LineId => Some(&mut member.line_id),
-        Attribute::ConnectId => Some(&mut member.connect_id),
-        Attribute::ExternalMemberId => None,
-    }
+    Column::of(attribute).map(|column| member.column_mut(column))
 }
 
 /// Returns the member's linking values.

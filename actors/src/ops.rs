@@ -2,7 +2,7 @@
 
 use unify_storage::{Id, Member, Millis};
 
-use crate::engine::{Attribute, KeySet};
+use crate::engine::{Attribute, Column, Columns, KeySet};
 use crate::error::OpError;
 use crate::events::Reason;
 use crate::links::attribute_slot;
@@ -22,6 +22,33 @@ pub struct NewMember {
     pub last_message_at: Option<Millis>,
 }
 
+/// The editable columns of a member to create.
+impl Columns for NewMember {
+    type Slot = Option<String>;
+
+    fn column(&self, column: Column) -> &Option<String> {
+        match column {
+            Column::DisplayName => &self.display_name,
+            Column::DisplayEmail => &self.display_email,
+            Column::DisplayMobile => &self.display_mobile,
+            Column::CustomId => &self.custom_id,
+            Column::LineId => &self.line_id,
+            Column::ConnectId => &self.connect_id,
+        }
+    }
+
+    fn column_mut(&mut self, column: Column) -> &mut Option<String> {
+        match column {
+            Column::DisplayName => &mut self.display_name,
+            Column::DisplayEmail => &mut self.display_email,
+            Column::DisplayMobile => &mut self.display_mobile,
+            Column::CustomId => &mut self.custom_id,
+            Column::LineId => &mut self.line_id,
+            Column::ConnectId => &mut self.connect_id,
+        }
+    }
+}
+
 /// A partial update: `None` leaves a column alone, `Some(None)` clears it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemberPatch {
@@ -34,6 +61,33 @@ pub struct MemberPatch {
     pub original_name: Option<Option<String>>,
     pub last_message_at: Option<Option<Millis>>,
     pub manual_unification: Option<bool>,
+}
+
+/// The editable columns of a partial update.
+impl Columns for MemberPatch {
+    type Slot = Option<Option<String>>;
+
+    fn column(&self, column: Column) -> &Option<Option<String>> {
+        match column {
+            Column::DisplayName => &self.display_name,
+            Column::DisplayEmail => &self.display_email,
+            Column::DisplayMobile => &self.display_mobile,
+            Column::CustomId => &self.custom_id,
+            Column::LineId => &self.line_id,
+            Column::ConnectId => &self.connect_id,
+        }
+    }
+
+    fn column_mut(&mut self, column: Column) -> &mut Option<Option<String>> {
+        match column {
+            Column::DisplayName => &mut self.display_name,
+            Column::DisplayEmail => &mut self.display_email,
+            Column::DisplayMobile => &mut self.display_mobile,
+            Column::CustomId => &mut self.custom_id,
+            Column::LineId => &mut self.line_id,
+            Column::ConnectId => &mut self.connect_id,
+        }
+    }
 }
 
 /// An operation on one existing member.
@@ -70,29 +124,33 @@ pub fn new_member(
     id: Id,
     org_id: Id,
     source: unify_storage::Source,
-    new: NewMember,
+    mut new: NewMember,
     now: Millis,
 ) -> Member {
-    Member {
+    let mut member = Member {
         id,
         org_id,
         source,
         channel_id: new.channel_id,
-        external_member_id: new.external_member_id,
-        original_name: new.original_name,
-        display_name: new.display_name,
+        external_member_id: std::mem::take(&mut new.external_member_id),
+        original_name: new.original_name.take(),
+        display_name: None,
         username: None,
-        display_email: new.display_email,
-        display_mobile: new.display_mobile,
-        custom_id: new.custom_id,
-        line_id: new.line_id,
-        connect_id: new.connect_id,
+        display_email: None,
+        display_mobile: None,
+        custom_id: None,
+        line_id: None,
+        connect_id: None,
         manual_unification: false,
         profile_id: id,
         last_message_at: new.last_message_at,
         created_at: now,
         updated_at: now,
+    };
+    for column in Column::ALL {
+        *member.column_mut(column) = new.column_mut(column).take();
     }
+    member
 }
 
 /// Applies an operation (other than delete) to a member record; returns whether it changed
@@ -106,19 +164,13 @@ pub fn apply(
     let before = member.clone();
     match op {
         MemberOp::Patch(patch) => {
-            let columns = [
-                (&mut member.display_name, &patch.display_name),
-                (&mut member.display_email, &patch.display_email),
-                (&mut member.display_mobile, &patch.display_mobile),
-                (&mut member.custom_id, &patch.custom_id),
-                (&mut member.line_id, &patch.line_id),
-                (&mut member.connect_id, &patch.connect_id),
-                (&mut member.original_name, &patch.original_name),
-            ];
-            for (column, change) in columns {
-                if let Some(value) = change {
-                    *column = value.clone();
+            for column in Column::ALL {
+                if let Some(value) = patch.column(column) {
+                    *member.column_mut(column) = value.clone();
                 }
+            }
+            if let Some(name) = &patch.original_name {
+                member.original_name = name.clone();
             }
             if let Some(at) = patch.last_message_at {
                 member.last_message_at = at;
@@ -135,9 +187,8 @@ pub fn apply(
                 return Err(OpError::invalid("value must not be empty"));
             }
             editable(member, *attribute)?;
-            member.display_name = None;
-            for a in Attribute::ALL.into_iter().filter(|a| a.is_editable()) {
-                *editable(member, a)? = None;
+            for column in Column::ALL {
+                *member.column_mut(column) = None;
             }
             *editable(member, *attribute)? = Some(value.clone());
             member.manual_unification = true;

@@ -25,8 +25,8 @@ use unify_storage::{
 
 use crate::clock::{now_millis, rfc3339};
 use crate::engine::{
-    Delta, Explanation, KeySet, LinkValues, Move, Normalizer, Unifier, UnifyKey, ViewSource,
-    merged_view,
+    Column, Columns, Delta, Explanation, KeySet, LinkValues, Move, Normalizer, Unifier, UnifyKey,
+    ViewSource, merged_view,
 };
 use crate::error::{OpError, found};
 use crate::events::{Event, EventBody, Reason, profile_events};
@@ -813,14 +813,7 @@ impl ScopeState {
         let view = merged_view(members.iter().map(|m| ViewSource {
             member_id: m.id,
             updated_at: m.updated_at,
-            fields: [
-                m.display_name.as_deref(),
-                m.display_email.as_deref(),
-                m.display_mobile.as_deref(),
-                m.custom_id.as_deref(),
-                m.line_id.as_deref(),
-                m.connect_id.as_deref(),
-            ],
+            fields: Column::ALL.map(|c| m.column(c).as_deref()),
         }));
         Ok(ProfileView {
             profile_id: self.unifier.profile_of(member_id).unwrap_or(member_id),

@@ -3,6 +3,7 @@
 //! HTTP, so it can be property-tested and benchmarked alone.
 
 mod attribute;
+mod column;
 mod dry_run;
 mod explain;
 mod index;
@@ -14,13 +15,14 @@ mod union_find;
 mod view;
 
 pub use attribute::{ATTRIBUTE_COUNT, Attribute, UnknownAttribute};
+pub use column::{COLUMN_COUNT, Column, Columns};
 pub use dry_run::DryRun;
 pub use explain::{Explanation, PathStep, RefusedView};
 pub use keys::{KeySet, KeySetError, Limits, UnifyKey};
 pub use normalize::{BlockRule, DEFAULT_BLOCKED_VALUES, NormalizeConfigError, Normalizer};
 pub use partition::Refusal;
 pub use unifier::{Delta, HotValue, LinkValues, MemberId, Move, ProfileId, Unifier};
-pub use view::{EDITABLE_FIELDS, MergedView, ViewSource, merged_view};
+pub use view::{MergedView, ViewSource, merged_view};
 
 #[cfg(test)]
 mod tests;

@@ -1,37 +1,30 @@
 //! The merged view of a unified profile (SPEC 2.4).
 
+use super::column::COLUMN_COUNT;
 use super::unifier::MemberId;
-
-/// The editable columns shown on a unified profile, in this order in [`ViewSource::fields`].
-pub const EDITABLE_FIELDS: [&str; 6] = [
-    "display_name",
-    "display_email",
-    "display_mobile",
-    "custom_id",
-    "line_id",
-    "connect_id",
-];
 
 /// One member's contribution to its profile's view.
 #[derive(Debug, Clone, Copy)]
 pub struct ViewSource<'a> {
     pub member_id: MemberId,
     pub updated_at: i64,
-    pub fields: [Option<&'a str>; 6],
+    /// Indexed by [`super::Column::index`].
+    pub fields: [Option<&'a str>; COLUMN_COUNT],
 }
 
 /// The merged profile: per editable column, the value of the most recently updated member that
 /// has one (ties: larger member id).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MergedView {
-    pub fields: [Option<String>; 6],
+    /// Indexed by [`super::Column::index`].
+    pub fields: [Option<String>; COLUMN_COUNT],
     /// The latest `updated_at` of the profile's members.
     pub updated_at: i64,
 }
 
 /// Merges the members of one profile.
 pub fn merged_view<'a>(members: impl IntoIterator<Item = ViewSource<'a>>) -> MergedView {
-    let mut best: [Option<((i64, MemberId), &'a str)>; 6] = [None; 6];
+    let mut best: [Option<((i64, MemberId), &'a str)>; COLUMN_COUNT] = [None; COLUMN_COUNT];
     let mut updated_at = i64::MIN;
     for m in members {
         updated_at = updated_at.max(m.updated_at);
