@@ -2,6 +2,11 @@
 //! runtime call and map its reply; the business rules live in `unify-actors`. The transport
 //! (`serve`: the accept loop, timeouts, connection cap) and its middlewares (`limits`,
 //! `body_timeout`) sit in front of them.
+//!
+//! Dependencies inside `http/` point one way: the resource modules (`accounts`, `admin`,
+//! `channels`, `members`, `unification`, `webhooks`, `ws`, `ops`) may use the leaves `state`,
+//! `shapes`, `params`, `extract` and `auth`, and call the runtime through `AppState`; no
+//! resource module imports another, and the leaves import no resource module.
 
 pub mod accounts;
 pub mod admin;

@@ -1,5 +1,7 @@
 //! The websocket of SPEC 5: `GET /api/v1/orgs/{org_id}/ws[?since=SEQ]` streams the events of
 //! the org's scope as JSON text frames.
+//! It reads retained events through the runtime's event log and live ones through its hub;
+//! it never touches the store.
 //!
 //! Every connection runs two tasks: the *connection* task reads the client (pongs, close),
 //! the scope's broadcast receiver, the ping and scope-check timers and the shutdown signal, and
