@@ -18,26 +18,31 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use super::AppState;
 use crate::error::ApiError;
 
-/// Answers `408` (and closes the connection) when the request body stops arriving.
-pub async fn idle_timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Runs `handle` on the request with its body under the idle timeout; answers `408` (and
+/// closes the connection) when the body stopped arriving.
+pub async fn with_idle_timeout<F>(
+    request: Request,
+    timeout: Duration,
+    handle: impl FnOnce(Request) -> F,
+) -> Response
+where
+    F: Future<Output = Response>,
+{
     // Requests without a body (most reads, websocket upgrades) need no timer.
     if request.body().is_end_stream() {
-        return next.run(request).await;
+        return handle(request).await;
     }
     let timed_out = Arc::new(AtomicBool::new(false));
-    let timeout = state.config.http.body_idle_timeout();
     let request = request.map(|body| Body::new(IdleBody::new(body, timeout, timed_out.clone())));
-    let response = next.run(request).await;
+    let response = handle(request).await;
     if !timed_out.load(Ordering::Acquire) {
         return response;
     }
@@ -62,8 +67,9 @@ struct BodyTimedOut;
 struct IdleBody {
     inner: Body,
     timeout: Duration,
-    /// Armed while the reader waits for a frame; re-armed after each frame.
-    deadline: Pin<Box<Sleep>>,
+    /// Armed while the reader waits for a frame; re-armed after each frame. Made on the first
+    /// wait only: most bodies arrive with their head and never need a timer.
+    deadline: Option<Pin<Box<Sleep>>>,
     waiting: bool,
     /// Set when the body timed out, for the middleware to answer `408`.
     timed_out: Arc<AtomicBool>,
@@ -74,7 +80,7 @@ impl IdleBody {
         IdleBody {
             inner,
             timeout,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
+            deadline: None,
             waiting: false,
             timed_out,
         }
@@ -97,12 +103,15 @@ impl HttpBody for IdleBody {
             this.waiting = false;
             return Poll::Ready(frame);
         }
+        let deadline = Instant::now() + this.timeout;
+        let sleep = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if !this.waiting {
             this.waiting = true;
-            let deadline = Instant::now() + this.timeout;
-            this.deadline.as_mut().reset(deadline);
+            sleep.as_mut().reset(deadline);
         }
-        if this.deadline.as_mut().poll(cx).is_ready() {
+        if sleep.as_mut().poll(cx).is_ready() {
             this.timed_out.store(true, Ordering::Release);
             return Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut))));
         }

@@ -7,28 +7,36 @@
 //! refuses first. Only heads beyond hyper's limits, or truly unparsable, still get hyper's
 //! empty-bodied `400`/`414`/`431`.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
-use super::AppState;
 use crate::config::HttpConfig;
 use crate::error::ApiError;
 
 /// Bytes counted per header field on top of its name and value: `": "` and CRLF.
 const FIELD_OVERHEAD: usize = 4;
 
-/// Refuses a request whose head is over the configured limits, before any handler runs.
-pub async fn check_head(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match refusal(&request, &state.config.http) {
-        Some(error) => error.into_response(),
-        None => next.run(request).await,
+/// The limits a request head is held to (from `[http]`), copied into the middleware so that
+/// checking a request touches nothing shared.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    pub max_uri_bytes: usize,
+    pub max_header_count: usize,
+    pub max_header_bytes: usize,
+}
+
+impl From<&HttpConfig> for HeadLimits {
+    fn from(config: &HttpConfig) -> Self {
+        HeadLimits {
+            max_uri_bytes: config.max_uri_bytes,
+            max_header_count: config.max_header_count,
+            max_header_bytes: config.max_header_bytes,
+        }
     }
 }
 
-/// Returns why `request`'s head is refused, if it is.
-fn refusal(request: &Request, limits: &HttpConfig) -> Option<ApiError> {
+/// Returns why `request`'s head is refused, if it is (checked before any handler runs).
+pub fn refusal(request: &Request, limits: &HeadLimits) -> Option<ApiError> {
     let uri = request.uri();
     let target = uri.path_and_query().map_or(0, |p| p.as_str().len())
         + uri.authority().map_or(0, |a| a.as_str().len())

@@ -28,15 +28,18 @@ pub mod ws;
 pub use state::AppState;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
 use unify_actors::error::Code;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::config::HttpConfig;
 use crate::error::ApiError;
 use auth::BearerScheme;
 
@@ -85,13 +88,37 @@ pub fn router(state: AppState) -> Router {
     .fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)
     .layer(DefaultBodyLimit::max(BODY_LIMIT))
-    .layer(from_fn_with_state(
-        state.clone(),
-        body_timeout::idle_timeout,
-    ))
-    .layer(from_fn_with_state(state.clone(), limits::check_head))
-    .layer(axum::middleware::from_fn(ops::track))
+    .layer(from_fn_with_state(Front::from(&state.config.http), front))
     .with_state(state)
+}
+
+/// What [`front`] needs of `[http]`, copied so that a request touches nothing shared.
+#[derive(Debug, Clone, Copy)]
+struct Front {
+    head: limits::HeadLimits,
+    body_idle: Duration,
+}
+
+impl From<&HttpConfig> for Front {
+    fn from(config: &HttpConfig) -> Self {
+        Front {
+            head: limits::HeadLimits::from(config),
+            body_idle: config.body_idle_timeout(),
+        }
+    }
+}
+
+/// Every request's way in, as one layer (each `from_fn` layer costs about 4% of P3's
+/// throughput): counted and timed (`ops`), refused if its head is over the limits (`limits`),
+/// then handled with its body under the idle timeout (`body_timeout`).
+async fn front(State(front): State<Front>, request: Request, next: Next) -> Response {
+    ops::tracked(request, |request| async move {
+        if let Some(refused) = limits::refusal(&request, &front.head) {
+            return refused.into_response();
+        }
+        body_timeout::with_idle_timeout(request, front.body_idle, |request| next.run(request)).await
+    })
+    .await
 }
 
 async fn not_found() -> ApiError {

@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use unify_actors::error::Code;
@@ -80,8 +79,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Counts and times every request by route template, method and status.
-pub async fn track(request: Request, next: Next) -> Response {
+/// Runs `handle` on the request, counting and timing it by route template, method and status.
+pub async fn tracked<F>(request: Request, handle: impl FnOnce(Request) -> F) -> Response
+where
+    F: std::future::Future<Output = Response>,
+{
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -100,7 +102,7 @@ pub async fn track(request: Request, next: Next) -> Response {
         _ => "other".to_owned(),
     };
     let started = Instant::now();
-    let response = next.run(request).await;
+    let response = handle(request).await;
     let labels = [
         ("route", route),
         ("method", method),
