@@ -597,6 +597,21 @@ async fn the_openapi_document_states_what_the_server_enforces() {
             "external_member_id"
         ])
     );
+    // Member operations may not set the attribute that identifies the member.
+    for input in ["UniInput", "ChangeInput"] {
+        let key = resolve(&doc, &schemas[input]["properties"]["unify_key"]);
+        assert_eq!(
+            key["enum"],
+            json!([
+                "display_email",
+                "display_mobile",
+                "custom_id",
+                "line_id",
+                "connect_id"
+            ]),
+            "{input}"
+        );
+    }
     let member = &schemas["MemberInput"];
     assert_eq!(member["required"], json!(["external_member_id"]));
     assert_eq!(

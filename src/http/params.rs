@@ -6,7 +6,7 @@
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use unify_actors::engine::Attribute;
+use unify_actors::engine::{Attribute, Column};
 use unify_actors::json::{self, ApiId};
 use unify_storage::Id;
 use utoipa::{IntoParams, ToSchema};
@@ -29,6 +29,26 @@ impl utoipa::PartialSchema for AttributeName {
 }
 
 impl ToSchema for AttributeName {}
+
+/// The schema of an attribute a member operation may set: the unify-key attributes but
+/// `external_member_id`, which identifies the member (SPEC 2.6). Read as an [`AttributeName`];
+/// `external_member_id` is refused with `INVALID_ARGUMENT`.
+#[derive(Debug)]
+pub struct EditableAttributeName;
+
+impl utoipa::PartialSchema for EditableAttributeName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(Column::ALL.into_iter().filter_map(|c| c.attribute().map(Attribute::as_str))))
+            .description(Some(
+                "A unify-key attribute a member operation may set (`external_member_id` identifies the member and is `INVALID_ARGUMENT`).",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for EditableAttributeName {}
 
 impl<'de> Deserialize<'de> for AttributeName {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

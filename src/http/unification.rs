@@ -15,7 +15,9 @@ use utoipa_axum::routes;
 
 use super::auth::Caller;
 use super::extract::{Json, Path, Query};
-use super::params::{AttributeName, AttributePath, KeyPath, MemberPath, OrgPath};
+use super::params::{
+    AttributeName, AttributePath, EditableAttributeName, KeyPath, MemberPath, OrgPath,
+};
 use super::shapes::{
     AdminSetting, KeyNames, KeysInput, MemberView, SourceName, admin_setting, apply_member_op,
     attributes,
@@ -429,6 +431,7 @@ async fn explain(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UniInput {
+    #[schema(value_type = EditableAttributeName)]
     pub unify_key: AttributeName,
     /// `null` clears the attribute.
     pub value: Option<String>,
@@ -437,7 +440,7 @@ pub struct UniInput {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeInput {
-    /// An editable attribute (`external_member_id` is refused: it identifies the member).
+    #[schema(value_type = EditableAttributeName)]
     pub unify_key: AttributeName,
     /// Not empty nor only whitespace.
     #[schema(pattern = r"\S")]
