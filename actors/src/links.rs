@@ -8,32 +8,8 @@ use crate::engine::{
     UnifyKey,
 };
 
-/// The editable columns of a stored member.
-impl Columns for Member {
-    type Slot = Option<String>;
-
-    fn column(&self, column: Column) -> &Option<String> {
-        match column {
-            Column::DisplayName => &self.display_name,
-            Column::DisplayEmail => &self.display_email,
-            Column::DisplayMobile => &self.display_mobile,
-            Column::CustomId => &self.custom_id,
-            Column::LineId => &self.line_id,
-            Column::ConnectId => &self.connect_id,
-        }
-    }
-
-    fn column_mut(&mut self, column: Column) -> &mut Option<String> {
-        match column {
-            Column::DisplayName => &mut self.display_name,
-            Column::DisplayEmail => &mut self.display_email,
-            Column::DisplayMobile => &mut self.display_mobile,
-            Column::CustomId => &mut self.custom_id,
-            Column::LineId => &mut self.line_id,
-            Column::ConnectId => &mut self.connect_id,
-        }
-    }
-}
+// The editable columns of a stored member.
+crate::impl_columns!(Member, Option<String>);
 
 /// Returns the raw value of a unify-key attribute of a record with editable columns and an
 /// `external_member_id` (a member, or a member to create).

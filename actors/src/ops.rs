@@ -22,32 +22,8 @@ pub struct NewMember {
     pub last_message_at: Option<Millis>,
 }
 
-/// The editable columns of a member to create.
-impl Columns for NewMember {
-    type Slot = Option<String>;
-
-    fn column(&self, column: Column) -> &Option<String> {
-        match column {
-            Column::DisplayName => &self.display_name,
-            Column::DisplayEmail => &self.display_email,
-            Column::DisplayMobile => &self.display_mobile,
-            Column::CustomId => &self.custom_id,
-            Column::LineId => &self.line_id,
-            Column::ConnectId => &self.connect_id,
-        }
-    }
-
-    fn column_mut(&mut self, column: Column) -> &mut Option<String> {
-        match column {
-            Column::DisplayName => &mut self.display_name,
-            Column::DisplayEmail => &mut self.display_email,
-            Column::DisplayMobile => &mut self.display_mobile,
-            Column::CustomId => &mut self.custom_id,
-            Column::LineId => &mut self.line_id,
-            Column::ConnectId => &mut self.connect_id,
-        }
-    }
-}
+// The editable columns of a member to create.
+crate::impl_columns!(NewMember, Option<String>);
 
 /// A partial update: `None` leaves a column alone, `Some(None)` clears it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,32 +39,8 @@ pub struct MemberPatch {
     pub manual_unification: Option<bool>,
 }
 
-/// The editable columns of a partial update.
-impl Columns for MemberPatch {
-    type Slot = Option<Option<String>>;
-
-    fn column(&self, column: Column) -> &Option<Option<String>> {
-        match column {
-            Column::DisplayName => &self.display_name,
-            Column::DisplayEmail => &self.display_email,
-            Column::DisplayMobile => &self.display_mobile,
-            Column::CustomId => &self.custom_id,
-            Column::LineId => &self.line_id,
-            Column::ConnectId => &self.connect_id,
-        }
-    }
-
-    fn column_mut(&mut self, column: Column) -> &mut Option<Option<String>> {
-        match column {
-            Column::DisplayName => &mut self.display_name,
-            Column::DisplayEmail => &mut self.display_email,
-            Column::DisplayMobile => &mut self.display_mobile,
-            Column::CustomId => &mut self.custom_id,
-            Column::LineId => &mut self.line_id,
-            Column::ConnectId => &mut self.connect_id,
-        }
-    }
-}
+// The editable columns of a partial update.
+crate::impl_columns!(MemberPatch, Option<Option<String>>);
 
 /// An operation on one existing member.
 #[derive(Debug, Clone, PartialEq, Eq)]

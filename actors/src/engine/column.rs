@@ -1,7 +1,9 @@
-//! The editable columns of a member (SPEC 1): the one list of them. Adding a column is adding a
-//! variant here; the compiler then names every accessor that must learn it (the member record,
-//! the create and patch inputs, the API shapes), while the logic that walks the columns (patch,
-//! change and cancel unification, the merged profile view) loops over [`Column::ALL`].
+//! The editable columns of a member (SPEC 1): the one list of them, and [`impl_columns!`],
+//! which gives any record with those fields (the stored member, the create and patch inputs)
+//! its [`Columns`] accessors. Adding a column is a variant here, an entry in the macro's list and
+//! the field on the records and API shapes (the compiler names each one left out); the logic
+//! that walks the columns (patch, change unification, the merged profile view, linking values)
+//! loops over [`Column::ALL`] and does not change.
 
 use super::attribute::Attribute;
 
@@ -78,6 +80,39 @@ pub trait Columns {
     fn column(&self, column: Column) -> &Self::Slot;
 
     fn column_mut(&mut self, column: Column) -> &mut Self::Slot;
+}
+
+/// Implements [`Columns`] for a record whose fields are named after the columns, with `Slot`
+/// the type of each: `impl_columns!(Member, Option<String>)`. The variant-to-field list below
+/// is the one place that pairs a column with its field name.
+#[macro_export]
+macro_rules! impl_columns {
+    ($record:ty, $slot:ty) => {
+        $crate::impl_columns!(@ $record, $slot,
+            DisplayName display_name,
+            DisplayEmail display_email,
+            DisplayMobile display_mobile,
+            CustomId custom_id,
+            LineId line_id,
+            ConnectId connect_id);
+    };
+    (@ $record:ty, $slot:ty, $($variant:ident $field:ident),*) => {
+        impl $crate::engine::Columns for $record {
+            type Slot = $slot;
+
+            fn column(&self, column: $crate::engine::Column) -> &$slot {
+                match column {
+                    $($crate::engine::Column::$variant => &self.$field,)*
+                }
+            }
+
+            fn column_mut(&mut self, column: $crate::engine::Column) -> &mut $slot {
+                match column {
+                    $($crate::engine::Column::$variant => &mut self.$field,)*
+                }
+            }
+        }
+    };
 }
 
 #[cfg(test)]
