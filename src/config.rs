@@ -172,6 +172,9 @@ pub struct HttpConfig {
     /// A request whose header names and values (plus 4 bytes per field for `: ` and CRLF) are
     /// larger in total is refused with `431`.
     pub max_header_bytes: usize,
+    /// A connection whose client reads nothing for this long while the server writes to it is
+    /// closed.
+    pub write_idle_timeout_ms: u64,
 }
 
 impl HttpConfig {
@@ -181,6 +184,18 @@ impl HttpConfig {
 
     pub fn body_idle_timeout(&self) -> Duration {
         Duration::from_millis(self.body_idle_timeout_ms.max(1))
+    }
+
+    pub fn write_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_idle_timeout_ms.max(1))
+    }
+
+    /// How long a graceful shutdown waits for connections: each stalled state of a connection
+    /// ends within one of the idle timeouts.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.header_read_timeout()
+            .max(self.body_idle_timeout())
+            .max(self.write_idle_timeout())
     }
 }
 
@@ -358,6 +373,8 @@ mod tests {
             (10_000, 60_000)
         );
         assert_eq!(c.http.max_connections, 16_384);
+        assert_eq!(c.http.write_idle_timeout_ms, 60_000);
+        assert_eq!(c.http.shutdown_grace(), Duration::from_secs(60));
         assert_eq!(
             (
                 c.http.max_uri_bytes,

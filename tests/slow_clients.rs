@@ -302,3 +302,68 @@ async fn websockets_hold_their_connection_slot_until_they_close() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     s.stop().await;
 }
+
+/// Returns the `unify_http_connections` gauge, read over a connection of its own that is not
+/// kept (so that it counts itself once).
+async fn open_connections(s: &Server) -> Option<f64> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let text = client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("unify_http_connections "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_response_is_closed() {
+    let s = Server::start_with(|c| c.http.write_idle_timeout_ms = 1000).await;
+    let t = s.tenant("reader").await;
+    // A page (about 8 MB) far larger than what the socket buffers hold for a client that reads
+    // nothing.
+    let name = "x".repeat(8000);
+    let ndjson: String = (0..1000)
+        .map(|i| {
+            format!(
+                "{{\"channel_id\":{},\"external_member_id\":\"member-{i}\",\"display_name\":\"{name}\"}}\n",
+                t.channel_id
+            )
+        })
+        .collect();
+    let job = s.start_import(t.org_id, &t.admin, ndjson).await;
+    s.finished_import(t.org_id, &t.admin, job).await;
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut reader = socket.connect(s.addr).await.unwrap();
+    let path = t.path("/chat/members?limit=1000");
+    reader
+        .write_all(
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: unify\r\nAuthorization: Bearer {}\r\n\r\n",
+                t.admin
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // Once the write timeout has passed, the server has dropped the reader's connection: only
+    // the connection reading the gauge is left (the setup's idle keep-alive connections close
+    // after the header timeout).
+    let closed = eventually(|| async { open_connections(&s).await == Some(1.0) }).await;
+    assert!(
+        closed,
+        "a client that reads nothing keeps its connection: {:?} open",
+        open_connections(&s).await
+    );
+    let received = read_until_closed(&mut reader, DEADLINE).await;
+    assert!(received.is_some(), "the reader's connection is still open");
+}

@@ -39,6 +39,8 @@ struct Contacts {
     fail: Mutex<bool>,
     /// Profiles by identity; unknown identities get `{name: id}`.
     profiles: Mutex<HashMap<String, Value>>,
+    /// Identities `GET /users/{id}` answers 404 for.
+    missing: Mutex<std::collections::HashSet<String>>,
     user_calls: AtomicUsize,
     /// `GET /users/{id}` requests received, by identity.
     calls_by_id: Mutex<HashMap<String, usize>>,
@@ -71,6 +73,9 @@ async fn user_route(
     tokio::time::sleep(delay).await;
     if *c.fail.lock().unwrap() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    if c.missing.lock().unwrap().contains(&id) {
+        return StatusCode::NOT_FOUND.into_response();
     }
     let profile = c.profiles.lock().unwrap().get(&id).cloned();
     axum::Json(profile.unwrap_or_else(|| json!({ "name": id }))).into_response()
@@ -637,6 +642,33 @@ async fn a_manually_unified_member_is_never_relinked_by_later_events() {
     assert_eq!(after["profile_id"], id, "{after}");
     assert_eq!(after["display_email"], Value::Null);
     assert_eq!(after["manual_unification"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_the_contact_api_does_not_know_do_not_open_its_breaker() {
+    let server = Server::start().await;
+    let tenant = server.tenant("unknown").await;
+    let (contacts, hook) = contact_hook(&server, &tenant).await;
+    // More unknown senders in a row than the breaker's threshold (5): each answered 404.
+    for i in 0..8 {
+        let sender = format!("on_nobody_{i}");
+        contacts.missing.lock().unwrap().insert(sender.clone());
+        let (status, _) = hook
+            .send(&server, &message(&format!("evt-nobody-{i}"), &sender))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let member = member_where(&server, &tenant, &hook, &sender, |_| true).await;
+        assert_eq!(member["display_email"], Value::Null, "{member}");
+    }
+    // The API itself is fine: a sender it knows still gets its profile.
+    contacts.profiles.lock().unwrap().insert(
+        "on_known".into(),
+        json!({"name": "Known", "display_email": "known@example.com"}),
+    );
+    let (status, _) = hook.send(&server, &message("evt-known", "on_known")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let known = member_where(&server, &tenant, &hook, "on_known", |_| true).await;
+    assert_eq!(known["display_email"], "known@example.com", "{known}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -294,8 +294,10 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
         self.inner.visit_newtype_struct(Strict(d))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         if self.struct_like {
+            // Read through the array first, so that a broken one stays a syntax error.
+            while seq.next_element::<de::IgnoredAny>()?.is_some() {}
             return Err(de::Error::invalid_type(Unexpected::Seq, &"a JSON object"));
         }
         self.inner.visit_seq(WrapSeq(seq))
@@ -464,7 +466,15 @@ mod tests {
 
     #[test]
     fn syntax_errors_are_told_apart() {
-        for bad in [&b"{"[..], br#"{"name": "a"} {}"#, b"\xff", b""] {
+        for bad in [
+            &b"{"[..],
+            br#"{"name": "a"} {}"#,
+            b"\xff",
+            b"",
+            b"[",
+            b"[1,",
+            br#"["a" "b"]"#,
+        ] {
             assert!(
                 matches!(parse::<Outer>(bad), Err(JsonError::Syntax(_))),
                 "{bad:?}"

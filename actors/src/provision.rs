@@ -373,8 +373,11 @@ impl Provisioner {
         if self.closing.load(Ordering::Acquire) {
             return Err(OpError::Unavailable("shutting down".into()));
         }
-        let pending = self.pending.admit(&sender)?;
         let needs_work = channel.auto_provision || event.link_code().is_some();
+        // Only an event that will be provisioned takes a pending place.
+        let pending = needs_work
+            .then(|| self.pending.admit(&sender))
+            .transpose()?;
         let record = AcceptedEvent {
             channel_id: channel.id,
             event_id: event.event_id.clone(),
@@ -385,13 +388,16 @@ impl Provisioner {
             metrics::counter!("unify_webhook_events_total", "status" => "duplicate").increment(1);
             return Ok(Acceptance::Duplicate);
         }
-        self.flusher.flush(store).await?;
-        metrics::counter!("unify_webhook_events_total", "status" => "accepted").increment(1);
-        if needs_work {
-            self.dispatch(channel.org_id, record, event, pending);
-        } else {
-            count("skipped");
+        let flushed = self.flusher.flush(store).await;
+        // The claim is in the store even when its flush failed, so a retry of the platform is
+        // answered "duplicate": the event is provisioned anyway (that is idempotent), and the
+        // error tells the platform that this answer is not an acknowledgement.
+        match pending {
+            Some(pending) => self.dispatch(channel.org_id, record, event, pending),
+            None => count("skipped"),
         }
+        flushed?;
+        metrics::counter!("unify_webhook_events_total", "status" => "accepted").increment(1);
         Ok(Acceptance::Accepted)
     }
 
@@ -423,8 +429,9 @@ impl Provisioner {
     /// periodic deletion of expired event ids and link codes.
     pub fn start(self: &Arc<Self>) {
         let this = self.clone();
+        let started = now_millis();
         let task = tokio::spawn(async move {
-            if let Err(err) = this.resume().await {
+            if let Err(err) = this.resume(started).await {
                 tracing::error!(error = %err, "resuming accepted events failed");
             }
             let mut every = tokio::time::interval(SWEEP_EVERY);
@@ -452,16 +459,23 @@ impl Provisioner {
         }
     }
 
-    async fn resume(self: &Arc<Self>) -> Result<(), OpError> {
+    /// Dispatches the events accepted before `started` that are still pending, in the order
+    /// they were accepted. Events accepted since are dispatched by `accept_event`; an event
+    /// stamped later by a clock that went back stays pending until the next start.
+    async fn resume(self: &Arc<Self>, started: Millis) -> Result<(), OpError> {
         let store = self.client.store().clone();
-        let pending = tokio::task::spawn_blocking(move || {
+        let mut pending = tokio::task::spawn_blocking(move || {
             store
                 .scan_accepted_events()
-                .filter(|r| r.as_ref().map_or(true, |e| e.pending.is_some()))
+                .filter(|r| {
+                    r.as_ref()
+                        .map_or(true, |e| e.pending.is_some() && e.received_at < started)
+                })
                 .collect::<Result<Vec<_>, _>>()
         })
         .await
         .map_err(|e| OpError::Unavailable(e.to_string()))??;
+        pending.sort_by_key(|e| e.received_at);
         if !pending.is_empty() {
             tracing::info!(events = pending.len(), "resuming accepted channel events");
         }

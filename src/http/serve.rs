@@ -4,6 +4,8 @@
 //!   not send its request line and headers in time, or that stays idle that long between
 //!   keep-alive requests, is closed (hyper's `header_read_timeout`). Upgraded websockets are no
 //!   longer read by hyper and are not affected;
+//! - a deadline for every write the client does not take (`http.write_idle_timeout_ms`): a
+//!   client that stops reading a response (or its websocket) loses its connection and slot;
 //! - a cap on the connections served at once (`http.max_connections`, websockets included: a
 //!   connection's slot is held by its socket, so it follows the socket into the upgrade);
 //! - hyper's own head limits set above the API's (`crate::http::limits`), so that those are the
@@ -16,8 +18,9 @@
 //! exactly such a socket for every refused client, at the moment there are too many.
 //!
 //! Graceful shutdown is `axum::serve`'s: stop accepting, ask every connection to finish its
-//! in-flight request and close, and wait for them; websockets are closed by the server's
-//! `closing` signal (`http::ws`), not waited for here.
+//! in-flight request and close, and wait for them, at most `HttpConfig::shutdown_grace` (the
+//! longest idle timeout: every stalled connection ends within it); websockets are closed by
+//! the server's `closing` signal (`http::ws`), not waited for here.
 
 use std::future::Future;
 use std::io;
@@ -104,7 +107,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let connection = Connection {
-            io: TokioIo::new(Slot::new(stream, slot)),
+            io: TokioIo::new(Slot::new(stream, slot, config.write_idle_timeout())),
             remote,
             service: TowerToHyperService::new(app.clone()),
             stop: stopped.clone(),
@@ -115,7 +118,13 @@ pub async fn serve(
     drop(listener);
     drop(running_rx);
     let _ = stop.send(true);
-    running.closed().await;
+    let grace = config.shutdown_grace();
+    if tokio::time::timeout(grace, running.closed()).await.is_err() {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "connections still open after the shutdown grace; dropping them"
+        );
+    }
 }
 
 /// Returns hyper's HTTP/1.1 settings for `config`.
@@ -174,14 +183,22 @@ impl Connection {
 struct Slot {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    /// A write the client does not take for this long fails (and the connection ends).
+    write_timeout: Duration,
+    /// Armed while a write waits for the client; made on the first wait only.
+    write_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    write_waiting: bool,
 }
 
 impl Slot {
-    fn new(stream: TcpStream, permit: OwnedSemaphorePermit) -> Self {
+    fn new(stream: TcpStream, permit: OwnedSemaphorePermit, write_timeout: Duration) -> Self {
         metrics::gauge!("unify_http_connections").increment(1.0);
         Slot {
             stream,
             _permit: permit,
+            write_timeout,
+            write_deadline: None,
+            write_waiting: false,
         }
     }
 }
@@ -208,7 +225,9 @@ impl AsyncWrite for Slot {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.unless_stalled(cx, written)
     }
 
     fn poll_write_vectored(
@@ -216,7 +235,9 @@ impl AsyncWrite for Slot {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.unless_stalled(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -229,6 +250,37 @@ impl AsyncWrite for Slot {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+impl Slot {
+    /// Passes a write's result on; a write that has waited for the client longer than the
+    /// write timeout fails instead, so that a client that stops reading cannot keep its slot
+    /// (or a graceful shutdown) waiting.
+    fn unless_stalled(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if written.is_ready() {
+            self.write_waiting = false;
+            return written;
+        }
+        let deadline = Instant::now() + self.write_timeout;
+        let sleep = self
+            .write_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.write_waiting {
+            self.write_waiting = true;
+            sleep.as_mut().reset(deadline);
+        }
+        if sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing within the write timeout",
+            )));
+        }
+        Poll::Pending
     }
 }
 

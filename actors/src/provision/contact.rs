@@ -25,8 +25,11 @@ use crate::settings::WebhookSettings;
 /// How long a fetched contact profile is reused for its identity.
 pub const CONTACT_CACHE_TTL: Duration = Duration::from_secs(3600);
 
-/// Cached outcomes kept at most; beyond it expired entries go first, then all.
+/// Cached outcomes kept at most; beyond it expired entries go first, then the oldest.
 const CACHE_MAX: usize = 100_000;
+
+/// Largest contact-API answer read.
+const MAX_ANSWER: usize = 64 * 1024;
 
 /// The outcome of one fetch, as remembered for its identity.
 #[derive(Debug, Clone)]
@@ -116,7 +119,13 @@ impl Contacts {
         }
         let result = self.fetch_profile(api, &key.1).await;
         let now = Instant::now();
-        self.record(channel_id, result.is_ok(), now);
+        // Only a failure of the API itself counts against the channel: an identity it does not
+        // know (404) says nothing about the other senders.
+        self.record(
+            channel_id,
+            !matches!(&result, Err(e) if e.channel_fault),
+            now,
+        );
         let profile = match result {
             Ok(profile) => Some(profile),
             Err(err) => {
@@ -149,9 +158,15 @@ impl Contacts {
     fn remember(&self, key: LaneKey, profile: Option<EventProfile>, at: Instant) {
         let mut outcomes = self.outcomes.lock().unwrap_or_else(|e| e.into_inner());
         if outcomes.len() >= CACHE_MAX && !outcomes.contains_key(&key) {
+            // Expired outcomes go first, then the oldest, down to nine tenths of the cap, so
+            // that the scan runs once per tenth of the cap, not on every insert.
             outcomes.retain(|_, o| o.at.elapsed() < self.ttl(o));
-            if outcomes.len() >= CACHE_MAX {
-                outcomes.clear();
+            let keep = CACHE_MAX * 9 / 10;
+            if outcomes.len() > keep {
+                let mut ages: Vec<Instant> = outcomes.values().map(|o| o.at).collect();
+                let cut = ages.len() - keep;
+                let (_, &mut oldest_kept, _) = ages.select_nth_unstable(cut);
+                outcomes.retain(|_, o| o.at >= oldest_kept);
             }
         }
         outcomes.insert(key, Outcome { at, profile });
@@ -220,7 +235,7 @@ impl Contacts {
         &self,
         api: &ContactApi,
         identity: &str,
-    ) -> Result<EventProfile, String> {
+    ) -> Result<EventProfile, FetchError> {
         /// The contact API's answer; other fields are ignored.
         #[derive(Deserialize)]
         struct Contact {
@@ -245,7 +260,10 @@ impl Contacts {
         struct Tenant {
             tenant_key: Option<String>,
         }
-        let tenant: Tenant = self.get_json(api, &["tenant"]).await?;
+        let tenant: Tenant = self
+            .get_json(api, &["tenant"])
+            .await
+            .map_err(|e| e.message)?;
         tenant
             .tenant_key
             .filter(|k| !k.trim().is_empty())
@@ -257,22 +275,66 @@ impl Contacts {
         &self,
         api: &ContactApi,
         segments: &[&str],
-    ) -> Result<T, String> {
-        let url = endpoint(&api.url, segments)?;
-        let response = self
+    ) -> Result<T, FetchError> {
+        let url = endpoint(&api.url, segments).map_err(FetchError::channel)?;
+        let mut response = self
             .client
             .get(url)
             .bearer_auth(&api.token)
             .send()
             .await
-            .map_err(|e| format!("request failed: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("answered {}", response.status()));
+            .map_err(|e| FetchError::channel(format!("request failed: {e}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            let message = format!("answered {status}");
+            let channel_fault = status.is_server_error()
+                || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                || status == reqwest::StatusCode::REQUEST_TIMEOUT;
+            return Err(FetchError {
+                message,
+                channel_fault,
+            });
         }
-        response
-            .json()
+        // Read at most MAX_ANSWER bytes: the answer is a small profile, and an API that sends
+        // more must not make the server buffer it.
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| format!("unreadable answer: {e}"))
+            .map_err(|e| FetchError::channel(format!("unreadable answer: {e}")))?
+        {
+            if body.len() + chunk.len() > MAX_ANSWER {
+                return Err(FetchError::channel(format!(
+                    "answer larger than {MAX_ANSWER} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        crate::json::parse(&body)
+            .map_err(|e| FetchError::channel(format!("unreadable answer: {e}")))
+    }
+}
+
+/// Why a fetch failed, and whether it says the channel's API is failing (timeouts, connection
+/// errors, 5xx, 408, 429, unreadable answers) rather than one identity (any other 4xx).
+#[derive(Debug)]
+pub(super) struct FetchError {
+    message: String,
+    channel_fault: bool,
+}
+
+impl FetchError {
+    fn channel(message: impl Into<String>) -> Self {
+        FetchError {
+            message: message.into(),
+            channel_fault: true,
+        }
+    }
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }
 
