@@ -502,7 +502,13 @@ impl Provisioner {
                 // start instead of being dropped.
                 Err(e) => return Err(e.into()),
             };
-            let pending = self.pending.admit_resumed().await?;
+            let Ok(identity) = event.identity() else {
+                // Accepted events always had one; a record without is of no use.
+                self.finish(&record);
+                continue;
+            };
+            let sender: LaneKey = (channel.id, identity.to_owned());
+            let pending = self.pending.admit_resumed(&sender).await?;
             self.dispatch(channel.org_id, record, event, pending);
         }
         Ok(())

@@ -23,13 +23,12 @@ pub(super) struct Pending {
     senders: Arc<Shares<LaneKey>>,
 }
 
-/// One event's places in the pending bounds, given back when it is dropped. Events resumed
-/// after a restart hold only a global place: they were accepted under the bounds before.
+/// One event's places in the pending bounds, given back when it is dropped.
 #[derive(Debug)]
 pub(super) struct PendingSlot {
     _global: OwnedSemaphorePermit,
-    _channel: Option<Share<Id>>,
-    _sender: Option<Share<LaneKey>>,
+    _channel: Share<Id>,
+    _sender: Share<LaneKey>,
 }
 
 impl Pending {
@@ -56,13 +55,16 @@ impl Pending {
         let sender = self.senders.try_take(sender).ok_or(OpError::Overloaded)?;
         Ok(PendingSlot {
             _global: global,
-            _channel: Some(channel),
-            _sender: Some(sender),
+            _channel: channel,
+            _sender: sender,
         })
     }
 
-    /// Takes a global place for an event resumed after a restart, waiting for one.
-    pub(super) async fn admit_resumed(&self) -> Result<PendingSlot, OpError> {
+    /// Takes the places of an event resumed after a restart, waiting for a global one. It was
+    /// accepted under the bounds before, so its channel's and sender's places are taken even
+    /// past their limits: a sender with many resumed events is refused new ones until they
+    /// drain, as it would have been without the restart.
+    pub(super) async fn admit_resumed(&self, sender: &LaneKey) -> Result<PendingSlot, OpError> {
         let global = self
             .global
             .clone()
@@ -71,8 +73,8 @@ impl Pending {
             .map_err(|e| OpError::Unavailable(e.to_string()))?;
         Ok(PendingSlot {
             _global: global,
-            _channel: None,
-            _sender: None,
+            _channel: self.channels.take(&sender.0),
+            _sender: self.senders.take(sender),
         })
     }
 }
@@ -108,6 +110,16 @@ impl<K: Clone + Eq + Hash> Shares<K> {
             shares: self.clone(),
             key: key.clone(),
         })
+    }
+
+    /// Takes one of the key's places even when it holds `limit` (for events already accepted).
+    pub(super) fn take(self: &Arc<Self>, key: &K) -> Share<K> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.entry(key.clone()).or_default() += 1;
+        Share {
+            shares: self.clone(),
+            key: key.clone(),
+        }
     }
 
     #[cfg(test)]
@@ -190,5 +202,31 @@ mod tests {
         );
         drop((held, others));
         assert_eq!(pending.global.available_permits(), 100);
+    }
+
+    #[tokio::test]
+    async fn resumed_events_count_against_their_sender_and_channel() {
+        let pending = Pending::new(&WebhookSettings {
+            max_pending: 100,
+            max_pending_per_channel: 10,
+            max_pending_per_sender: 2,
+            ..WebhookSettings::default()
+        });
+        let sender: LaneKey = (1, "on_flood".into());
+        let mut resumed = Vec::new();
+        for _ in 0..3 {
+            resumed.push(pending.admit_resumed(&sender).await.unwrap());
+        }
+        assert_eq!(
+            pending.senders.held(&sender),
+            3,
+            "past the limit: already accepted"
+        );
+        assert!(matches!(pending.admit(&sender), Err(OpError::Overloaded)));
+        assert!(pending.admit(&(1, "on_other".into())).is_ok());
+        resumed.truncate(1);
+        assert!(pending.admit(&sender).is_ok(), "room again once they drain");
+        drop(resumed);
+        assert_eq!(pending.channels.held(&1), 0);
     }
 }
