@@ -22,8 +22,8 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use http_body::{Frame, SizeHint};
-use tokio::time::{Instant, Sleep};
 
+use super::idle::{IdleDeadline, IdlePoll};
 use crate::error::ApiError;
 
 /// Runs `handle` on the request with its body under the idle timeout; answers `408` (and
@@ -66,11 +66,8 @@ struct BodyTimedOut;
 /// A request body that fails when the wait for its next frame exceeds `timeout`.
 struct IdleBody {
     inner: Body,
-    timeout: Duration,
-    /// Armed while the reader waits for a frame; re-armed after each frame. Made on the first
-    /// wait only: most bodies arrive with their head and never need a timer.
-    deadline: Option<Pin<Box<Sleep>>>,
-    waiting: bool,
+    /// Armed while the reader waits for a frame; re-armed after each frame.
+    deadline: IdleDeadline,
     /// Set when the body timed out, for the middleware to answer `408`.
     timed_out: Arc<AtomicBool>,
 }
@@ -79,9 +76,7 @@ impl IdleBody {
     fn new(inner: Body, timeout: Duration, timed_out: Arc<AtomicBool>) -> Self {
         IdleBody {
             inner,
-            timeout,
-            deadline: None,
-            waiting: false,
+            deadline: IdleDeadline::new(timeout),
             timed_out,
         }
     }
@@ -99,23 +94,15 @@ impl HttpBody for IdleBody {
         if this.timed_out.load(Ordering::Relaxed) {
             return Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut))));
         }
-        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            this.waiting = false;
-            return Poll::Ready(frame);
+        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        match this.deadline.track(cx, frame) {
+            IdlePoll::Ready(frame) => Poll::Ready(frame),
+            IdlePoll::Pending => Poll::Pending,
+            IdlePoll::Expired => {
+                this.timed_out.store(true, Ordering::Release);
+                Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut))))
+            }
         }
-        let deadline = Instant::now() + this.timeout;
-        let sleep = this
-            .deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !this.waiting {
-            this.waiting = true;
-            sleep.as_mut().reset(deadline);
-        }
-        if sleep.as_mut().poll(cx).is_ready() {
-            this.timed_out.store(true, Ordering::Release);
-            return Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut))));
-        }
-        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {

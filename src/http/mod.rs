@@ -14,6 +14,7 @@ pub mod auth;
 pub mod body_timeout;
 pub mod channels;
 pub mod extract;
+pub mod idle;
 pub mod limits;
 pub mod members;
 pub mod ops;

@@ -39,6 +39,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
+use super::idle::{IdleDeadline, IdlePoll};
 use crate::config::HttpConfig;
 
 /// hyper's head limits are this many times the API's, so that the API's answer first (with the
@@ -183,11 +184,9 @@ impl Connection {
 struct Slot {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
-    /// A write the client does not take for this long fails (and the connection ends).
-    write_timeout: Duration,
-    /// Armed while a write waits for the client; made on the first wait only.
-    write_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    write_waiting: bool,
+    /// A write the client does not take for `http.write_idle_timeout_ms` fails (and the
+    /// connection ends).
+    write_deadline: IdleDeadline,
 }
 
 impl Slot {
@@ -196,9 +195,7 @@ impl Slot {
         Slot {
             stream,
             _permit: permit,
-            write_timeout,
-            write_deadline: None,
-            write_waiting: false,
+            write_deadline: IdleDeadline::new(write_timeout),
         }
     }
 }
@@ -262,25 +259,14 @@ impl Slot {
         cx: &mut Context<'_>,
         written: Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
-        if written.is_ready() {
-            self.write_waiting = false;
-            return written;
-        }
-        let deadline = Instant::now() + self.write_timeout;
-        let sleep = self
-            .write_deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !self.write_waiting {
-            self.write_waiting = true;
-            sleep.as_mut().reset(deadline);
-        }
-        if sleep.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(io::Error::new(
+        match self.write_deadline.track(cx, written) {
+            IdlePoll::Ready(result) => Poll::Ready(result),
+            IdlePoll::Pending => Poll::Pending,
+            IdlePoll::Expired => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the client read nothing within the write timeout",
-            )));
+            ))),
         }
-        Poll::Pending
     }
 }
 
