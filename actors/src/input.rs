@@ -78,13 +78,9 @@ impl MemberInput {
     }
 }
 
-/// Returns the API error code of an operation error, as an import reports it per line.
-pub fn error_code(err: &OpError) -> &'static str {
-    err.code().as_str()
-}
-
-/// Parses one JSON member object (through [`json::parse`], like every API input): a syntax error (or invalid UTF-8) is `MALFORMED_JSON`,
-/// wrong types, unknown fields and invalid values are their own codes.
+/// Parses one JSON member object (through [`json::parse`], like every API input): a syntax
+/// error (or invalid UTF-8) is `MALFORMED_JSON`, wrong types, unknown fields and invalid values
+/// are their own codes.
 pub fn parse_member(bytes: &[u8]) -> Result<NewMember, OpError> {
     let input: MemberInput = json::parse(bytes)?;
     input.into_new_member()
@@ -101,7 +97,7 @@ mod tests {
     use super::*;
 
     fn code(line: &str) -> &'static str {
-        error_code(&parse_member(line.as_bytes()).unwrap_err())
+        parse_member(line.as_bytes()).unwrap_err().code().as_str()
     }
 
     #[test]

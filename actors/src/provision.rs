@@ -773,7 +773,7 @@ mod tests {
     }
 
     fn code_of(err: OpError) -> &'static str {
-        crate::input::error_code(&err)
+        err.code().as_str()
     }
 
     #[test]

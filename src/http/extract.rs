@@ -8,7 +8,9 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
+use percent_encoding::percent_decode;
 use serde::de::DeserializeOwned;
+use unify_actors::error::OpError;
 use unify_actors::json::{self, JsonError};
 
 use crate::error::ApiError;
@@ -63,10 +65,7 @@ pub fn body_rejection(rejection: BytesRejection) -> ApiError {
 
 impl From<JsonError> for ApiError {
     fn from(err: JsonError) -> Self {
-        match err {
-            JsonError::Syntax(message) => ApiError::malformed(message),
-            JsonError::Data(message) => ApiError::invalid(message),
-        }
+        OpError::from(err).into()
     }
 }
 
@@ -98,7 +97,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 fn check_utf8(query: &str) -> Result<(), ApiError> {
     let valid = query
         .split('&')
-        .all(|pair| std::str::from_utf8(&percent_decode(pair.as_bytes())).is_ok());
+        .all(|pair| percent_decode(pair.as_bytes()).decode_utf8().is_ok());
     if valid {
         Ok(())
     } else {
@@ -106,31 +105,6 @@ fn check_utf8(query: &str) -> Result<(), ApiError> {
             "the query string is not valid UTF-8 once percent-decoded",
         ))
     }
-}
-
-/// Decodes `%XX` escapes; other bytes (and malformed escapes) are kept as they are.
-fn percent_decode(bytes: &[u8]) -> Vec<u8> {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| Some(hex(*bytes.get(i + 1)?)? << 4 | hex(*bytes.get(i + 2)?)?))
-            .flatten();
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 impl From<PathRejection> for ApiError {
@@ -165,7 +139,6 @@ mod tests {
         assert!(check_utf8("a=%zz&b=%").is_ok());
         assert!(check_utf8("external_member_id=%FF").is_err());
         assert!(check_utf8("%C3=1").is_err());
-        assert_eq!(percent_decode(b"a%20b%4"), b"a b%4");
     }
 
     #[test]

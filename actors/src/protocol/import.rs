@@ -8,7 +8,6 @@ use unify_storage::{Id, ImportJob, ImportLineError, ImportStatus};
 use crate::clock::now_millis;
 use crate::engine::LinkValues;
 use crate::error::OpError;
-use crate::input::error_code;
 use crate::ops::NewMember;
 
 /// Refused lines kept on the job record.
@@ -66,7 +65,7 @@ impl ImportChunk {
 pub fn line_error(line: u64, err: &OpError) -> ImportLineError {
     ImportLineError {
         line,
-        code: error_code(err).to_owned(),
+        code: err.code().as_str().to_owned(),
         message: err.to_string(),
     }
 }
