@@ -168,9 +168,7 @@ impl Members {
         after: Id,
         limit: usize,
     ) -> Result<Vec<Member>, OpError> {
-        let store = self.client.store();
-        found(store.get_org(org_id), "organization")?;
-        Ok(store.members_of_org_page(org_id, after, limit)?)
+        self.find_members(org_id, None, None, after, limit)
     }
 
     /// Lists an org's members by ascending id after `after`: all of them, those of one channel,

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ractor::RpcReplyPort;
 use ractor::rpc::CallResult;
+use ractor::{ActorRef, RpcReplyPort};
 use unify_storage::{Id, Store};
 
 use crate::error::{OpError, found};
@@ -134,8 +134,7 @@ impl ScopeClient {
         org_id: Id,
         build: impl FnOnce(RpcReplyPort<Result<T, OpError>>) -> ScopeMsg,
     ) -> Result<T, OpError> {
-        let scope_id = self.scope_of(org_id)?;
-        self.call_scope(scope_id, self.settings.call_timeout, build)
+        self.call_within(org_id, self.settings.call_timeout, build)
             .await
     }
 
@@ -189,12 +188,7 @@ impl ScopeClient {
 
     /// Sends a message to the org's scope without waiting (supervision tests).
     pub fn send(&self, org_id: Id, message: ScopeMsg) -> Result<(), OpError> {
-        let scope_id = self.scope_of(org_id)?;
-        let actor = self
-            .entry(scope_id)?
-            .actor
-            .ok_or(OpError::Unavailable("stopped".into()))?;
-        actor
+        self.actor(self.scope_of(org_id)?)?
             .send_message(message)
             .map_err(|e| OpError::Unavailable(e.to_string()))
     }
@@ -213,6 +207,13 @@ impl ScopeClient {
         ImportGuard { status }
     }
 
+    /// Returns the scope's actor; a scope restarting (or stopped, failed) is `Unavailable`.
+    fn actor(&self, scope_id: Id) -> Result<ActorRef<ScopeMsg>, OpError> {
+        self.entry(scope_id)?
+            .actor
+            .ok_or_else(|| OpError::Unavailable("the scope is restarting".into()))
+    }
+
     /// Calls the scope's actor. A dropped reply (the actor failed mid-batch) or a timeout is
     /// `Unavailable`, never a hang.
     async fn call_scope<T: Send + 'static>(
@@ -221,11 +222,7 @@ impl ScopeClient {
         timeout: Duration,
         build: impl FnOnce(RpcReplyPort<Result<T, OpError>>) -> ScopeMsg,
     ) -> Result<T, OpError> {
-        let actor = self
-            .entry(scope_id)?
-            .actor
-            .ok_or_else(|| OpError::Unavailable("the scope is restarting".into()))?;
-        match actor.call(build, Some(timeout)).await {
+        match self.actor(scope_id)?.call(build, Some(timeout)).await {
             Ok(CallResult::Success(result)) => result,
             Ok(CallResult::Timeout) => Err(OpError::Unavailable(
                 "the scope did not answer in time".into(),
