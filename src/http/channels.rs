@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use super::auth::Caller;
 use super::extract::{Json, Path, double_option};
-use super::params::{ChannelPath, OrgPath};
+use super::params::{ChannelPath, OrgPath, string_enum};
 use super::state::AppState;
 use crate::error::{ApiResult, ErrorBody};
 
@@ -48,10 +48,7 @@ impl From<ContactApiInput> for ContactApi {
 
 /// Documents `type` as the enum of the channel types the runtime accepts.
 fn channel_type_schema() -> utoipa::openapi::schema::Object {
-    utoipa::openapi::schema::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(CHANNEL_TYPES.iter().copied()))
-        .build()
+    string_enum(CHANNEL_TYPES.iter().copied(), None)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

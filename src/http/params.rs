@@ -18,13 +18,11 @@ pub struct AttributeName(pub Attribute);
 /// Documented as the enum of the six names, so that generated clients send only those.
 impl utoipa::PartialSchema for AttributeName {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::schema::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .enum_values(Some(Attribute::ALL.map(Attribute::as_str)))
-            .description(Some(
-                "A unify-key attribute name; any other name is `INVALID_ARGUMENT`.",
-            ))
-            .into()
+        string_enum(
+            Attribute::ALL.map(Attribute::as_str),
+            Some("A unify-key attribute name; any other name is `INVALID_ARGUMENT`."),
+        )
+        .into()
     }
 }
 
@@ -38,17 +36,32 @@ pub struct EditableAttributeName;
 
 impl utoipa::PartialSchema for EditableAttributeName {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::schema::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .enum_values(Some(Column::ALL.into_iter().filter_map(|c| c.attribute().map(Attribute::as_str))))
-            .description(Some(
-                "A unify-key attribute a member operation may set (`external_member_id` identifies the member and is `INVALID_ARGUMENT`).",
-            ))
-            .into()
+        string_enum(
+            Column::ALL
+                .into_iter()
+                .filter_map(|c| c.attribute().map(Attribute::as_str)),
+            Some(
+                "A unify-key attribute a member operation may set (`external_member_id` \
+                 identifies the member and is `INVALID_ARGUMENT`).",
+            ),
+        )
+        .into()
     }
 }
 
 impl ToSchema for EditableAttributeName {}
+
+/// The schema of a string that takes one of `values` (the API's closed name lists).
+pub fn string_enum(
+    values: impl IntoIterator<Item = &'static str>,
+    description: Option<&str>,
+) -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(values))
+        .description(description)
+        .build()
+}
 
 impl<'de> Deserialize<'de> for AttributeName {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
