@@ -9,10 +9,6 @@ use crate::error::{Code, OpError};
 use crate::json;
 use crate::ops::NewMember;
 
-/// API error code of a member whose `external_member_id` is empty or only whitespace. It is
-/// carried as [`OpError::Conflict`] with this code; the HTTP layer answers it with 400.
-pub const EMPTY_EXTERNAL_ID: &str = Code::EmptyExternalId.as_str();
-
 /// A member as the API receives it. Unknown fields are refused; every optional string may be
 /// absent or `null`. Deserialize it with `serde_json`, then call [`MemberInput::into_new_member`]
 /// to validate it.
@@ -49,7 +45,7 @@ pub struct MemberInput {
 
 impl MemberInput {
     /// Validates the input: an empty (or whitespace) `external_member_id` is refused with
-    /// [`EMPTY_EXTERNAL_ID`] (an empty id must never become an identity), a `last_message_at`
+    /// [`Code::EmptyExternalId`] (an empty id must never become an identity), a `last_message_at`
     /// that is not RFC 3339 with `InvalidArgument`. Values are kept as written.
     pub fn into_new_member(self) -> Result<NewMember, OpError> {
         if self.external_member_id.trim().is_empty() {
@@ -118,7 +114,10 @@ mod tests {
     fn bad_lines_get_their_codes() {
         assert_eq!(code(r#"{"external_member_id": "#), "MALFORMED_JSON");
         assert_eq!(code("\u{0}"), "MALFORMED_JSON");
-        assert_eq!(code(r#"{"external_member_id": " "}"#), EMPTY_EXTERNAL_ID);
+        assert_eq!(
+            code(r#"{"external_member_id": " "}"#),
+            Code::EmptyExternalId.as_str()
+        );
         assert_eq!(code(r#"{"display_email": "a@b.c"}"#), "INVALID_ARGUMENT");
         assert_eq!(
             code(r#"{"external_member_id": "x", "nickname": "y"}"#),

@@ -47,9 +47,6 @@ pub use crate::protocol::EventProfile;
 use crate::protocol::{Redemption, ScopeMsg, Sender};
 use crate::scope_client::ScopeClient;
 
-/// API error code of an event whose tenant differs from its channel's.
-pub const TENANT_MISMATCH: &str = Code::TenantMismatch.as_str();
-
 /// How long an accepted event id answers "duplicate".
 pub const EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
@@ -342,7 +339,7 @@ impl Provisioner {
 
     /// Accepts a channel event whose signature the caller has verified (SPEC 6, checks 2-5):
     /// a duplicate event id answers [`Acceptance::Duplicate`]; a tenant other than the
-    /// channel's is [`TENANT_MISMATCH`] (counted); a sender without identity is
+    /// channel's is `TENANT_MISMATCH` (counted); a sender without identity is
     /// `EMPTY_EXTERNAL_ID`. Nothing is written before these checks pass; then the event is
     /// recorded durably and provisioned in the background. `Overloaded` when too many events
     /// wait for provisioning: over every channel, on the event's channel, or of its sender.
@@ -766,7 +763,6 @@ fn random_code() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::EMPTY_EXTERNAL_ID;
 
     fn event(json: &str) -> Result<ChannelEvent, OpError> {
         ChannelEvent::parse(json.as_bytes())
@@ -829,7 +825,10 @@ mod tests {
         let e = event(r#"{"event_id": "e", "type": "follow", "sender": {"union_id": " ", "external_member_id": "ou_1"}}"#).unwrap();
         assert_eq!(e.identity().unwrap(), "ou_1");
         let e = event(r#"{"event_id": "e", "type": "follow", "sender": {"union_id": "", "external_member_id": "  "}}"#).unwrap();
-        assert_eq!(code_of(e.identity().unwrap_err()), EMPTY_EXTERNAL_ID);
+        assert_eq!(
+            code_of(e.identity().unwrap_err()),
+            Code::EmptyExternalId.as_str()
+        );
     }
 
     #[test]
