@@ -6,10 +6,8 @@
 mod common;
 
 use common::{Server, Tenant, eventually};
-use hmac::{Hmac, Mac};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 /// An org with a member, a channel (auto-provisioning, with its secret), keys, and a maac org
 /// so that integrate can be called.
@@ -107,26 +105,12 @@ impl World {
     }
 
     async fn webhook(&self, raw: &str) -> (StatusCode, Value) {
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.hook_secret.as_bytes()).unwrap();
-        mac.update(raw.as_bytes());
-        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-        let response = self
-            .server
-            .client
-            .post(format!(
-                "{}{}",
-                self.server.base,
-                self.tenant
-                    .path(&format!("/channels/{}/events", self.hook_channel))
-            ))
-            .header("content-type", "application/json")
-            .header("x-unify-signature", signature)
-            .body(raw.to_owned())
-            .send()
+        let path = self
+            .tenant
+            .path(&format!("/channels/{}/events", self.hook_channel));
+        self.server
+            .deliver_event(&path, &self.hook_secret, raw.as_bytes().to_vec())
             .await
-            .unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
     }
 }
 

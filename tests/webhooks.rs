@@ -17,11 +17,9 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
-use common::{Server, Tenant, eventually};
-use hmac::{Hmac, Mac};
+use common::{Server, Tenant, eventually, sign_webhook};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 const CONTACT_TOKEN: &str = "contact-token";
 
@@ -146,7 +144,7 @@ impl Hook {
         body: &Value,
     ) -> (StatusCode, Option<String>, Value) {
         let raw = body.to_string();
-        let signature = sign(&self.secret, raw.as_bytes());
+        let signature = sign_webhook(&self.secret, raw.as_bytes());
         self.deliver(server, raw.into_bytes(), Some(&signature))
             .await
     }
@@ -178,12 +176,6 @@ impl Hook {
             response.json().await.unwrap_or(Value::Null),
         )
     }
-}
-
-fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// Creates a channel of the tenant's org; returns the status and the answer.
@@ -321,8 +313,8 @@ async fn signatures_are_required_and_checked_against_the_raw_body() {
     let tenant = server.tenant("sig").await;
     let hook = hook(&server, &tenant, json!({})).await;
     let raw = message("evt-sig", "on_sig").to_string().into_bytes();
-    let wrong = sign("not-the-secret", &raw);
-    let tampered = sign(&hook.secret, b"{}");
+    let wrong = sign_webhook("not-the-secret", &raw);
+    let tampered = sign_webhook(&hook.secret, b"{}");
     for signature in [
         None,
         Some(wrong.as_str()),
@@ -381,7 +373,7 @@ async fn malformed_bodies_are_400_with_a_clear_code_and_write_nothing() {
         ),
     ];
     for (raw, code) in cases {
-        let signature = sign(&hook.secret, &raw);
+        let signature = sign_webhook(&hook.secret, &raw);
         let (status, body) = hook.send_raw(&server, raw.clone(), Some(&signature)).await;
         assert_eq!(
             status,
@@ -413,7 +405,7 @@ async fn malformed_bodies_are_400_with_a_clear_code_and_write_nothing() {
         .client
         .post(hook.url(&server))
         .header("content-type", "text/plain")
-        .header("x-unify-signature", sign(&hook.secret, &raw))
+        .header("x-unify-signature", sign_webhook(&hook.secret, &raw))
         .body(raw)
         .send()
         .await

@@ -150,6 +150,27 @@ impl Server {
         answer(request).await
     }
 
+    /// Posts a channel event (`raw`) to `path` signed with the channel's webhook `secret`;
+    /// returns the status and the JSON answer (`Value::Null` when there is none).
+    pub async fn deliver_event(
+        &self,
+        path: &str,
+        secret: &str,
+        raw: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .header("x-unify-signature", sign_webhook(secret, &raw))
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// Returns the Prometheus text of `GET /metrics`.
     pub async fn metrics(&self) -> String {
         let response = self
@@ -291,6 +312,14 @@ async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
             .unwrap_or_else(|_| panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes)))
     };
     (status, value)
+}
+
+/// Returns the `X-Unify-Signature` of `body` for a channel's webhook `secret`.
+pub fn sign_webhook(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// Polls `condition` until it holds or [`DEADLINE`] passes; returns whether it held.
