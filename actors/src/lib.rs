@@ -20,6 +20,7 @@ pub mod ops;
 pub mod protocol;
 pub mod provision;
 pub mod reshape;
+pub mod roster;
 pub mod runtime;
 pub mod scope;
 pub mod scope_client;

@@ -113,27 +113,16 @@ impl IdentityHandle {
             channel_id,
             external_member_id,
         } = &self.identity;
-        let Some(member_id) =
-            self.client
-                .store()
-                .lookup_member_by_ext(*org_id, *channel_id, external_member_id)?
-        else {
-            return Ok(None);
-        };
-        let org_id = *org_id;
-        let member = self
-            .client
-            .call(org_id, |reply| ScopeMsg::GetMember {
+        let (org_id, channel_id, external_member_id) =
+            (*org_id, *channel_id, external_member_id.clone());
+        self.client
+            .call(org_id, |reply| ScopeMsg::FindIdentity {
                 org_id,
-                member_id,
+                channel_id,
+                external_member_id,
                 reply,
             })
-            .await;
-        match member {
-            Ok(m) => Ok(Some(m)),
-            Err(OpError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
+            .await
     }
 
     /// Creates the member, or returns the existing one (`false`). The new member's channel and

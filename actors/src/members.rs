@@ -2,8 +2,8 @@
 //! profile questions about them (unification, profile, explain).
 //!
 //! Creates run in the identity's actor and operations in the member's actor (see
-//! `member.rs`); reads are answered by the store when that is provably durable, else by the
-//! scope. It owns the member and identity actors. It may call the scope client and the
+//! `member.rs`); member reads are answered from the scope's published view (see `roster.rs`),
+//! profile questions by the scope. It owns the member and identity actors. It may call the scope client and the
 //! member actors; it imports no other service.
 
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use crate::events::Reason;
 use crate::member::{Identity, IdentityHandle, MemberRegistry};
 use crate::ops::{MemberOp, NewMember};
 use crate::protocol::{ProfileView, ScopeMsg};
+use crate::roster::MemberView;
 use crate::scope_client::ScopeClient;
 
 /// Members of the orgs, through their actors and scopes.
@@ -112,17 +113,19 @@ impl Members {
         let scope_id = self.client.scope_of(org_id)?;
         // A member actor is spawned only for a member of the org: ids that name nothing (or
         // another org's member) are refused before they cost an actor.
-        self.stored_member_of(org_id, member_id)?;
+        self.member_of(org_id, member_id).await?;
         let _admission = self.client.admit(scope_id, true)?;
         self.actors.send(&self.client, member_id, org_id, op).await
     }
 
-    /// Reads a member. When no commit of its scope is under way the durable store answers
-    /// directly, so reads stay fast while the scope actor is busy (a job, an import); otherwise
-    /// the scope actor answers once the pending batch is durable.
+    /// Reads a member from its scope's published view (durable state, no message to the
+    /// actor); while the scope loads, the actor answers once it runs.
     pub async fn get_member(&self, org_id: Id, member_id: Id) -> Result<Member, OpError> {
-        if let Some(result) = self.read_member_directly(org_id, member_id)? {
-            return result;
+        if let Some(view) = self.view(org_id)? {
+            return match view.member(org_id, member_id) {
+                Some(member) => Ok(member?),
+                None => Err(OpError::NotFound("member")),
+            };
         }
         self.client
             .call_admitted(org_id, false, |reply| ScopeMsg::GetMember {
@@ -133,47 +136,35 @@ impl Members {
             .await
     }
 
-    /// Reads a member from the store if that read provably saw only durable data: the scope's
-    /// commit epoch was even before and unchanged after the read. `None`: ask the actor.
-    fn read_member_directly(
-        &self,
-        org_id: Id,
-        member_id: Id,
-    ) -> Result<Option<Result<Member, OpError>>, OpError> {
+    /// Returns the published member view of the org's scope while its actor runs.
+    fn view(&self, org_id: Id) -> Result<Option<Arc<MemberView>>, OpError> {
         let scope_id = self.client.scope_of(org_id)?;
         let status = self.client.entry(scope_id)?.status;
-        let before = status.commit_epoch.load(Ordering::Acquire);
-        if before % 2 == 1 || !status.running.load(Ordering::Acquire) {
+        if !status.running.load(Ordering::Acquire) {
             return Ok(None);
         }
-        let read = self.stored_member_of(org_id, member_id);
-        if status.commit_epoch.load(Ordering::Acquire) != before {
-            return Ok(None);
-        }
-        Ok(Some(read))
+        Ok(status.view.load_full())
     }
 
-    /// Reads a member of `org_id` from the store; a member of another org is not found.
-    fn stored_member_of(&self, org_id: Id, member_id: Id) -> Result<Member, OpError> {
-        match found(self.client.store().get_member(member_id), "member")? {
-            member if member.org_id == org_id => Ok(member),
-            _ => Err(OpError::NotFound("member")),
-        }
+    /// Reads a member of `org_id` from the view (or the actor); another org's member is not
+    /// found.
+    async fn member_of(&self, org_id: Id, member_id: Id) -> Result<Member, OpError> {
+        self.get_member(org_id, member_id).await
     }
 
-    /// Lists an org's members by ascending id (read from the store: paging needs no actor).
-    pub fn list_members(
+    /// Lists an org's members by ascending id.
+    pub async fn list_members(
         &self,
         org_id: Id,
         after: Id,
         limit: usize,
     ) -> Result<Vec<Member>, OpError> {
-        self.find_members(org_id, None, None, after, limit)
+        self.find_members(org_id, None, None, after, limit).await
     }
 
     /// Lists an org's members by ascending id after `after`: all of them, those of one channel,
     /// or the one with an identity (`external_member_id`, on `channel_id` or without one).
-    pub fn find_members(
+    pub async fn find_members(
         &self,
         org_id: Id,
         channel_id: Option<Id>,
@@ -181,39 +172,35 @@ impl Members {
         after: Id,
         limit: usize,
     ) -> Result<Vec<Member>, OpError> {
-        let store = self.client.store();
-        found(store.get_org(org_id), "organization")?;
+        found(self.client.store().get_org(org_id), "organization")?;
         if let Some(ext) = external_member_id {
-            let Some(id) = store.lookup_member_by_ext(org_id, channel_id, ext)? else {
-                return Ok(Vec::new());
-            };
-            let member = found(store.get_member(id), "member")?;
-            return Ok(if member.id > after {
-                vec![member]
-            } else {
-                Vec::new()
-            });
+            let external_member_id = ext.to_owned();
+            let member = self
+                .client
+                .call_admitted(org_id, false, |reply| ScopeMsg::FindIdentity {
+                    org_id,
+                    channel_id,
+                    external_member_id,
+                    reply,
+                })
+                .await?;
+            return Ok(member.filter(|m| m.id > after).into_iter().collect());
         }
-        let Some(channel_id) = channel_id else {
-            return Ok(store.members_of_org_page(org_id, after, limit)?);
+        let view = match self.view(org_id)? {
+            Some(view) => view,
+            None => self.loaded_view(org_id).await?,
         };
-        let mut found_members = Vec::new();
-        let mut cursor = after;
-        loop {
-            let page = store.members_of_org_page(org_id, cursor, limit.max(256))?;
-            let Some(last) = page.last() else {
-                return Ok(found_members);
-            };
-            cursor = last.id;
-            for member in page {
-                if member.channel_id == Some(channel_id) {
-                    found_members.push(member);
-                    if found_members.len() == limit {
-                        return Ok(found_members);
-                    }
-                }
-            }
-        }
+        Ok(view.page(org_id, channel_id, after, limit)?)
+    }
+
+    /// Waits for the org's scope to run (any message is answered once it has loaded) and
+    /// returns its view.
+    async fn loaded_view(&self, org_id: Id) -> Result<Arc<MemberView>, OpError> {
+        self.client
+            .call_admitted(org_id, false, |reply| ScopeMsg::Setting { reply })
+            .await?;
+        self.view(org_id)?
+            .ok_or_else(|| OpError::Unavailable("the scope is restarting".into()))
     }
 
     /// Returns the other members of the member's profile with their channels.

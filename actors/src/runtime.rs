@@ -244,17 +244,17 @@ impl Runtime {
     }
 
     /// Lists an org's members by ascending id (read from the store: paging needs no actor).
-    pub fn list_members(
+    pub async fn list_members(
         &self,
         org_id: Id,
         after: Id,
         limit: usize,
     ) -> Result<Vec<Member>, OpError> {
-        self.members.list_members(org_id, after, limit)
+        self.members.list_members(org_id, after, limit).await
     }
 
     /// See [`Members::find_members`].
-    pub fn find_members(
+    pub async fn find_members(
         &self,
         org_id: Id,
         channel_id: Option<Id>,
@@ -264,6 +264,7 @@ impl Runtime {
     ) -> Result<Vec<Member>, OpError> {
         self.members
             .find_members(org_id, channel_id, external_member_id, after, limit)
+            .await
     }
 
     /// Returns the other members of the member's profile with their channels.

@@ -1,39 +1,44 @@
-//! The scope actor: one per unify scope. It holds the scope's keys, key-node index and
-//! partition in memory (the engine's [`Unifier`]) and persists every change before replying.
+//! The scope actor: one per unify scope. It holds the scope's members ([`Roster`]), keys,
+//! key-node index and partition (the engine's [`Unifier`]) in memory and persists every change
+//! before replying.
 //!
-//! Group commit: each handled operation updates memory and stages its records, events and
-//! outbox entries in one pending [`WriteBatch`], and schedules a `Flush` message behind whatever
-//! is already queued. `Flush` applies the batch atomically, flushes once, and only then sends
-//! the replies of every operation in it. A failed write or a panic drops the pending replies
-//! (callers see `Unavailable`) and the actor is restarted from the store, so nothing is ever
-//! acknowledged before it is durable. Reads are answered at once when nothing is pending, else
-//! after the pending batch is durable, so no reader sees a write that could still be lost.
+//! Durable form: per org, a snapshot plus a journal of batches (see `unify_storage::journal`);
+//! profile ids and every lookup are derived, rebuilt in memory at load. Group commit: each
+//! handled operation updates memory and stages its member writes, events and other records,
+//! and schedules a `Flush` message behind whatever is already queued. `Flush` writes one
+//! journal record per org touched, one event block and the scope record in one atomic batch,
+//! flushes once, publishes the new member view and only then sends the replies of every
+//! operation in it. A failed write or a panic drops the pending replies (callers see
+//! `Unavailable`) and the actor is restarted from the store, so nothing is ever acknowledged
+//! before it is durable. Reads are answered at once when nothing is pending, else after the
+//! pending batch is durable, so no reader sees a write that could still be lost. When an org's
+//! journal has grown past a bound, a snapshot of the last published view is written by a
+//! blocking task beside the actor.
 //!
 //! It answers the messages of `protocol` ([`ScopeMsg`]); it may call the engine, the store
 //! and the leaf modules, never a service, the scope client or another actor.
 
-use std::collections::{HashMap, VecDeque};
-use std::ops::RangeInclusive;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use unify_storage::{
-    EventRecord, Id, IdKind, JobKind, Member, MemberLinks, Org, OutboxEntry, PendingJob,
-    ScopeRecord, Store, StoreError, WriteBatch,
+    EventBlockSpan, EventRecord, Id, IdKind, JobKind, Member, MemberLog, MemberWrite, Org,
+    OutboxEntry, PendingJob, ScopeRecord, SnapshotManifest, Store, StoredMember, WriteBatch,
 };
 
 use crate::clock::{now_millis, rfc3339};
 use crate::engine::{
-    Column, Columns, Delta, Explanation, KeySet, LinkValues, Move, Normalizer, Unifier, UnifyKey,
-    ViewSource, merged_view,
+    Column, Columns, Delta, Explanation, KeySet, Move, Unifier, UnifyKey, ViewSource, merged_view,
 };
-use crate::error::{OpError, found};
+use crate::error::OpError;
 use crate::events::{Event, EventBody, Reason, profile_events};
 use crate::hub::Hub;
-use crate::links::{fresh_links, key_records, member_links, scope_keys, stored_links};
+use crate::links::{key_records, member_links, stored_links};
 use crate::ops::{self, MemberOp, NewMember};
 use crate::protocol::{ProfileView, Reply, ScopeMsg};
+use crate::roster::Roster;
 use crate::settings::Settings;
 use crate::status::ScopeStatus;
 
@@ -41,16 +46,8 @@ use crate::status::ScopeStatus;
 /// the outcome of the commit.
 type Deferred = Box<dyn FnOnce(Result<(), String>) + Send>;
 
-/// A scope as loaded from the store, before its actor state is assembled.
-struct Loaded {
-    record: ScopeRecord,
-    orgs: HashMap<Id, Org>,
-    unifier: Unifier,
-    /// Members whose stored profile differs from the rebuilt partition.
-    mismatches: Vec<Move>,
-}
-
 mod import_chunk;
+mod load;
 mod provision;
 
 /// Start-up arguments of a scope actor.
@@ -70,26 +67,43 @@ pub struct Scope;
 /// What one batch has staged and not yet committed.
 #[derive(Default)]
 struct Pending {
+    /// Records other than members and events (import jobs, link codes, outbox entries).
     batch: WriteBatch,
     replies: Vec<Deferred>,
     events: Vec<Event>,
-    /// Members written in this batch (`None`: deleted), read before the store.
-    members: HashMap<Id, Option<Member>>,
-    /// Identities created or deleted in this batch.
-    identities: HashMap<(Id, Option<Id>, String), Option<Id>>,
+    /// The events as stored, for the batch's event block.
+    records: Vec<EventRecord>,
+    /// Member writes in order, with the org whose journal records them.
+    writes: Vec<(Id, MemberWrite)>,
     /// The running job finishes when this batch is durable.
     finishes_job: bool,
-    /// Usernames and link codes claimed by provisioning in this batch.
+    /// Link codes claimed by provisioning in this batch.
     provision: provision::Staged,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        self.batch.is_empty() && self.replies.is_empty()
+        self.batch.is_empty()
+            && self.replies.is_empty()
+            && self.writes.is_empty()
+            && self.records.is_empty()
     }
 }
 
-/// A scope-wide recomputation whose member records are being rewritten chunk by chunk.
+/// Where one org's journal stands.
+#[derive(Debug, Clone, Copy, Default)]
+struct OrgJournal {
+    /// Seq of its last durable journal record.
+    seq: u64,
+    /// Bytes journaled since the last snapshot.
+    since_snapshot: u64,
+    /// Size of the last snapshot.
+    snapshot_bytes: u64,
+    /// `Some(bytes journaled when it started)` while a snapshot is being written.
+    snapshotting: Option<u64>,
+}
+
+/// A scope-wide recomputation whose profile changes are published chunk by chunk.
 #[derive(Debug)]
 struct Job {
     kind: JobKind,
@@ -99,7 +113,7 @@ struct Job {
 }
 
 impl Job {
-    /// A job rewriting the moved members (erasures need no rewrite), grouped by new profile so
+    /// A job publishing the moved members (erasures need nothing), grouped by new profile so
     /// that a profile's members tend to land in one chunk.
     fn new(kind: JobKind, mut moves: Vec<Move>) -> Job {
         moves.retain(|m| m.to.is_some());
@@ -110,6 +124,14 @@ impl Job {
             remaining: moves.into(),
             done: 0,
         }
+    }
+
+    /// Returns this job with the moves `running` has not published yet added to its own.
+    fn absorb(self, running: Job) -> Job {
+        let mut moves: Vec<Move> = self.remaining.into_iter().chain(running.remaining).collect();
+        moves.sort_by_key(|m| m.member);
+        moves.dedup_by_key(|m| m.member);
+        Job::new(self.kind, moves)
     }
 }
 
@@ -122,9 +144,11 @@ pub struct ScopeState {
     hub: Hub,
     record: ScopeRecord,
     orgs: HashMap<Id, Org>,
+    roster: Roster,
     unifier: Unifier,
-    /// Oldest retained event seq (0 when the log is empty).
-    oldest_seq: u64,
+    journals: HashMap<Id, OrgJournal>,
+    /// The retained event blocks, oldest first.
+    event_blocks: VecDeque<EventBlockSpan>,
     pending: Pending,
     flush_scheduled: bool,
     job: Option<Job>,
@@ -154,44 +178,44 @@ impl Actor for Scope {
         let store = args.store.clone();
         let settings = args.settings.clone();
         let id = args.scope_id;
-        // Loading reads and normalizes every member: blocking work, kept off the runtime.
-        let loaded = tokio::task::spawn_blocking(move || load(&store, &settings, id)).await??;
-        let Loaded {
-            record,
-            orgs,
-            unifier,
-            mismatches,
-        } = loaded;
-        let oldest_seq = args.store.oldest_event_seq(id)?.unwrap_or(0);
-        let kind = match &record.pending_job {
-            Some(pending) => Some(pending.kind.clone()),
-            None if !mismatches.is_empty() => {
-                tracing::warn!(
-                    scope_id = id,
-                    members = mismatches.len(),
-                    "stored partition differs from rebuild, repairing"
-                );
-                Some(JobKind::HotValue)
-            }
-            None => None,
-        };
-        let job = kind.map(|kind| Job::new(kind, mismatches));
+        // Loading reads, decodes and partitions every member: blocking work, kept off the
+        // runtime.
+        let loaded = tokio::task::spawn_blocking(move || load::load(&store, &settings, id)).await??;
+        let job = loaded.record.pending_job.as_ref().map(|pending| {
+            // The moves of the interrupted job are not known any more: every member is
+            // published again under the partition rebuilt from the stored members.
+            let moves = loaded
+                .roster
+                .entries()
+                .map(|(&member, e)| Move {
+                    member,
+                    from: Some(e.profile_id),
+                    to: Some(e.profile_id),
+                })
+                .collect();
+            Job::new(pending.kind.clone(), moves)
+        });
         args.status
             .job_active
             .store(job.is_some(), Ordering::Release);
         args.status
             .members
-            .store(unifier.len() as u64, Ordering::Release);
+            .store(loaded.unifier.len() as u64, Ordering::Release);
+        args.status
+            .view
+            .store(Some(Arc::new(loaded.roster.view())));
         Ok(ScopeState {
             id,
             store: args.store,
             settings: args.settings,
             status: args.status,
             hub: args.hub,
-            record,
-            orgs,
-            unifier,
-            oldest_seq,
+            record: loaded.record,
+            orgs: loaded.orgs,
+            roster: loaded.roster,
+            unifier: loaded.unifier,
+            journals: loaded.journals,
+            event_blocks: loaded.event_blocks,
             pending: Pending::default(),
             flush_scheduled: false,
             job,
@@ -232,8 +256,25 @@ impl Actor for Scope {
         state: &mut ScopeState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ScopeMsg::Flush => return state.commit().await,
+            ScopeMsg::Flush => {
+                state.commit().await?;
+                state.snapshot_if_due(&myself);
+                return Ok(());
+            }
             ScopeMsg::JobChunk => state.job_chunk(&myself)?,
+            ScopeMsg::SnapshotDone { org_id, result } => state.snapshot_done(org_id, result),
+            ScopeMsg::FindIdentity {
+                org_id,
+                channel_id,
+                external_member_id,
+                reply,
+            } => {
+                let result = match state.roster.identity(org_id, channel_id, &external_member_id) {
+                    Some(id) => state.member(id).map(Some),
+                    None => Ok(None),
+                };
+                state.respond(reply, result);
+            }
             ScopeMsg::Panic => panic!("scope actor panic requested"),
             ScopeMsg::Provision {
                 sender,
@@ -276,7 +317,11 @@ impl Actor for Scope {
                 org_id,
                 chunk,
                 reply,
-            } => return state.import_chunk(org_id, &chunk, reply).await,
+            } => {
+                state.import_chunk(org_id, &chunk, reply).await?;
+                state.snapshot_if_due(&myself);
+                return Ok(());
+            }
             ScopeMsg::Mutate {
                 org_id,
                 member_id,
@@ -342,139 +387,13 @@ impl Actor for Scope {
         if !state.pending.is_empty() {
             if state.pending.replies.len() >= state.settings.batch_max {
                 state.commit().await?;
+                state.snapshot_if_due(&myself);
             } else {
                 state.schedule_flush(&myself)?;
             }
         }
         Ok(())
     }
-}
-
-/// Loads a scope from the store: its record, orgs and members, the rebuilt partition, and the
-/// members whose stored profile differs from it.
-///
-/// Members are read from the org-members index, which holds each member's profile id and
-/// normalized linking values; only members whose values are missing or were normalized under
-/// another configuration are read in full and normalized again. The index is read in parts on
-/// all cores.
-fn load(store: &Store, settings: &Settings, id: Id) -> Result<Loaded, ActorProcessingErr> {
-    let started = std::time::Instant::now();
-    let record = store.get_scope(id)?;
-    let keys = scope_keys(&record)?;
-    let mut orgs = HashMap::new();
-    let mut members = Vec::new();
-    for &org_id in &record.org_ids {
-        orgs.insert(org_id, store.get_org(org_id)?);
-        members.extend(read_org(store, &settings.normalizer, org_id)?);
-    }
-    let read = started.elapsed();
-    let stored: Vec<(Id, Id)> = members.iter().map(|m| (m.id, m.profile_id)).collect();
-    let unifier = Unifier::from_members(
-        keys,
-        settings.limits,
-        members.into_iter().map(|m| (m.id, m.links)),
-    );
-    let mismatches: Vec<Move> = stored
-        .into_iter()
-        .filter_map(|(member, stored)| {
-            let now = unifier.profile_of(member)?;
-            (now != stored).then_some(Move {
-                member,
-                from: Some(stored),
-                to: Some(now),
-            })
-        })
-        .collect();
-    tracing::debug!(
-        scope_id = id,
-        members = unifier.len(),
-        read_ms = read.as_millis() as u64,
-        total_ms = started.elapsed().as_millis() as u64,
-        "scope loaded"
-    );
-    Ok(Loaded {
-        record,
-        orgs,
-        unifier,
-        mismatches,
-    })
-}
-
-/// What a load keeps of one member.
-struct LoadedMember {
-    id: Id,
-    profile_id: Id,
-    links: LinkValues,
-}
-
-/// Reads the members of an org for a load, ascending id, splitting the org's id range into
-/// one part per core.
-fn read_org(
-    store: &Store,
-    normalizer: &Normalizer,
-    org_id: Id,
-) -> Result<Vec<LoadedMember>, StoreError> {
-    let Some((first, last)) = store.org_member_bounds(org_id)? else {
-        return Ok(Vec::new());
-    };
-    let parts = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    let step = (last - first) / parts + 1;
-    let ranges: Vec<RangeInclusive<Id>> = (0..parts)
-        .map(|i| first.saturating_add(i * step))
-        .take_while(|&start| start <= last)
-        .map(|start| start..=start.saturating_add(step - 1).min(last))
-        .collect();
-    std::thread::scope(|threads| {
-        let parts: Vec<_> = ranges
-            .into_iter()
-            .map(|ids| threads.spawn(move || read_org_part(store, normalizer, org_id, ids)))
-            .collect();
-        let mut members = Vec::new();
-        for part in parts {
-            members.extend(part.join().expect("a load thread panicked")?);
-        }
-        Ok(members)
-    })
-}
-
-/// Reads the members of an org with an id in `ids`: from the index entry when its linking
-/// values are fresh, else from the member record, normalized again.
-fn read_org_part(
-    store: &Store,
-    normalizer: &Normalizer,
-    org_id: Id,
-    ids: RangeInclusive<Id>,
-) -> Result<Vec<LoadedMember>, StoreError> {
-    store
-        .org_member_entries(org_id, ids)
-        .map(|entry| {
-            let entry = entry?;
-            if let (Some(profile_id), Some(stored)) = (entry.profile_id, entry.links)
-                && let Some(links) = fresh_links(normalizer, stored)
-            {
-                return Ok(LoadedMember {
-                    id: entry.member_id,
-                    profile_id,
-                    links,
-                });
-            }
-            let member = store.get_member(entry.member_id).map_err(|err| {
-                if err.is_not_found() {
-                    StoreError::Corrupt(format!(
-                        "org-members index names missing member {}",
-                        entry.member_id
-                    ))
-                } else {
-                    err
-                }
-            })?;
-            Ok(LoadedMember {
-                id: member.id,
-                profile_id: member.profile_id,
-                links: member_links(normalizer, &member),
-            })
-        })
-        .collect()
 }
 
 impl ScopeState {
@@ -501,28 +420,38 @@ impl ScopeState {
         Ok(())
     }
 
-    /// Writes the pending batch atomically, flushes, then replies and publishes.
+    /// Writes the pending batch atomically, flushes, then publishes and replies.
     async fn commit(&mut self) -> Result<(), ActorProcessingErr> {
         self.flush_scheduled = false;
         if self.pending.is_empty() {
             return Ok(());
         }
         let mut pending = std::mem::take(&mut self.pending);
-        self.trim_events(&mut pending.batch);
+        let mut by_org: BTreeMap<Id, Vec<MemberWrite>> = BTreeMap::new();
+        for (org_id, write) in pending.writes.drain(..) {
+            by_org.entry(org_id).or_default().push(write);
+        }
+        let mut journaled = Vec::with_capacity(by_org.len());
+        for (org_id, writes) in &by_org {
+            let journal = self.journals.entry(*org_id).or_default();
+            let seq = journal.seq + 1;
+            let bytes = pending.batch.append_journal(*org_id, seq, writes);
+            journaled.push((*org_id, seq, bytes as u64));
+        }
+        let block = match (pending.records.first(), pending.records.last()) {
+            (Some(first), Some(last)) => Some(EventBlockSpan {
+                first: first.seq,
+                last: last.seq,
+            }),
+            _ => None,
+        };
+        pending.batch.put_event_block(self.id, &pending.records);
+        self.trim_events(&mut pending.batch, block);
         pending.batch.put_scope(&self.record);
-        // Odd from before the write until the flush returns (see `ScopeStatus::commit_epoch`);
-        // after a failed commit it stays odd, so direct reads wait for the restarted actor.
-        let writing = self.status.commit_epoch.load(Ordering::Acquire) | 1;
-        self.status.commit_epoch.store(writing, Ordering::Release);
         let written = match self.store.apply(pending.batch) {
             Ok(()) => self.store.flush_async().await,
             Err(e) => Err(e),
         };
-        if written.is_ok() {
-            self.status
-                .commit_epoch
-                .store(writing + 1, Ordering::Release);
-        }
         if let Err(err) = written {
             tracing::error!(scope_id = self.id, error = %err, "commit failed, restarting scope");
             for reply in pending.replies {
@@ -530,8 +459,19 @@ impl ScopeState {
             }
             return Err(err.into());
         }
-        // Published before anything is answered: a caller that gets its reply (or sees the
-        // job finished) and then subscribes does not receive this batch's events live.
+        for (org_id, seq, bytes) in journaled {
+            let journal = self.journals.entry(org_id).or_default();
+            journal.seq = seq;
+            journal.since_snapshot += bytes;
+        }
+        if let Some(block) = block {
+            self.event_blocks.push_back(block);
+        }
+        // Published before anything is answered: a caller that gets its reply sees its write
+        // in the view, and one that then subscribes does not receive this batch's events live.
+        self.status
+            .view
+            .store(Some(Arc::new(self.roster.view())));
         let has_events = !pending.events.is_empty();
         self.hub.publish(self.id, pending.events);
         self.status
@@ -550,16 +490,78 @@ impl ScopeState {
         Ok(())
     }
 
-    /// Deletes events that fall out of retention, in the same batch.
-    fn trim_events(&mut self, batch: &mut WriteBatch) {
+    /// Deletes the event blocks that fall wholly out of retention once `adding` is written,
+    /// in the same batch.
+    fn trim_events(&mut self, batch: &mut WriteBatch, adding: Option<EventBlockSpan>) {
         let retain = self.settings.events_retain.max(1);
-        if self.record.last_seq < retain || self.oldest_seq == 0 {
+        let Some(last) = adding.map(|b| b.last) else {
+            return;
+        };
+        if last < retain {
             return;
         }
-        let keep_from = self.record.last_seq - retain + 1;
-        while self.oldest_seq < keep_from {
-            batch.delete_event(self.id, self.oldest_seq);
-            self.oldest_seq += 1;
+        let keep_from = last - retain + 1;
+        while let Some(&oldest) = self.event_blocks.front()
+            && oldest.last < keep_from
+        {
+            batch.delete_event_block(self.id, oldest);
+            self.event_blocks.pop_front();
+        }
+    }
+
+    /// Starts writing a snapshot of every org whose journal has grown past the bound, from the
+    /// last published view (exactly what the journal holds up to its last durable record).
+    fn snapshot_if_due(&mut self, myself: &ActorRef<ScopeMsg>) {
+        let Some(view) = self.status.view.load_full() else {
+            return;
+        };
+        for (&org_id, journal) in &mut self.journals {
+            let bound = self.settings.snapshot_min_bytes.max(journal.snapshot_bytes);
+            if journal.snapshotting.is_some() || journal.since_snapshot < bound {
+                continue;
+            }
+            journal.snapshotting = Some(journal.since_snapshot);
+            let (store, view, myself, upto) =
+                (self.store.clone(), view.clone(), myself.clone(), journal.seq);
+            let scope_id = self.id;
+            tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                let mut members = view
+                    .entries()
+                    .filter(|(_, e)| e.org_id == org_id)
+                    .map(|(_, e)| e.stored.clone());
+                let result = store
+                    .write_snapshot(org_id, upto, &mut members)
+                    .map_err(|e| e.to_string());
+                match &result {
+                    Ok(m) => tracing::info!(
+                        scope_id,
+                        org_id,
+                        upto,
+                        members = m.members,
+                        bytes = m.bytes,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "snapshot written"
+                    ),
+                    Err(error) => tracing::error!(scope_id, org_id, %error, "snapshot failed"),
+                }
+                // The actor may be gone (stopped or restarted): the snapshot stands anyway.
+                let _ = myself.send_message(ScopeMsg::SnapshotDone { org_id, result });
+            });
+        }
+    }
+
+    /// Records a finished snapshot: the journal bytes it covers no longer count.
+    fn snapshot_done(&mut self, org_id: Id, result: Result<SnapshotManifest, String>) {
+        let Some(journal) = self.journals.get_mut(&org_id) else {
+            return;
+        };
+        let Some(covered) = journal.snapshotting.take() else {
+            return;
+        };
+        if let Ok(manifest) = result {
+            journal.since_snapshot = journal.since_snapshot.saturating_sub(covered);
+            journal.snapshot_bytes = manifest.bytes;
         }
     }
 
@@ -567,9 +569,6 @@ impl ScopeState {
     fn emit(&mut self, body: EventBody) {
         let seq = self.record.last_seq + 1;
         self.record.last_seq = seq;
-        if self.oldest_seq == 0 {
-            self.oldest_seq = seq;
-        }
         let event = Event {
             seq,
             unify_scope_id: self.id,
@@ -585,7 +584,7 @@ impl ScopeState {
                 last_error: None,
             });
         }
-        self.pending.batch.put_event(&EventRecord {
+        self.pending.records.push(EventRecord {
             scope_id: self.id,
             seq,
             payload,
@@ -593,45 +592,25 @@ impl ScopeState {
         self.pending.events.push(event);
     }
 
-    /// Stages a member record with the linking values the unifier holds for it (every caller
-    /// has upserted the member first, so they are the record's own).
+    /// Stages a member (created or changed) with the linking values the unifier holds for it
+    /// (every caller has upserted the member first, so they are the record's own), and puts it
+    /// in the roster with its profile id.
     fn stage_member(&mut self, member: Member) {
-        self.stage_with(member, WriteBatch::put_member_linked);
+        let links = self.unifier.link_values(member.id).unwrap_or_default();
+        let stored = StoredMember::new(&member, &stored_links(&self.settings.normalizer, &links));
+        self.roster.put(&member, stored.clone());
+        self.pending
+            .writes
+            .push((member.org_id, MemberWrite::Put(stored)));
     }
 
-    /// Stages a member whose only change is its profile id (its identity index stays).
-    fn stage_moved_member(&mut self, member: Member) {
-        self.stage_with(member, WriteBatch::put_moved_member);
-    }
-
-    /// Stages a member with `put` when the unifier holds its linking values, else in full.
-    fn stage_with(
-        &mut self,
-        member: Member,
-        put: for<'b> fn(&'b mut WriteBatch, &Member, &MemberLinks) -> &'b mut WriteBatch,
-    ) {
-        match self.unifier.link_values(member.id) {
-            Some(links) => put(
-                &mut self.pending.batch,
-                &member,
-                &stored_links(&self.settings.normalizer, &links),
-            ),
-            None => self.pending.batch.put_member(&member),
-        };
-        self.pending.members.insert(member.id, Some(member));
-    }
-
-    /// Reads a member of this scope, seeing the pending batch first.
+    /// Reads a member of this scope (its state in memory, pending writes included).
     fn member(&self, id: Id) -> Result<Member, OpError> {
-        let member = match self.pending.members.get(&id) {
-            Some(Some(m)) => m.clone(),
-            Some(None) => return Err(OpError::NotFound("member")),
-            None => found(self.store.get_member(id), "member")?,
-        };
-        if !self.orgs.contains_key(&member.org_id) {
+        let entry = self.roster.get(id).ok_or(OpError::NotFound("member"))?;
+        if !self.orgs.contains_key(&entry.org_id) {
             return Err(OpError::NotFound("member"));
         }
-        Ok(member)
+        Ok(entry.member()?)
     }
 
     /// Reads a member that belongs to `org_id`; any other member is not found.
@@ -643,17 +622,8 @@ impl ScopeState {
         Ok(member)
     }
 
-    fn identity(
-        &self,
-        org_id: Id,
-        channel_id: Option<Id>,
-        ext: &str,
-    ) -> Result<Option<Id>, OpError> {
-        let key = (org_id, channel_id, ext.to_owned());
-        if let Some(id) = self.pending.identities.get(&key) {
-            return Ok(*id);
-        }
-        Ok(self.store.lookup_member_by_ext(org_id, channel_id, ext)?)
+    fn identity(&self, org_id: Id, channel_id: Option<Id>, ext: &str) -> Option<Id> {
+        self.roster.identity(org_id, channel_id, ext)
     }
 
     /// Checks a new member against the contract of SPEC 4.4.
@@ -696,10 +666,8 @@ impl ScopeState {
             Ok(org) => org.source,
             Err(e) => return Ok(Err(e)),
         };
-        match self.identity(org_id, new.channel_id, &new.external_member_id) {
-            Ok(Some(existing)) => return Ok(self.member(existing).map(|m| (m, false))),
-            Ok(None) => {}
-            Err(e) => return Ok(Err(e)),
+        if let Some(existing) = self.identity(org_id, new.channel_id, &new.external_member_id) {
+            return Ok(self.member(existing).map(|m| (m, false)));
         }
         let id = match self.store.allocate_ids(IdKind::Member, 1) {
             Ok(range) => range.start,
@@ -711,12 +679,8 @@ impl ScopeState {
             .unifier
             .upsert(id, &member_links(&self.settings.normalizer, &member));
         member.profile_id = self.unifier.profile_of(id).unwrap_or(id);
-        self.pending.identities.insert(
-            (org_id, member.channel_id, member.external_member_id.clone()),
-            Some(id),
-        );
         self.stage_member(member.clone());
-        self.write_moves(&delta, id)?;
+        self.apply_moves(&delta);
         self.emit_changes(&delta, reason, Some(&member), now);
         Ok(Ok((member, true)))
     }
@@ -735,17 +699,11 @@ impl ScopeState {
         let now = now_millis();
         if op == MemberOp::Delete {
             let delta = self.unifier.remove(member_id);
-            self.pending.batch.delete_member(&member);
-            self.pending.members.insert(member_id, None);
-            self.pending.identities.insert(
-                (
-                    member.org_id,
-                    member.channel_id,
-                    member.external_member_id.clone(),
-                ),
-                None,
-            );
-            self.write_moves(&delta, member_id)?;
+            self.roster.remove(member_id);
+            self.pending
+                .writes
+                .push((member.org_id, MemberWrite::Delete(member_id)));
+            self.apply_moves(&delta);
             self.emit_changes(&delta, Reason::MemberDeleted, None, now);
             return Ok(Ok(None));
         }
@@ -760,25 +718,19 @@ impl ScopeState {
             .upsert(member_id, &member_links(&self.settings.normalizer, &member));
         member.profile_id = self.unifier.profile_of(member_id).unwrap_or(member_id);
         self.stage_member(member.clone());
-        self.write_moves(&delta, member_id)?;
+        self.apply_moves(&delta);
         self.emit_changes(&delta, op.reason(), Some(&member), now);
         Ok(Ok(Some(member)))
     }
 
-    /// Rewrites the stored profile id of every other member the delta moved.
-    fn write_moves(&mut self, delta: &Delta, except: Id) -> Result<(), ActorProcessingErr> {
+    /// Gives every member the delta moved its new profile id in the roster (nothing is
+    /// written: profile ids are derived).
+    fn apply_moves(&mut self, delta: &Delta) {
         for m in &delta.moves {
-            let Some(to) = m.to else { continue };
-            if m.member == except {
-                continue;
+            if let Some(to) = m.to {
+                self.roster.set_profile(m.member, to);
             }
-            let mut member = self.member(m.member).map_err(|e| {
-                ActorProcessingErr::from(format!("member {} of the partition: {e}", m.member))
-            })?;
-            member.profile_id = to;
-            self.stage_member(member);
         }
-        Ok(())
     }
 
     fn emit_changes(&mut self, delta: &Delta, reason: Reason, member: Option<&Member>, now: i64) {
@@ -838,7 +790,7 @@ impl ScopeState {
     }
 
     /// Replaces the keys; when they differ, recomputes the partition and starts the job that
-    /// rewrites the moved members.
+    /// publishes the moved members.
     fn set_keys(
         &mut self,
         myself: &ActorRef<ScopeMsg>,
@@ -866,12 +818,17 @@ impl ScopeState {
         Ok(Ok(self.record.clone()))
     }
 
-    /// Starts rewriting the job's members: progress from zero, then chunks behind the queue.
+    /// Starts publishing the job's moves: progress from zero, then chunks behind the queue.
     fn begin_job(
         &mut self,
         myself: &ActorRef<ScopeMsg>,
         job: Job,
     ) -> Result<(), ActorProcessingErr> {
+        // Moves of a job still running are published by this one.
+        let job = match self.job.take() {
+            Some(running) => job.absorb(running),
+            None => job,
+        };
         self.status.job_active.store(true, Ordering::Release);
         self.status.job_done.store(0, Ordering::Release);
         self.status.job_total.store(job.total, Ordering::Release);
@@ -886,8 +843,9 @@ impl ScopeState {
         Ok(())
     }
 
-    /// Rewrites the next chunk of moved members, with progress; the last chunk clears the
-    /// scope's pending job in the same atomic write.
+    /// Publishes the next chunk of moved members (their profile ids in the view and their
+    /// events), with progress; the last chunk clears the scope's pending job in the same
+    /// atomic write.
     fn job_chunk(&mut self, myself: &ActorRef<ScopeMsg>) -> Result<(), ActorProcessingErr> {
         let Some(job) = self.job.as_mut() else {
             return Ok(());
@@ -905,19 +863,12 @@ impl ScopeState {
         };
         let mut moves = Vec::with_capacity(chunk.len());
         for m in chunk {
-            // Members changed or erased since the job started are already written.
+            // Members erased since the job started are gone; the others show their profile
+            // now (members changed since were moved by their own operation already).
             let Some(now) = self.unifier.profile_of(m.member) else {
                 continue;
             };
-            let mut member = match self.member(m.member) {
-                Ok(member) => member,
-                Err(OpError::NotFound(_)) => continue,
-                Err(e) => return Err(e.to_string().into()),
-            };
-            if member.profile_id != now {
-                member.profile_id = now;
-                self.stage_moved_member(member);
-            }
+            self.roster.set_profile(m.member, now);
             moves.push(Move { to: Some(now), ..m });
         }
         let delta = Delta { moves, full: true };

@@ -25,6 +25,10 @@ pub struct Settings {
     pub job_chunk: usize,
     /// Events retained per scope.
     pub events_retain: u64,
+    /// Journal bytes of an org after which a new snapshot is written in the background (at
+    /// least the size of the last snapshot, so that snapshot writing stays a fraction of the
+    /// journal written).
+    pub snapshot_min_bytes: u64,
     /// Whether a CDH is configured; without one nothing is queued in the outbox.
     /// [`crate::runtime::Runtime::start`] sets it when `cdh` is given.
     pub cdh_enabled: bool,
@@ -123,6 +127,7 @@ impl Default for Settings {
             restart_window: Duration::from_secs(60),
             job_chunk: 1_000,
             events_retain: 100_000,
+            snapshot_min_bytes: 64 << 20,
             cdh_enabled: false,
             cdh: None,
             webhooks: WebhookSettings::default(),

@@ -3,6 +3,10 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use arc_swap::ArcSwapOption;
+
+use crate::roster::MemberView;
+
 /// Live state of one scope.
 #[derive(Debug, Default)]
 pub struct ScopeStatus {
@@ -24,10 +28,9 @@ pub struct ScopeStatus {
     pub failed: AtomicBool,
     /// Bulk imports running into the scope (their members are not all unified yet).
     pub imports: AtomicUsize,
-    /// Odd while a commit is between writing its batch into the store and the end of its
-    /// flush: the store may then hold data that is not durable yet. Member reads that find it
-    /// even, and unchanged after reading, may read the store without asking the actor.
-    pub commit_epoch: AtomicU64,
+    /// The scope's members as of its last durable commit; `None` while the actor loads.
+    /// Member reads take it without a message to the actor.
+    pub view: ArcSwapOption<MemberView>,
 }
 
 impl ScopeStatus {

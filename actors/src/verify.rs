@@ -1,9 +1,12 @@
 //! The offline consistency checker behind `unify verify` (SPEC 2.3 and 8).
 //!
-//! It reads a store that no server has open and checks that every scope's stored partition
-//! equals a full rebuild by the engine, that orgs and scopes agree on who belongs where, that
-//! every member's org and channel make sense, and that the member indexes point back at the
-//! members they index. Every violation is collected as a [`Problem`]; only a store that cannot
+//! It reads a store that no server has open and checks that every org's snapshot and journal
+//! read back (no missing chunk or record), that the partition the journal's history produces
+//! write by write (what the running scope computed) equals a full rebuild by the engine, that
+//! orgs and scopes agree on who belongs where, that every member's org and channel make sense,
+//! that no identity or username is held twice, that stored linking values equal a fresh
+//! normalization, that the member id counter is ahead of every member and that event blocks
+//! are in order. Every violation is collected as a [`Problem`]; only a store that cannot
 //! be read (an I/O or decode failure) makes [`verify`] fail.
 //!
 //! Members are read in one pass and the linking values of every scope that is checked are held
@@ -12,18 +15,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use unify_storage::{Id, Member, Org, ScopeRecord, Source, Store, StoreError};
+use unify_storage::{
+    Id, IdKind, Member, MemberLinks, MemberLog, MemberWrite, Org, OrgLog, ScopeRecord, Source,
+    Store, StoreError,
+};
 
-use crate::engine::{ATTRIBUTE_COUNT, Attribute, KeySet, Limits, LinkValues, Normalizer, Unifier};
-use crate::links::{ScopeKeysError, member_links, scope_keys};
+use crate::engine::{Attribute, KeySet, Limits, LinkValues, Normalizer, Unifier};
+use crate::links::{ScopeKeysError, fresh_links, member_links, scope_keys};
 
 /// Partition mismatches reported one by one per scope; the rest of a scope's mismatches are
 /// summed up in one [`Problem::MoreProfileMismatches`], so that a scope whose partition is
 /// wholesale wrong does not bury every other finding.
 pub const MAX_MISMATCHES_PER_SCOPE: usize = 20;
-
-/// Members read per page while walking an org's org-members index.
-const ORG_INDEX_PAGE: usize = 1024;
 
 /// The outcome of [`verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,51 +128,36 @@ pub enum Problem {
         channel_id: Id,
         channel_org_id: Id,
     },
-    /// The by-external-id index entry of a member is absent or points at another member.
-    ExtIndexMismatch {
-        member_id: Id,
+    /// Two members of an org hold one identity (channel and external id).
+    DuplicateIdentity {
         org_id: Id,
         channel_id: Option<Id>,
         external_member_id: String,
-        found: Option<Id>,
+        member_ids: (Id, Id),
     },
-    /// The username index entry of a member's username is absent or points at another member.
-    UsernameIndexMismatch {
-        member_id: Id,
+    /// Two members of an org hold one username.
+    DuplicateUsername {
         org_id: Id,
         username: String,
-        found: Option<Id>,
+        member_ids: (Id, Id),
     },
-    /// A by-external-id index entry names a member that is absent or has another identity.
-    StaleExtIndex {
-        org_id: Id,
-        channel_id: Option<Id>,
-        external_member_id: String,
-        member_id: Id,
-    },
-    /// A username index entry names a member that is absent or has another username.
-    StaleUsernameIndex {
-        org_id: Id,
-        username: String,
-        member_id: Id,
-    },
-    /// A member is missing from its org's org-members index.
-    OrgIndexMissingMember { org_id: Id, member_id: Id },
-    /// An org's org-members index lists a member of another org.
-    OrgIndexForeignMember {
+    /// An org's snapshot or journal holds a member of another org.
+    ForeignMember {
         org_id: Id,
         member_id: Id,
         member_org_id: Id,
     },
-    /// An org's org-members index cannot be walked (an entry names a missing member).
-    OrgIndexCorrupt { org_id: Id, message: String },
-    /// A member's org-members entry holds another profile id than its record.
-    OrgIndexProfileMismatch {
-        org_id: Id,
-        member_id: Id,
-        indexed: Id,
-        stored: Id,
+    /// An org's snapshot or journal cannot be read back (a missing chunk or record, a record
+    /// that does not decode).
+    OrgLogCorrupt { org_id: Id, message: String },
+    /// An id counter is below an id in use: the next allocation would hand it out again.
+    CounterBehind {
+        kind: &'static str,
+        counter: Id,
+        in_use: Id,
     },
+    /// A scope's event blocks overlap, run past its last seq, or are out of order.
+    EventBlocksInconsistent { scope_id: Id, message: String },
     /// A member's persisted linking values (made under the current normalizer configuration)
     /// differ from a fresh normalization of its record, which a scope load would trust.
     StaleLinkValues {
@@ -274,71 +262,48 @@ impl fmt::Display for Problem {
                 f,
                 "member {member_id} of org {org_id} names channel {channel_id} of org {channel_org_id}"
             ),
-            Problem::ExtIndexMismatch {
-                member_id,
+            Problem::DuplicateIdentity {
                 org_id,
                 channel_id,
                 external_member_id,
-                found,
+                member_ids: (first, second),
             } => {
                 let channel = channel_id.map_or_else(|| "none".to_owned(), |c| c.to_string());
                 write!(
                     f,
-                    "member {member_id}: the external-id index entry (org {org_id}, channel {channel}, external id {external_member_id:?}) points at {}",
-                    pointee(*found)
+                    "org {org_id}: members {first} and {second} both hold the identity (channel {channel}, external id {external_member_id:?})"
                 )
             }
-            Problem::UsernameIndexMismatch {
-                member_id,
+            Problem::DuplicateUsername {
                 org_id,
                 username,
-                found,
+                member_ids: (first, second),
             } => write!(
                 f,
-                "member {member_id}: the username index entry (org {org_id}, username {username:?}) points at {}",
-                pointee(*found)
+                "org {org_id}: members {first} and {second} both hold the username {username:?}"
             ),
-            Problem::StaleExtIndex {
-                org_id,
-                channel_id,
-                external_member_id,
-                member_id,
-            } => {
-                let channel = channel_id.map_or_else(|| "none".to_owned(), |c| c.to_string());
-                write!(
-                    f,
-                    "the external-id index entry (org {org_id}, channel {channel}, external id {external_member_id:?}) points at member {member_id}, which is absent or has another identity"
-                )
-            }
-            Problem::StaleUsernameIndex {
-                org_id,
-                username,
-                member_id,
-            } => write!(
-                f,
-                "the username index entry (org {org_id}, username {username:?}) points at member {member_id}, which is absent or has another username"
-            ),
-            Problem::OrgIndexMissingMember { org_id, member_id } => write!(
-                f,
-                "org {org_id}: member {member_id} is missing from the org-members index"
-            ),
-            Problem::OrgIndexForeignMember {
+            Problem::ForeignMember {
                 org_id,
                 member_id,
                 member_org_id,
             } => write!(
                 f,
-                "org {org_id}: the org-members index lists member {member_id} of org {member_org_id}"
+                "org {org_id}: its snapshot or journal holds member {member_id} of org {member_org_id}"
             ),
-            Problem::OrgIndexProfileMismatch {
-                org_id,
-                member_id,
-                indexed,
-                stored,
+            Problem::OrgLogCorrupt { org_id, message } => {
+                write!(f, "org {org_id}: the snapshot or journal is corrupt: {message}")
+            }
+            Problem::CounterBehind {
+                kind,
+                counter,
+                in_use,
             } => write!(
                 f,
-                "member {member_id}: the org-members index entry (org {org_id}) holds profile {indexed}, the member record {stored}"
+                "the {kind} id counter is at {counter} but {kind} {in_use} exists"
             ),
+            Problem::EventBlocksInconsistent { scope_id, message } => {
+                write!(f, "scope {scope_id}: event blocks are inconsistent: {message}")
+            }
             Problem::StaleLinkValues {
                 member_id,
                 attribute,
@@ -348,21 +313,7 @@ impl fmt::Display for Problem {
                 f,
                 "member {member_id}: the persisted linking value of {attribute} is {persisted:?}, a fresh normalization gives {fresh:?}"
             ),
-            Problem::OrgIndexCorrupt { org_id, message } => {
-                write!(
-                    f,
-                    "org {org_id}: the org-members index is corrupt: {message}"
-                )
-            }
         }
-    }
-}
-
-/// Returns how an index entry's target reads in a problem line.
-fn pointee(found: Option<Id>) -> String {
-    match found {
-        Some(id) => format!("member {id}"),
-        None => "nothing".to_owned(),
     }
 }
 
@@ -412,32 +363,72 @@ pub fn verify(
     }
 
     let mut members = 0;
-    let mut members_of_org: HashMap<Id, Vec<Id>> = HashMap::new();
     let mut channels = ChannelOrgs::default();
-    for member in store.scan_members() {
-        let member = member?;
-        members += 1;
-        check_member(store, &orgs, &mut channels, &member, &mut problems)?;
-        members_of_org
-            .entry(member.org_id)
-            .or_default()
-            .push(member.id);
-        if let Some(scope_ids) = rebuilds_of_org.get(&member.org_id) {
-            let links = member_links(normalizer, &member);
+    let mut max_member = 0;
+    for &org_id in orgs.keys() {
+        let log = match store.read_org(org_id) {
+            Ok(log) => log,
+            Err(StoreError::Codec(message) | StoreError::Corrupt(message)) => {
+                problems.push(Problem::OrgLogCorrupt { org_id, message });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let history = History::replay(log)?;
+        let mut identities: HashMap<(Option<Id>, String), Id> = HashMap::new();
+        let mut usernames: HashMap<String, Id> = HashMap::new();
+        for (member, stored_links) in history.members.values() {
+            members += 1;
+            max_member = max_member.max(member.id);
+            if member.org_id != org_id {
+                problems.push(Problem::ForeignMember {
+                    org_id,
+                    member_id: member.id,
+                    member_org_id: member.org_id,
+                });
+            }
+            check_member(store, &orgs, &mut channels, member, &mut problems)?;
+            check_links(normalizer, member, stored_links, &mut problems);
+            let identity = (member.channel_id, member.external_member_id.clone());
+            if let Some(&first) = identities.get(&identity) {
+                problems.push(Problem::DuplicateIdentity {
+                    org_id,
+                    channel_id: member.channel_id,
+                    external_member_id: member.external_member_id.clone(),
+                    member_ids: (first, member.id),
+                });
+            }
+            identities.insert(identity, member.id);
+            if let Some(username) = &member.username {
+                if let Some(&first) = usernames.get(username) {
+                    problems.push(Problem::DuplicateUsername {
+                        org_id,
+                        username: username.clone(),
+                        member_ids: (first, member.id),
+                    });
+                }
+                usernames.insert(username.clone(), member.id);
+            }
+        }
+        if let Some(scope_ids) = rebuilds_of_org.get(&org_id) {
             for scope_id in scope_ids {
                 if let Some(rebuild) = rebuilds.get_mut(scope_id) {
-                    rebuild.push(&member, links.clone());
+                    rebuild.add(normalizer, &history);
                 }
             }
         }
     }
-
-    for &org_id in orgs.keys() {
-        let expected = members_of_org.get(&org_id).map_or(&[][..], Vec::as_slice);
-        check_org_index(store, org_id, expected, &mut problems)?;
-        check_org_entries(store, normalizer, org_id, &mut problems)?;
+    let counter = store.counter_value(IdKind::Member)?;
+    if counter < max_member {
+        problems.push(Problem::CounterBehind {
+            kind: "member",
+            counter,
+            in_use: max_member,
+        });
     }
-    check_index_entries(store, &mut problems)?;
+    for scope in scopes.values() {
+        check_event_blocks(store, scope, &mut problems)?;
+    }
     for (scope_id, rebuild) in rebuilds {
         rebuild.check(scope_id, limits, &mut problems);
     }
@@ -448,47 +439,6 @@ pub fn verify(
         problems,
         pending_jobs,
     })
-}
-
-/// Checks that every identity and username index entry names a member with exactly that
-/// identity or username: a stale entry would make a create answer with the wrong member or
-/// keep a username taken.
-fn check_index_entries(store: &Store, problems: &mut Vec<Problem>) -> Result<(), StoreError> {
-    let member = |id| match store.get_member(id) {
-        Ok(member) => Ok(Some(member)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    };
-    for entry in store.scan_ext_index() {
-        let entry = entry?;
-        let holds = member(entry.member_id)?.is_some_and(|m| {
-            m.org_id == entry.org_id
-                && m.channel_id == entry.channel_id
-                && m.external_member_id == entry.name
-        });
-        if !holds {
-            problems.push(Problem::StaleExtIndex {
-                org_id: entry.org_id,
-                channel_id: entry.channel_id,
-                external_member_id: entry.name,
-                member_id: entry.member_id,
-            });
-        }
-    }
-    for entry in store.scan_username_index() {
-        let entry = entry?;
-        let holds = member(entry.member_id)?.is_some_and(|m| {
-            m.org_id == entry.org_id && m.username.as_deref() == Some(entry.name.as_str())
-        });
-        if !holds {
-            problems.push(Problem::StaleUsernameIndex {
-                org_id: entry.org_id,
-                username: entry.name,
-                member_id: entry.member_id,
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Checks that orgs and scopes agree on membership: each org's scope lists it, each listed org
@@ -566,8 +516,7 @@ impl ChannelOrgs {
     }
 }
 
-/// Checks one member's org, source and channel, and that its by-external-id and username
-/// index entries point back at it.
+/// Checks one member's org, source and channel.
 fn check_member(
     store: &Store,
     orgs: &BTreeMap<Id, Org>,
@@ -624,212 +573,160 @@ fn check_member(
         }
     }
 
-    let found =
-        store.lookup_member_by_ext(member.org_id, member.channel_id, &member.external_member_id)?;
-    if found != Some(member_id) {
-        problems.push(Problem::ExtIndexMismatch {
-            member_id,
-            org_id: member.org_id,
-            channel_id: member.channel_id,
-            external_member_id: member.external_member_id.clone(),
-            found,
-        });
-    }
-    if let Some(username) = &member.username {
-        let found = store.lookup_username(member.org_id, username)?;
-        if found != Some(member_id) {
-            problems.push(Problem::UsernameIndexMismatch {
-                member_id,
-                org_id: member.org_id,
-                username: username.clone(),
-                found,
-            });
-        }
-    }
     Ok(())
 }
 
-/// Checks that the org-members index of `org_id` lists exactly the members of the org;
-/// `expected` holds their ids, ascending.
-///
-/// An entry that names a missing member makes the store refuse the page holding it, and the
-/// page cannot skip it. The walk then goes on one entry at a time up to that entry, reports it,
-/// and stops; members past the point it reached are not reported as missing, since whether the
-/// index lists them is unknown.
-fn check_org_index(
-    store: &Store,
-    org_id: Id,
-    expected: &[Id],
-    problems: &mut Vec<Problem>,
-) -> Result<(), StoreError> {
-    let mut indexed = Vec::with_capacity(expected.len());
-    let mut after = 0;
-    let mut page_size = ORG_INDEX_PAGE;
-    let complete = loop {
-        let page = match store.members_of_org_page(org_id, after, page_size) {
-            Ok(page) => page,
-            Err(StoreError::Corrupt(_)) if page_size > 1 => {
-                page_size = 1;
-                continue;
-            }
-            Err(StoreError::Corrupt(message)) => {
-                problems.push(Problem::OrgIndexCorrupt { org_id, message });
-                break false;
-            }
-            Err(err) => return Err(err),
-        };
-        for member in &page {
-            if member.org_id == org_id {
-                indexed.push(member.id);
-            } else {
-                problems.push(Problem::OrgIndexForeignMember {
-                    org_id,
-                    member_id: member.id,
-                    member_org_id: member.org_id,
-                });
-            }
-        }
-        let Some(last) = page.last() else {
-            break true;
-        };
-        if last.id <= after {
-            // Paging resumes after the id of the last record read; a record whose id is not
-            // the one of its key would make it read the same page forever.
-            problems.push(Problem::OrgIndexCorrupt {
-                org_id,
-                message: format!("member record {} is out of key order", last.id),
-            });
-            break false;
-        }
-        after = last.id;
-        if page.len() < page_size {
-            break true;
-        }
-    };
-    let checked = if complete {
-        expected
-    } else {
-        &expected[..expected.partition_point(|&id| id <= after)]
-    };
-    indexed.sort_unstable();
-    for member_id in sorted_difference(checked, &indexed) {
-        problems.push(Problem::OrgIndexMissingMember { org_id, member_id });
-    }
-    Ok(())
-}
-
-/// Checks what a scope load trusts in an org's org-members entries: each entry's profile id
-/// equals its member record's, and linking values persisted under the current normalizer
-/// configuration equal a fresh normalization of the record (values under another
-/// configuration are recomputed at load, so they are not a problem). Entries naming a missing
-/// member are reported by [`check_org_index`].
-fn check_org_entries(
-    store: &Store,
+/// Checks that a member's stored linking values, when made under the normalizer the server
+/// runs with (a load trusts them then), equal a fresh normalization of the member.
+fn check_links(
     normalizer: &Normalizer,
-    org_id: Id,
+    member: &Member,
+    stored: &MemberLinks,
+    problems: &mut Vec<Problem>,
+) {
+    let Some(persisted) = fresh_links(normalizer, stored.clone()) else {
+        return;
+    };
+    let fresh = member_links(normalizer, member);
+    for attribute in Attribute::ALL {
+        let (p, f) = (&persisted.0[attribute.index()], &fresh.0[attribute.index()]);
+        if p != f {
+            problems.push(Problem::StaleLinkValues {
+                member_id: member.id,
+                attribute,
+                persisted: p.clone(),
+                fresh: f.clone(),
+            });
+        }
+    }
+}
+
+/// Checks that a scope's event blocks are ascending, do not overlap and end at or before the
+/// scope's last seq.
+fn check_event_blocks(
+    store: &Store,
+    scope: &ScopeRecord,
     problems: &mut Vec<Problem>,
 ) -> Result<(), StoreError> {
-    for entry in store.org_member_entries(org_id, 0..=Id::MAX) {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(StoreError::Codec(message)) => {
-                problems.push(Problem::OrgIndexCorrupt { org_id, message });
-                return Ok(());
-            }
-            Err(err) => return Err(err),
+    let mut previous: Option<u64> = None;
+    for block in store.event_blocks(scope.id)? {
+        let message = if block.first > block.last {
+            Some(format!("block {}..={} is reversed", block.first, block.last))
+        } else if previous.is_some_and(|p| block.first <= p) {
+            Some(format!("block {}..={} overlaps the one before", block.first, block.last))
+        } else if block.last > scope.last_seq {
+            Some(format!(
+                "block {}..={} runs past the last seq {}",
+                block.first, block.last, scope.last_seq
+            ))
+        } else {
+            None
         };
-        let member = match store.get_member(entry.member_id) {
-            Ok(member) => member,
-            Err(err) if err.is_not_found() => continue,
-            Err(err) => return Err(err),
-        };
-        if let Some(indexed) = entry.profile_id
-            && indexed != member.profile_id
-        {
-            problems.push(Problem::OrgIndexProfileMismatch {
-                org_id,
-                member_id: member.id,
-                indexed,
-                stored: member.profile_id,
+        if let Some(message) = message {
+            problems.push(Problem::EventBlocksInconsistent {
+                scope_id: scope.id,
+                message,
             });
         }
-        let Some(persisted) = entry.links else {
-            continue;
-        };
-        if persisted.normalizer != normalizer.fingerprint() {
-            continue;
-        }
-        let fresh = member_links(normalizer, &member);
-        for attribute in Attribute::ALL {
-            let persisted = persisted.values.get(attribute.index()).cloned().flatten();
-            let fresh = fresh.0[attribute.index()].clone();
-            if persisted != fresh {
-                problems.push(Problem::StaleLinkValues {
-                    member_id: member.id,
-                    attribute,
-                    persisted,
-                    fresh,
-                });
-            }
-        }
-        if persisted.values.len() != ATTRIBUTE_COUNT {
-            problems.push(Problem::OrgIndexCorrupt {
-                org_id,
-                message: format!(
-                    "member {} has {} persisted linking values",
-                    member.id,
-                    persisted.values.len()
-                ),
-            });
-        }
+        previous = Some(block.last);
     }
     Ok(())
 }
 
-/// Returns the ids of `a` that are not in `b`; both are ascending.
-fn sorted_difference(a: &[Id], b: &[Id]) -> Vec<Id> {
-    let mut missing = Vec::new();
-    let mut rest = b;
-    for &id in a {
-        let skip = rest.partition_point(|&other| other < id);
-        rest = &rest[skip..];
-        if rest.first() != Some(&id) {
-            missing.push(id);
-        }
-    }
-    missing
+/// An org's members as its snapshot and journal give them, and the writes that led there.
+struct History {
+    /// The members after the replay, with their stored linking values, by id.
+    members: BTreeMap<Id, (Member, MemberLinks)>,
+    /// The snapshot's members, then every journal write, in order.
+    writes: Vec<MemberWrite>,
 }
 
-/// The members of one scope gathered for its full rebuild.
+impl History {
+    fn replay(log: OrgLog) -> Result<History, StoreError> {
+        let writes: Vec<MemberWrite> = log
+            .snapshot
+            .into_iter()
+            .map(MemberWrite::Put)
+            .chain(log.journal.into_iter().flat_map(|(_, w)| w))
+            .collect();
+        let mut members = BTreeMap::new();
+        for write in &writes {
+            match write {
+                MemberWrite::Put(stored) => {
+                    let decoded = stored.decode()?;
+                    members.insert(decoded.0.id, decoded);
+                }
+                MemberWrite::Delete(id) => {
+                    members.remove(id);
+                }
+            }
+        }
+        Ok(History { members, writes })
+    }
+}
+
+/// The members of one scope, for comparing the partition its history produces write by write
+/// (what a running scope computes) with a full rebuild of its members.
 #[derive(Debug)]
 struct Rebuild {
     keys: KeySet,
-    /// `(member, stored profile)`, ascending member id (the order members are scanned in).
-    stored: Vec<(Id, Id)>,
-    links: Vec<(Id, LinkValues)>,
+    /// Every write of the scope's orgs in order: linking values, `None` for a delete.
+    writes: Vec<(Id, Option<LinkValues>)>,
+    /// The members after them.
+    members: Vec<(Id, LinkValues)>,
 }
 
 impl Rebuild {
     fn new(keys: KeySet) -> Self {
         Rebuild {
             keys,
-            stored: Vec::new(),
-            links: Vec::new(),
+            writes: Vec::new(),
+            members: Vec::new(),
         }
     }
 
-    fn push(&mut self, member: &Member, links: LinkValues) {
-        self.stored.push((member.id, member.profile_id));
-        self.links.push((member.id, links));
+    fn add(&mut self, normalizer: &Normalizer, history: &History) {
+        let links = |member: &Member, stored: &MemberLinks| {
+            fresh_links(normalizer, stored.clone()).unwrap_or_else(|| member_links(normalizer, member))
+        };
+        for write in &history.writes {
+            match write {
+                MemberWrite::Put(stored) => {
+                    // Decoded already by the replay, so a failure here cannot happen.
+                    if let Ok((member, stored_links)) = stored.decode() {
+                        self.writes
+                            .push((member.id, Some(links(&member, &stored_links))));
+                    }
+                }
+                MemberWrite::Delete(id) => self.writes.push((*id, None)),
+            }
+        }
+        for (member, stored_links) in history.members.values() {
+            self.members.push((member.id, links(member, stored_links)));
+        }
     }
 
-    /// Rebuilds the scope's partition and reports every member whose stored profile differs.
+    /// Applies the writes one by one, rebuilds the partition of the final members in one go,
+    /// and reports every member whose profile differs between the two.
     fn check(self, scope_id: Id, limits: Limits, problems: &mut Vec<Problem>) {
-        let unifier = Unifier::from_members(self.keys, limits, self.links);
+        let mut incremental = Unifier::new(self.keys.clone(), limits);
+        for (id, links) in &self.writes {
+            match links {
+                Some(links) => {
+                    incremental.upsert(*id, links);
+                }
+                None => {
+                    incremental.remove(*id);
+                }
+            }
+        }
+        let ids: Vec<Id> = self.members.iter().map(|(id, _)| *id).collect();
+        let full = Unifier::from_members(self.keys, limits, self.members);
         let mut mismatches = 0;
-        for &(member_id, stored) in &self.stored {
-            // Every stored member was given to the unifier, so it always has a profile.
-            let Some(expected) = unifier.profile_of(member_id) else {
+        for member_id in ids {
+            let (Some(stored), Some(expected)) =
+                (incremental.profile_of(member_id), full.profile_of(member_id))
+            else {
                 continue;
             };
             if stored == expected {
@@ -851,17 +748,5 @@ impl Rebuild {
                 count: mismatches - MAX_MISMATCHES_PER_SCOPE,
             });
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sorted_difference_keeps_ids_missing_from_the_other_side() {
-        assert_eq!(sorted_difference(&[1, 3, 5, 7], &[3, 4, 7]), vec![1, 5]);
-        assert_eq!(sorted_difference(&[], &[1]), Vec::<Id>::new());
-        assert_eq!(sorted_difference(&[2], &[]), vec![2]);
     }
 }

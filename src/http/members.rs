@@ -105,7 +105,8 @@ async fn list_members(
         q.external_member_id.as_deref(),
         q.after.unwrap_or(0),
         limit,
-    )?;
+    )
+    .await?;
     let next_after = (page.len() == limit)
         .then(|| page.last().map(|m| m.id))
         .flatten();

@@ -13,22 +13,22 @@
 //! | `0x10` | account id                                | `Account`                  |
 //! | `0x11` | org id                                    | `Org`                      |
 //! | `0x12` | channel id                                | `Channel`                  |
-//! | `0x13` | member id                                 | `Member`                   |
-//! | `0x14` | org id, channel id (0 = none), ext bytes  | member id BE               |
-//! | `0x15` | org id, username bytes                    | member id BE               |
-//! | `0x16` | org id, member id                         | profile id and links (*)   |
 //! | `0x17` | scope id                                  | `ScopeRecord`              |
-//! | `0x18` | scope id, seq                             | `EventRecord`              |
 //! | `0x19` | scope id, seq                             | `OutboxEntry`              |
 //! | `0x1a` | scope id, seq                             | `OutboxEntry` (dead letter)|
 //! | `0x1b` | scope id                                  | `DeliveryRecord`           |
 //! | `0x20` | job id                                    | `ImportJob`                |
 //! | `0x21` | channel id, event id bytes                | `AcceptedEvent`            |
 //! | `0x22` | link code bytes                           | `LinkCode`                 |
+//! | `0x30` | org id, seq                               | journal record (members)   |
+//! | `0x31` | org id                                    | `SnapshotManifest`         |
+//! | `0x32` | org id, generation, chunk number          | snapshot chunk (members)   |
+//! | `0x33` | scope id, first seq, last seq             | event block                |
 //!
-//! (*) An org-members entry holds the member's profile id and, when the scope wrote them, its
-//! normalized linking values ([`crate::MemberLinks`]), so that a scope loads from this index
-//! alone. Stores written before hold an empty value there; it still reads (as "unknown").
+//! Members have no key of their own: they live in their org's snapshot and journal
+//! ([`crate::journal`]), and every lookup of them (by id, by external id, by username, per org)
+//! is built in memory by the scope. Schema version 1 kept members one key each (`0x13` to
+//! `0x16`) and events one key each (`0x18`); `store/migrate.rs` rewrites such a store when it opens.
 //!
 //! Ids and seqs are 8-byte big-endian. Channel id 0 stands for "no channel" (ids start at 1).
 //! External ids and usernames are the last component, so their variable length is unambiguous.
@@ -46,17 +46,13 @@ pub const ACCOUNT: u8 = 0x10;
 pub const ORG: u8 = 0x11;
 /// Prefix of channels by id.
 pub const CHANNEL: u8 = 0x12;
-/// Prefix of members by id.
+/// Prefix of members by id (schema version 1 only).
 pub const MEMBER: u8 = 0x13;
-/// Prefix of the member-by-external-id index.
-pub const MEMBER_BY_EXT: u8 = 0x14;
-/// Prefix of the username index.
-pub const USERNAME: u8 = 0x15;
-/// Prefix of the org-members index, used to page through the members of one org.
-pub const ORG_MEMBERS: u8 = 0x16;
+/// Prefixes of the member indexes of schema version 1 (by external id, username, per org).
+pub const V1_MEMBER_INDEXES: [u8; 3] = [0x14, 0x15, 0x16];
 /// Prefix of scopes by id.
 pub const SCOPE: u8 = 0x17;
-/// Prefix of events by scope and seq.
+/// Prefix of events by scope and seq (schema version 1 only).
 pub const EVENT: u8 = 0x18;
 /// Prefix of outbox entries by scope and seq.
 pub const OUTBOX: u8 = 0x19;
@@ -70,6 +66,14 @@ pub const IMPORT_JOB: u8 = 0x20;
 pub const ACCEPTED_EVENT: u8 = 0x21;
 /// Prefix of link codes by code.
 pub const LINK_CODE: u8 = 0x22;
+/// Prefix of the member journal records by org and seq.
+pub const JOURNAL: u8 = 0x30;
+/// Prefix of the snapshot manifests by org.
+pub const SNAPSHOT: u8 = 0x31;
+/// Prefix of the snapshot chunks by org, generation and chunk number.
+pub const SNAPSHOT_CHUNK: u8 = 0x32;
+/// Prefix of the event blocks by scope, first seq and last seq.
+pub const EVENT_BLOCK: u8 = 0x33;
 
 /// Key of the schema version.
 pub const SCHEMA_VERSION_KEY: &[u8] = b"\x00schema_version";
@@ -133,11 +137,6 @@ pub fn channel(id: Id) -> [u8; 9] {
     id_key(CHANNEL, id)
 }
 
-/// Returns the key of a member.
-pub fn member(id: Id) -> [u8; 9] {
-    id_key(MEMBER, id)
-}
-
 /// Returns the key of a scope.
 pub fn scope(id: Id) -> [u8; 9] {
     id_key(SCOPE, id)
@@ -146,22 +145,6 @@ pub fn scope(id: Id) -> [u8; 9] {
 /// Returns the key of an import job.
 pub fn import_job(id: Id) -> [u8; 9] {
     id_key(IMPORT_JOB, id)
-}
-
-/// Returns the key of the member-by-external-id index entry of one identity.
-pub fn member_by_ext(org_id: Id, channel_id: Option<Id>, ext: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(17 + ext.len());
-    key.extend_from_slice(&pair_key(MEMBER_BY_EXT, org_id, channel_id.unwrap_or(0)));
-    key.extend_from_slice(ext.as_bytes());
-    key
-}
-
-/// Returns the key of the username index entry of a username in an org.
-pub fn username(org_id: Id, username: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(9 + username.len());
-    key.extend_from_slice(&id_key(USERNAME, org_id));
-    key.extend_from_slice(username.as_bytes());
-    key
 }
 
 /// Returns the key of an accepted webhook event of a channel.
@@ -180,12 +163,7 @@ pub fn link_code(code: &str) -> Vec<u8> {
     key
 }
 
-/// Returns the key of the org-members index entry of a member.
-pub fn org_member(org_id: Id, member_id: Id) -> [u8; 17] {
-    pair_key(ORG_MEMBERS, org_id, member_id)
-}
-
-/// Returns the key of an event.
+/// Returns the key of an event (schema version 1 only).
 pub fn event(scope_id: Id, seq: u64) -> [u8; 17] {
     pair_key(EVENT, scope_id, seq)
 }
@@ -198,6 +176,32 @@ pub fn outbox(scope_id: Id, seq: u64) -> [u8; 17] {
 /// Returns the key of a dead-lettered outbox entry.
 pub fn dead(scope_id: Id, seq: u64) -> [u8; 17] {
     pair_key(DEAD, scope_id, seq)
+}
+
+/// Returns the key of an org's journal record `seq`.
+pub fn journal(org_id: Id, seq: u64) -> [u8; 17] {
+    pair_key(JOURNAL, org_id, seq)
+}
+
+/// Returns the key of an org's snapshot manifest.
+pub fn snapshot(org_id: Id) -> [u8; 9] {
+    id_key(SNAPSHOT, org_id)
+}
+
+/// Returns the key of chunk `chunk` of generation `generation` of an org's snapshot.
+pub fn snapshot_chunk(org_id: Id, generation: u64, chunk: u32) -> [u8; 21] {
+    let mut key = [0; 21];
+    key[..17].copy_from_slice(&pair_key(SNAPSHOT_CHUNK, org_id, generation));
+    key[17..].copy_from_slice(&chunk.to_be_bytes());
+    key
+}
+
+/// Returns the key of the event block holding seqs `first..=last` of a scope.
+pub fn event_block(scope_id: Id, first: u64, last: u64) -> [u8; 25] {
+    let mut key = [0; 25];
+    key[..17].copy_from_slice(&pair_key(EVENT_BLOCK, scope_id, first));
+    key[17..].copy_from_slice(&last.to_be_bytes());
+    key
 }
 
 /// Returns the key of a scope's CDH delivery state.
@@ -231,19 +235,16 @@ mod tests {
         let seqs = [0u64, 1, 255, 256, 65_535, 65_536, u64::MAX];
         for pair in seqs.windows(2) {
             assert!(event(3, pair[0]) < event(3, pair[1]));
-            assert!(member(pair[0]) < member(pair[1]));
+            assert!(journal(3, pair[0]) < journal(3, pair[1]));
+            assert!(event_block(3, pair[0], u64::MAX) < event_block(3, pair[1], 0));
         }
         assert!(event(1, u64::MAX) < event(2, 0));
+        assert!(snapshot_chunk(1, 2, u32::MAX) < snapshot_chunk(1, 3, 0));
     }
 
     #[test]
     fn counter_keys_are_distinct() {
         let keys: std::collections::HashSet<_> = ID_KINDS.iter().map(|k| counter(*k)).collect();
         assert_eq!(keys.len(), ID_KINDS.len());
-    }
-
-    #[test]
-    fn channel_none_differs_from_every_channel() {
-        assert_ne!(member_by_ext(1, None, "x"), member_by_ext(1, Some(1), "x"));
     }
 }

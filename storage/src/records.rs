@@ -97,16 +97,18 @@ pub struct Member {
     pub connect_id: Option<String>,
     /// Operator decisions lock the unify-key attributes against automatic enrichment.
     pub manual_unification: bool,
-    /// The member's unified profile id (smallest member id of the profile); the stored partition.
+    /// The member's unified profile id (smallest member id of the profile). Derived from the
+    /// partition by the scope, never stored (written as 0).
     pub profile_id: Id,
     pub last_message_at: Option<Millis>,
     pub created_at: Millis,
     pub updated_at: Millis,
 }
 
-/// A member's linking values as its scope normalized them, kept in the member's org-members
-/// index entry so that loading a scope neither decodes member records nor re-runs
-/// normalization (phone-number parsing dominates it).
+/// A member's linking values as its scope normalized them, stored with the member
+/// ([`crate::StoredMember`]) so that loading a scope does not re-run normalization
+/// (phone-number parsing dominates it). A cache keyed by the normalizer's fingerprint, not
+/// derived state: values under another fingerprint are recomputed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberLinks {
     /// Fingerprint of the normalizer configuration (region, blocked values and patterns) that
@@ -114,16 +116,6 @@ pub struct MemberLinks {
     pub normalizer: u64,
     /// One value per engine attribute, in the engine's attribute order; `None` does not link.
     pub values: Vec<Option<String>>,
-}
-
-/// One org-members index entry as a scope load reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrgMemberEntry {
-    pub member_id: Id,
-    /// The member's stored profile id; `None` for an entry written before entries held it.
-    pub profile_id: Option<Id>,
-    /// The member's linking values, when they were written with the member.
-    pub links: Option<MemberLinks>,
 }
 
 /// One unify key of a scope.

@@ -15,23 +15,30 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-mod indexes;
+mod events;
+mod member_log;
+mod migrate;
 mod webhooks;
 
-pub use indexes::IndexEntry;
+pub use events::EventBlockSpan;
+
 pub use webhooks::{AcceptedEvent, LinkCode};
 
 use crate::codec;
 use crate::error::{Result, StoreError};
 use crate::keys;
 use crate::records::{
-    Account, Channel, DeliveryRecord, EventRecord, Id, IdKind, ImportJob, Member, MemberLinks, Org,
-    OrgMemberEntry, OutboxEntry, ScopeRecord,
+    Account, Channel, DeliveryRecord, Id, IdKind, ImportJob, Org, OutboxEntry, ScopeRecord,
 };
 
-/// Schema version of the key layout and records, stored in the meta record. A store written
-/// with another version is refused at open instead of being misread.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Schema version of the key layout and records, stored in the meta record. A store of
+/// version 1 is migrated at open (`store/migrate.rs`); any other version is refused instead of
+/// being misread.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// sled's page cache. Reads of members are answered from the scopes' memory, so the cache
+/// serves little besides the small records; sled's default (1 GiB) would only cost memory.
+const CACHE_BYTES: u64 = 128 << 20;
 
 /// How long [`Store::open`] waits for a file lock that is still held.
 pub const LOCK_WAIT: Duration = Duration::from_secs(3);
@@ -41,7 +48,11 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(3);
 fn open_db(path: &Path) -> Result<sled::Db> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
-        match sled::Config::new().path(path).open() {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+        {
             Ok(db) => return Ok(db),
             Err(err) if is_lock_contention(&err) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
@@ -77,9 +88,9 @@ impl fmt::Debug for Store {
 impl Store {
     /// Opens (or creates) the store in directory `path`.
     ///
-    /// A new, empty store gets the current [`SCHEMA_VERSION`], flushed at once. A store with
-    /// another version, or with records but no version, is refused with
-    /// [`StoreError::SchemaMismatch`]. The id counters are then raised to at least the largest
+    /// A new, empty store gets the current [`SCHEMA_VERSION`], flushed at once. A store of
+    /// version 1 is migrated first (`store/migrate.rs`). A store with another version, or with
+    /// records but no version, is refused with [`StoreError::SchemaMismatch`]. The id counters are then raised to at least the largest
     /// id in use, which covers a crash after records were flushed but before their counter was.
     ///
     /// sled releases its file lock from background threads shortly after the last handle of a
@@ -111,6 +122,10 @@ impl Store {
                     .map_err(|_| {
                         StoreError::Corrupt(format!("malformed schema version {bytes:?}"))
                     })?;
+                if found == 1 {
+                    migrate::from_v1(self)?;
+                    return Ok(());
+                }
                 if found != SCHEMA_VERSION {
                     return Err(StoreError::SchemaMismatch {
                         found,
@@ -148,6 +163,11 @@ impl Store {
         Ok(())
     }
 
+    /// Returns the last id allocated of `kind` (0 if none), for `unify verify`.
+    pub fn counter_value(&self, kind: IdKind) -> Result<u64> {
+        self.counter(kind)
+    }
+
     /// Returns the current value of the counter of `kind` (the last allocated id, 0 if none).
     fn counter(&self, kind: IdKind) -> Result<u64> {
         match self.db.get(keys::counter(kind))? {
@@ -162,7 +182,9 @@ impl Store {
             IdKind::Account => keys::ACCOUNT,
             IdKind::Org => keys::ORG,
             IdKind::Channel => keys::CHANNEL,
-            IdKind::Member => keys::MEMBER,
+            // Members have no key of their own: a scope raises the counter to its largest
+            // member when it loads (`Store::raise_counter`).
+            IdKind::Member => return Ok(0),
             IdKind::Scope => keys::SCOPE,
             IdKind::UnifyKey => {
                 let mut max = 0;
@@ -207,6 +229,29 @@ impl Store {
                 .compare_and_swap(key, current, Some(&next.to_be_bytes()[..]))?;
             if swapped.is_ok() {
                 return Ok(last + 1..next + 1);
+            }
+        }
+    }
+
+    /// Raises the counter of `kind` to at least `id`, so that no id in use is handed out again.
+    pub fn raise_counter(&self, kind: IdKind, id: Id) -> Result<()> {
+        let key = keys::counter(kind);
+        loop {
+            let current = self.db.get(key)?;
+            let last = match &current {
+                Some(bytes) => keys::u64_value(bytes)?,
+                None => 0,
+            };
+            if last >= id {
+                return Ok(());
+            }
+            if self
+                .db
+                .compare_and_swap(key, current, Some(&id.to_be_bytes()[..]))?
+                .is_ok()
+            {
+                tracing::warn!(kind = ?kind, stored = last, in_use = id, "id counter behind stored records, raising it");
+                return Ok(());
             }
         }
     }
@@ -277,11 +322,6 @@ impl Store {
         self.get_record(&keys::channel(id), "channel", id)
     }
 
-    /// Returns the member `id`.
-    pub fn get_member(&self, id: Id) -> Result<Member> {
-        self.get_record(&keys::member(id), "member", id)
-    }
-
     /// Returns the scope `id`.
     pub fn get_scope(&self, id: Id) -> Result<ScopeRecord> {
         self.get_record(&keys::scope(id), "scope", id)
@@ -295,32 +335,6 @@ impl Store {
     /// Returns every import job, ascending id (to resume the running ones at start).
     pub fn list_import_jobs(&self) -> Result<Vec<ImportJob>> {
         self.scan_values(&[keys::IMPORT_JOB])
-    }
-
-    // ----- index lookups -------------------------------------------------------------------
-
-    /// Returns the id stored as the value of an index entry, `None` when the entry is absent.
-    fn lookup_index(&self, key: &[u8]) -> Result<Option<Id>> {
-        match self.db.get(key)? {
-            Some(bytes) => keys::u64_value(&bytes).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Returns the member with external id `ext` on `channel_id` (`None` for maac) of org
-    /// `org_id`, if there is one.
-    pub fn lookup_member_by_ext(
-        &self,
-        org_id: Id,
-        channel_id: Option<Id>,
-        ext: &str,
-    ) -> Result<Option<Id>> {
-        self.lookup_index(&keys::member_by_ext(org_id, channel_id, ext))
-    }
-
-    /// Returns the member that holds `username` in org `org_id`, if any.
-    pub fn lookup_username(&self, org_id: Id, username: &str) -> Result<Option<Id>> {
-        self.lookup_index(&keys::username(org_id, username))
     }
 
     // ----- listings ------------------------------------------------------------------------
@@ -403,145 +417,7 @@ impl Store {
         self.scan_values(&[keys::SCOPE])
     }
 
-    /// Returns at most `limit` members of org `org_id` with an id greater than `after`,
-    /// ascending id (pass `after = 0` for the first page).
-    pub fn members_of_org_page(&self, org_id: Id, after: Id, limit: usize) -> Result<Vec<Member>> {
-        let Some(first) = after.checked_add(1) else {
-            return Ok(Vec::new());
-        };
-        let range = keys::org_member(org_id, first)..=keys::org_member(org_id, u64::MAX);
-        let mut members = Vec::new();
-        for item in self.db.range(range) {
-            if members.len() == limit {
-                break;
-            }
-            let (key, _) = item?;
-            if let Some(member) = self.member_of_index_entry(&key)? {
-                members.push(member);
-            }
-        }
-        Ok(members)
-    }
-
-    /// Returns every member of org `org_id`, ascending id.
-    pub fn members_of_org(&self, org_id: Id) -> Result<Vec<Member>> {
-        self.members_of_org_page(org_id, 0, usize::MAX)
-    }
-
-    /// Returns the org-members index entries of org `org_id` with a member id in `ids`,
-    /// ascending, without reading member records (what a scope load needs). It reads lazily
-    /// and owns its cursor, so several can run on threads of their own.
-    pub fn org_member_entries(
-        &self,
-        org_id: Id,
-        ids: RangeInclusive<Id>,
-    ) -> impl Iterator<Item = Result<OrgMemberEntry>> + Send + use<> {
-        let range = keys::org_member(org_id, *ids.start())..=keys::org_member(org_id, *ids.end());
-        self.db.range(range).map(|item| {
-            let (key, value) = item?;
-            let member_id = keys::read_u64(&key, 9)?;
-            if value.is_empty() {
-                return Ok(OrgMemberEntry {
-                    member_id,
-                    profile_id: None,
-                    links: None,
-                });
-            }
-            let stored: OrgMemberValue = codec::decode(&value)?;
-            Ok(OrgMemberEntry {
-                member_id,
-                profile_id: Some(stored.profile_id),
-                links: stored.links,
-            })
-        })
-    }
-
-    /// Returns the smallest and largest member id in org `org_id`'s org-members index.
-    pub fn org_member_bounds(&self, org_id: Id) -> Result<Option<(Id, Id)>> {
-        let range = keys::org_member(org_id, 0)..=keys::org_member(org_id, u64::MAX);
-        let Some((first, _)) = self.db.range(range.clone()).next().transpose()? else {
-            return Ok(None);
-        };
-        let Some((last, _)) = self.db.range(range).next_back().transpose()? else {
-            return Ok(None);
-        };
-        Ok(Some((
-            keys::read_u64(&first, 9)?,
-            keys::read_u64(&last, 9)?,
-        )))
-    }
-
-    /// Returns the member an org-members index key points to. A member deleted concurrently
-    /// (its index entry is gone too) is skipped; an entry whose member is missing is `Corrupt`.
-    fn member_of_index_entry(&self, key: &[u8]) -> Result<Option<Member>> {
-        let member_id = keys::read_u64(key, 9)?;
-        match self.get_member(member_id) {
-            Ok(member) => Ok(Some(member)),
-            Err(err) if err.is_not_found() => {
-                if self.db.contains_key(key)? {
-                    Err(StoreError::Corrupt(format!(
-                        "org-members index names missing member {member_id}"
-                    )))
-                } else {
-                    Ok(None)
-                }
-            }
-            Err(err) => Err(err),
-        }
-    }
-
-    /// Returns an iterator over every member, ascending id, for rebuilding state at boot. It
-    /// reads lazily and owns its cursor, so it can be moved to a blocking thread.
-    pub fn scan_members(&self) -> impl Iterator<Item = Result<Member>> + Send + use<> {
-        self.db.scan_prefix([keys::MEMBER]).map(|item| {
-            let (_, value) = item?;
-            codec::decode(&value)
-        })
-    }
-
-    /// Returns the number of members in the store.
-    pub fn count_members(&self) -> Result<u64> {
-        self.count_prefix(&[keys::MEMBER])
-    }
-
-    // ----- events, outbox and dead letters ---------------------------------------------------
-
-    /// Returns at most `limit` events of scope `scope_id` with a seq greater than `after_seq`,
-    /// ascending seq.
-    pub fn events_after(
-        &self,
-        scope_id: Id,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<EventRecord>> {
-        let Some(first) = after_seq.checked_add(1) else {
-            return Ok(Vec::new());
-        };
-        self.range_values(
-            keys::event(scope_id, first)..=keys::event(scope_id, u64::MAX),
-            limit,
-        )
-    }
-
-    /// Returns the seq of the oldest retained event of scope `scope_id`, if any.
-    pub fn oldest_event_seq(&self, scope_id: Id) -> Result<Option<u64>> {
-        let first = self
-            .db
-            .scan_prefix(keys::id_key(keys::EVENT, scope_id))
-            .next()
-            .transpose()?;
-        first.map(|(key, _)| keys::read_u64(&key, 9)).transpose()
-    }
-
-    /// Returns the seq of the newest event of scope `scope_id`, if any.
-    pub fn last_event_seq(&self, scope_id: Id) -> Result<Option<u64>> {
-        let last = self
-            .db
-            .scan_prefix(keys::id_key(keys::EVENT, scope_id))
-            .next_back()
-            .transpose()?;
-        last.map(|(key, _)| keys::read_u64(&key, 9)).transpose()
-    }
+    // ----- outbox and dead letters ----------------------------------------------------------
 
     /// Returns the first `limit` outbox entries of scope `scope_id`, ascending seq: the next
     /// batch to deliver.
@@ -672,70 +548,6 @@ impl WriteBatch {
         self.insert_record(&keys::channel(channel.id), channel)
     }
 
-    /// Writes a member with its by-external-id and org-members index entries. The username
-    /// index is separate ([`WriteBatch::put_username`]) because usernames are claimed
-    /// explicitly. The caller removes the entries of a member whose org, channel or external
-    /// id changed ([`WriteBatch::delete_member`] with the old record, in the same batch).
-    pub fn put_member(&mut self, member: &Member) -> &mut Self {
-        self.put_member_entry(member, None)
-    }
-
-    /// Writes a member like [`WriteBatch::put_member`], with its normalized linking values in
-    /// its org-members entry. The caller vouches that `links` are those of this record.
-    pub fn put_member_linked(&mut self, member: &Member, links: &MemberLinks) -> &mut Self {
-        self.put_member_entry(member, Some(links))
-    }
-
-    /// Rewrites a member whose identity did not change (a profile move of a scope-wide job):
-    /// its record and org-members entry, not its by-external-id entry.
-    pub fn put_moved_member(&mut self, member: &Member, links: &MemberLinks) -> &mut Self {
-        self.insert_record(&keys::member(member.id), member);
-        let entry = OrgMemberValueRef {
-            profile_id: member.profile_id,
-            links: Some(links),
-        };
-        self.insert_record(&keys::org_member(member.org_id, member.id), &entry)
-    }
-
-    fn put_member_entry(&mut self, member: &Member, links: Option<&MemberLinks>) -> &mut Self {
-        self.insert_record(&keys::member(member.id), member);
-        self.insert(
-            &keys::member_by_ext(member.org_id, member.channel_id, &member.external_member_id),
-            &member.id.to_be_bytes(),
-        );
-        let entry = OrgMemberValueRef {
-            profile_id: member.profile_id,
-            links,
-        };
-        self.insert_record(&keys::org_member(member.org_id, member.id), &entry)
-    }
-
-    /// Removes a member with its by-external-id, org-members and (when it has a username)
-    /// username index entries.
-    pub fn delete_member(&mut self, member: &Member) -> &mut Self {
-        self.remove(&keys::member(member.id));
-        self.remove(&keys::member_by_ext(
-            member.org_id,
-            member.channel_id,
-            &member.external_member_id,
-        ));
-        self.remove(&keys::org_member(member.org_id, member.id));
-        if let Some(username) = &member.username {
-            self.remove(&keys::username(member.org_id, username));
-        }
-        self
-    }
-
-    /// Points `username` of org `org_id` at member `member_id`.
-    pub fn put_username(&mut self, org_id: Id, username: &str, member_id: Id) -> &mut Self {
-        self.insert(&keys::username(org_id, username), &member_id.to_be_bytes())
-    }
-
-    /// Frees `username` of org `org_id`.
-    pub fn remove_username(&mut self, org_id: Id, username: &str) -> &mut Self {
-        self.remove(&keys::username(org_id, username))
-    }
-
     /// Writes a scope.
     pub fn put_scope(&mut self, scope: &ScopeRecord) -> &mut Self {
         self.insert_record(&keys::scope(scope.id), scope)
@@ -749,16 +561,6 @@ impl WriteBatch {
     /// Removes a scope (its events and outbox are removed separately).
     pub fn delete_scope(&mut self, scope_id: Id) -> &mut Self {
         self.remove(&keys::scope(scope_id))
-    }
-
-    /// Appends an event to its scope's log.
-    pub fn put_event(&mut self, event: &EventRecord) -> &mut Self {
-        self.insert_record(&keys::event(event.scope_id, event.seq), event)
-    }
-
-    /// Removes one event, for retention.
-    pub fn delete_event(&mut self, scope_id: Id, seq: u64) -> &mut Self {
-        self.remove(&keys::event(scope_id, seq))
     }
 
     /// Writes an outbox entry (a new one, or one whose attempts changed).
@@ -785,18 +587,4 @@ impl WriteBatch {
     pub fn put_delivery(&mut self, record: &DeliveryRecord) -> &mut Self {
         self.insert_record(&keys::delivery(record.scope_id), record)
     }
-}
-
-/// The value of an org-members index entry (see [`keys`]).
-#[derive(serde::Deserialize)]
-struct OrgMemberValue {
-    profile_id: Id,
-    links: Option<MemberLinks>,
-}
-
-/// [`OrgMemberValue`] for writing, borrowing the links.
-#[derive(Serialize)]
-struct OrgMemberValueRef<'a> {
-    profile_id: Id,
-    links: Option<&'a MemberLinks>,
 }

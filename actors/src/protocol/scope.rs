@@ -60,6 +60,13 @@ pub enum ScopeMsg {
         member_id: Id,
         reply: Reply<Member>,
     },
+    /// The member holding an identity: `(org, channel, external_member_id)`.
+    FindIdentity {
+        org_id: Id,
+        channel_id: Option<Id>,
+        external_member_id: String,
+        reply: Reply<Option<Member>>,
+    },
     /// The other members of the member's profile, ascending.
     Unification {
         org_id: Id,
@@ -96,6 +103,11 @@ pub enum ScopeMsg {
     Flush,
     /// Writes the next chunk of a scope-wide job (sent by the actor to itself).
     JobChunk,
+    /// A background snapshot of an org's members finished (sent by its task).
+    SnapshotDone {
+        org_id: Id,
+        result: Result<unify_storage::SnapshotManifest, String>,
+    },
     /// Finds or creates a channel sender's member and enriches it (SPEC 6).
     Provision {
         sender: Sender,

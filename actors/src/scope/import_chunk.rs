@@ -1,9 +1,11 @@
 //! The scope's side of a bulk import: one chunk of prepared lines applied with the job record
 //! in one atomic write and one flush (see `import.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use unify_storage::{Id, IdKind, ImportJob, ImportLineError, ImportStatus, Source};
+use unify_storage::{
+    Id, IdKind, ImportJob, ImportLineError, ImportStatus, MemberWrite, Source, StoredMember,
+};
 
 use super::{Reply, ScopeState};
 use crate::clock::{now_millis, rfc3339};
@@ -56,8 +58,8 @@ impl ScopeState {
         self.commit().await
     }
 
-    /// Creates the chunk's new members (existing identities count as done) and stages them with
-    /// the members they moved and the `import` events. Returns the lines applied and refused.
+    /// Creates the chunk's new members (existing identities count as done) and stages them
+    /// with the `import` events. Returns the lines applied and refused.
     fn import_members(
         &mut self,
         org_id: Id,
@@ -68,6 +70,8 @@ impl ScopeState {
         let mut refused = Vec::new();
         let mut done = 0;
         let mut fresh = Vec::new();
+        // Identities created by this chunk, so that a repeated one later in it is found.
+        let mut seen: HashSet<(Option<Id>, &str)> = HashSet::new();
         for (i, p) in chunk.members.iter().enumerate() {
             let valid = channels
                 .entry(p.member.channel_id)
@@ -76,19 +80,13 @@ impl ScopeState {
                 refused.push(line_error(p.line, e));
                 continue;
             }
-            let key = (
-                org_id,
-                p.member.channel_id,
-                p.member.external_member_id.clone(),
-            );
-            match self.identity(org_id, key.1, &key.2) {
-                Ok(Some(_)) => done += 1,
-                Ok(None) => {
-                    // Reserved now so that a repeated identity later in the chunk is found.
-                    self.pending.identities.insert(key, Some(0));
-                    fresh.push(i);
-                }
-                Err(e) => refused.push(line_error(p.line, &e)),
+            let ext = p.member.external_member_id.as_str();
+            if self.identity(org_id, p.member.channel_id, ext).is_some()
+                || !seen.insert((p.member.channel_id, ext))
+            {
+                done += 1;
+            } else {
+                fresh.push(i);
             }
         }
         if fresh.is_empty() {
@@ -103,22 +101,13 @@ impl ScopeState {
         let mut moved: HashMap<Id, (Option<Id>, Option<Id>)> = HashMap::new();
         let mut created = Vec::with_capacity(fresh.len());
         for (&i, id) in fresh.iter().zip(ids) {
-            let p = &chunk.members[i];
-            let delta = self.unifier.upsert(id, &p.links);
+            let delta = self.unifier.upsert(id, &chunk.members[i].links);
             for m in delta.moves {
                 moved
                     .entry(m.member)
                     .and_modify(|e| e.1 = m.to)
                     .or_insert((m.from, m.to));
             }
-            self.pending.identities.insert(
-                (
-                    org_id,
-                    p.member.channel_id,
-                    p.member.external_member_id.clone(),
-                ),
-                Some(id),
-            );
             created.push((id, i));
         }
         done += created.len() as u64;
@@ -126,9 +115,12 @@ impl ScopeState {
             let mut member =
                 ops::new_member(id, org_id, source, chunk.members[i].member.clone(), now);
             member.profile_id = self.unifier.profile_of(id).unwrap_or(id);
-            // Not kept in `pending.members`: the handler commits before anything else runs.
             let links = stored_links(&self.settings.normalizer, &chunk.members[i].links);
-            self.pending.batch.put_member_linked(&member, &links);
+            let stored = StoredMember::new(&member, &links);
+            self.roster.put(&member, stored.clone());
+            self.pending
+                .writes
+                .push((org_id, MemberWrite::Put(stored)));
         }
         let mut moves: Vec<Move> = moved
             .into_iter()
@@ -136,21 +128,8 @@ impl ScopeState {
             .filter(|m| m.from != m.to)
             .collect();
         moves.sort_by_key(|m| m.member);
-        let first_new = created[0].0;
-        for m in &moves {
-            let Some(to) = m.to else { continue };
-            if m.member >= first_new {
-                continue;
-            }
-            let mut member = self.member(m.member).map_err(|e| {
-                ActorProcessingErr::from(format!("member {} of the partition: {e}", m.member))
-            })?;
-            if member.profile_id != to {
-                member.profile_id = to;
-                self.stage_member(member);
-            }
-        }
         let delta = Delta { moves, full: false };
+        self.apply_moves(&delta);
         for body in profile_events(&delta, &self.unifier, Reason::Import, &rfc3339(now)) {
             self.emit(body);
         }

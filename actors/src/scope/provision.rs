@@ -3,7 +3,7 @@
 //! They are made here because the scope serializes every write of its orgs: two senders can
 //! never both take one username, and one code is never redeemed twice.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use ractor::ActorProcessingErr;
 use unify_storage::{Id, LinkCode, Member};
@@ -23,8 +23,6 @@ const MAX_USERNAME_PROBES: u32 = 10_000;
 /// What provisioning staged in the pending batch, read before the store.
 #[derive(Debug, Default)]
 pub(super) struct Staged {
-    /// Usernames claimed in this batch, with their org.
-    usernames: HashSet<(Id, String)>,
     /// Link codes redeemed in this batch.
     codes: HashMap<String, LinkCode>,
 }
@@ -50,11 +48,11 @@ impl ScopeState {
         sender: Sender,
         profile: Option<EventProfile>,
     ) -> Step<Provisioned> {
-        let existing = attempt!(self.identity(
+        let existing = self.identity(
             sender.org_id,
             Some(sender.channel_id),
-            &sender.external_member_id
-        ));
+            &sender.external_member_id,
+        );
         match existing {
             None => self.provision_new(&sender, profile.as_ref()),
             Some(id) => {
@@ -158,7 +156,7 @@ impl ScopeState {
             .upsert(id, &member_links(&self.settings.normalizer, &member));
         member.profile_id = self.unifier.profile_of(id).unwrap_or(id);
         self.stage_member(member.clone());
-        self.write_moves(&delta, id)?;
+        self.apply_moves(&delta);
         self.emit_changes(&delta, Reason::Provisioned, Some(&member), now);
         Ok(Ok(member))
     }
@@ -168,15 +166,7 @@ impl ScopeState {
     fn free_username(&self, org_id: Id, base: &str) -> Result<String, OpError> {
         for n in 1..=MAX_USERNAME_PROBES {
             let candidate = username_candidate(base, n);
-            if self
-                .pending
-                .provision
-                .usernames
-                .contains(&(org_id, candidate.clone()))
-            {
-                continue;
-            }
-            if self.store.lookup_username(org_id, &candidate)?.is_none() {
+            if self.roster.username(org_id, &candidate).is_none() {
                 return Ok(candidate);
             }
         }
@@ -185,15 +175,8 @@ impl ScopeState {
         )))
     }
 
-    /// Gives the (staged) member a username found free, with its index entry, in the batch.
+    /// Gives the (staged) member a username found free (the roster indexes it).
     fn claim_username(&mut self, member: &mut Member, username: String) {
-        self.pending
-            .batch
-            .put_username(member.org_id, &username, member.id);
-        self.pending
-            .provision
-            .usernames
-            .insert((member.org_id, username.clone()));
         member.username = Some(username);
         self.stage_member(member.clone());
     }
@@ -234,11 +217,11 @@ impl ScopeState {
         let Some((attribute, value)) = key_value else {
             return Ok(Ok(Redemption::NoKeyValue));
         };
-        let found = attempt!(self.identity(
+        let found = self.identity(
             sender.org_id,
             Some(sender.channel_id),
-            &sender.external_member_id
-        ));
+            &sender.external_member_id,
+        );
         let member = match found {
             Some(id) => attempt!(self.visible_member(sender.org_id, id)),
             None => attempt!(self.provision_new(&sender, None)?).member,

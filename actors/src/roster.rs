@@ -1,0 +1,284 @@
+//! A scope's members in memory: the one place members are read from.
+//!
+//! The [`Roster`] is the scope actor's own, mutable copy: every member (encoded, see
+//! [`StoredMember`]) with its org, channel and current profile id in a persistent ordered map,
+//! and the lookups derived from them (by identity, by username), rebuilt when the scope loads
+//! and never stored. After each durable commit the actor publishes a [`MemberView`]: a clone
+//! of the map, which costs O(1) because the map shares structure with its clones. Readers
+//! take the view without a message to the actor, so member reads never queue behind a batch
+//! or a job, and they never see a write that is not durable or half of a batch.
+//!
+//! It is a leaf: it uses the storage records and nothing else of this crate.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+use imbl::OrdMap;
+use unify_storage::{Id, Member, StoreError, StoredMember};
+
+/// One member of the roster.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub org_id: Id,
+    pub channel_id: Option<Id>,
+    /// The member's current profile id (derived from the partition).
+    pub profile_id: Id,
+    pub stored: StoredMember,
+}
+
+impl Entry {
+    /// Returns the decoded member with its profile id.
+    pub fn member(&self) -> Result<Member, StoreError> {
+        let mut member = self.stored.member()?;
+        member.profile_id = self.profile_id;
+        Ok(member)
+    }
+}
+
+/// The members of a scope as of its last durable commit, for readers.
+#[derive(Debug, Clone, Default)]
+pub struct MemberView {
+    members: OrdMap<Id, Entry>,
+}
+
+impl MemberView {
+    /// Returns member `id` if it belongs to org `org_id`.
+    pub fn member(&self, org_id: Id, id: Id) -> Option<Result<Member, StoreError>> {
+        let entry = self.members.get(&id)?;
+        (entry.org_id == org_id).then(|| entry.member())
+    }
+
+    /// Returns at most `limit` members of org `org_id` (of one channel, when given) with an id
+    /// greater than `after`, ascending id.
+    pub fn page(
+        &self,
+        org_id: Id,
+        channel_id: Option<Id>,
+        after: Id,
+        limit: usize,
+    ) -> Result<Vec<Member>, StoreError> {
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        self.members
+            .range(first..)
+            .map(|(_, entry)| entry)
+            .filter(|e| e.org_id == org_id && channel_id.is_none_or(|c| e.channel_id == Some(c)))
+            .take(limit)
+            .map(Entry::member)
+            .collect()
+    }
+
+    /// Returns the number of members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Returns true when the scope has no member.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Returns every entry, ascending member id.
+    pub fn entries(&self) -> impl Iterator<Item = (&Id, &Entry)> {
+        self.members.iter()
+    }
+}
+
+/// The scope actor's members and their lookups.
+#[derive(Debug, Default)]
+pub struct Roster {
+    members: OrdMap<Id, Entry>,
+    /// Member ids by hash of `(org, channel, external id)`, compared against the member itself.
+    identities: HashTable<Id>,
+    hasher: DefaultHashBuilder,
+    usernames: HashMap<(Id, Box<str>), Id>,
+}
+
+impl Roster {
+    /// Returns an empty roster.
+    pub fn new() -> Roster {
+        Roster::default()
+    }
+
+    /// Returns the view readers get: the members as they are now.
+    pub fn view(&self) -> MemberView {
+        MemberView {
+            members: self.members.clone(),
+        }
+    }
+
+    /// Returns the number of members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Returns true when the roster holds no member.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Returns the entry of member `id`.
+    pub fn get(&self, id: Id) -> Option<&Entry> {
+        self.members.get(&id)
+    }
+
+    /// Returns the largest member id (0 when empty).
+    pub fn max_id(&self) -> Id {
+        self.members.get_max().map_or(0, |(id, _)| *id)
+    }
+
+    /// Returns the member holding identity `(org, channel, external id)`.
+    pub fn identity(&self, org_id: Id, channel_id: Option<Id>, ext: &str) -> Option<Id> {
+        let hash = self.hasher.hash_one((org_id, channel_id, ext));
+        self.identities
+            .find(hash, |id| self.holds(*id, org_id, channel_id, ext))
+            .copied()
+    }
+
+    /// Returns the member holding `username` in org `org_id`.
+    pub fn username(&self, org_id: Id, username: &str) -> Option<Id> {
+        self.usernames.get(&(org_id, username.into())).copied()
+    }
+
+    fn holds(&self, id: Id, org_id: Id, channel_id: Option<Id>, ext: &str) -> bool {
+        self.members.get(&id).is_some_and(|e| {
+            e.org_id == org_id
+                && e.channel_id == channel_id
+                && e.stored.identity().is_ok_and(|(_, _, _, x)| x == ext)
+        })
+    }
+
+    /// Inserts or replaces a member, with its profile id. Its identity and username lookups
+    /// follow (an identity never changes: org, channel and external id are fixed at create).
+    pub fn put(&mut self, member: &Member, stored: StoredMember) {
+        let id = member.id;
+        let previous = self.members.insert(
+            id,
+            Entry {
+                org_id: member.org_id,
+                channel_id: member.channel_id,
+                profile_id: member.profile_id,
+                stored,
+            },
+        );
+        let old_username = match previous {
+            Some(old) => old.stored.member().ok().and_then(|m| m.username),
+            None => {
+                let hash =
+                    self.hasher
+                        .hash_one((member.org_id, member.channel_id, member.external_member_id.as_str()));
+                let hasher = &self.hasher;
+                let members = &self.members;
+                self.identities.insert_unique(hash, id, |&other| {
+                    let e = &members[&other];
+                    let ext = e.stored.identity().map(|(_, _, _, x)| x).unwrap_or_default();
+                    hasher.hash_one((e.org_id, e.channel_id, ext))
+                });
+                None
+            }
+        };
+        if old_username != member.username {
+            if let Some(old) = old_username {
+                self.usernames.remove(&(member.org_id, old.into()));
+            }
+            if let Some(new) = &member.username {
+                self.usernames.insert((member.org_id, new.as_str().into()), id);
+            }
+        }
+    }
+
+    /// Sets the profile id of member `id` (a move of the partition).
+    pub fn set_profile(&mut self, id: Id, profile_id: Id) {
+        if let Some(entry) = self.members.get_mut(&id)
+            && entry.profile_id != profile_id
+        {
+            entry.profile_id = profile_id;
+        }
+    }
+
+    /// Removes member `id` and its lookups.
+    pub fn remove(&mut self, id: Id) -> Option<Entry> {
+        let entry = self.members.get(&id)?.clone();
+        let (_, org, channel, ext) = entry.stored.identity().ok()?;
+        let hash = self.hasher.hash_one((org, channel, ext));
+        if let Ok(found) = self.identities.find_entry(hash, |&other| other == id) {
+            found.remove();
+        }
+        if let Ok(member) = entry.stored.member()
+            && let Some(username) = member.username
+        {
+            self.usernames.remove(&(member.org_id, username.into()));
+        }
+        self.members.remove(&id)
+    }
+
+    /// Returns every entry, ascending member id.
+    pub fn entries(&self) -> impl Iterator<Item = (&Id, &Entry)> {
+        self.members.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use unify_storage::{MemberLinks, Source};
+
+    fn member(id: Id, ext: &str, username: Option<&str>) -> Member {
+        Member {
+            id,
+            org_id: 1,
+            source: Source::Caac,
+            channel_id: Some(2),
+            external_member_id: ext.into(),
+            original_name: None,
+            display_name: None,
+            username: username.map(Into::into),
+            display_email: None,
+            display_mobile: None,
+            custom_id: None,
+            line_id: None,
+            connect_id: None,
+            manual_unification: false,
+            profile_id: id,
+            last_message_at: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn put(roster: &mut Roster, m: &Member) {
+        let links = MemberLinks {
+            normalizer: 0,
+            values: vec![],
+        };
+        roster.put(m, StoredMember::new(m, &links));
+    }
+
+    #[test]
+    fn lookups_follow_puts_and_removes_and_views_stay_as_published() {
+        let mut roster = Roster::new();
+        put(&mut roster, &member(5, "a", None));
+        put(&mut roster, &member(6, "b", Some("bee")));
+        let view = roster.view();
+        assert_eq!(roster.identity(1, Some(2), "a"), Some(5));
+        assert_eq!(roster.identity(1, None, "a"), None);
+        assert_eq!(roster.username(1, "bee"), Some(6));
+        put(&mut roster, &member(6, "b", Some("bea")));
+        assert_eq!(roster.username(1, "bee"), None);
+        assert_eq!(roster.username(1, "bea"), Some(6));
+        roster.set_profile(6, 5);
+        roster.remove(5);
+        assert_eq!(roster.identity(1, Some(2), "a"), None);
+        assert_eq!(roster.identity(1, Some(2), "b"), Some(6));
+        // The view published before is unchanged.
+        assert_eq!(view.len(), 2);
+        assert_eq!(view.member(1, 6).unwrap().unwrap().profile_id, 6);
+        assert_eq!(view.member(1, 6).unwrap().unwrap().username.as_deref(), Some("bee"));
+        assert!(view.member(9, 6).is_none());
+        let now = roster.view();
+        assert_eq!(now.member(1, 6).unwrap().unwrap().profile_id, 5);
+        assert_eq!(now.page(1, Some(2), 0, 10).unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,154 @@
+//! Loading a scope: its record and orgs, each org's snapshot with its journal replayed, and
+//! everything derived from the members (linking values, partition, profile ids, lookups).
+
+use std::collections::{HashMap, VecDeque};
+
+use ractor::ActorProcessingErr;
+use unify_storage::{
+    EventBlockSpan, Id, IdKind, MemberLog, MemberWrite, Org, ScopeRecord, Store, StoreError,
+    StoredMember,
+};
+
+use super::OrgJournal;
+use crate::engine::{LinkValues, Normalizer, Unifier};
+use crate::links::{fresh_links, member_links, scope_keys};
+use crate::roster::Roster;
+use crate::settings::Settings;
+
+/// A scope as loaded from the store, before its actor state is assembled.
+pub(super) struct Loaded {
+    pub record: ScopeRecord,
+    pub orgs: HashMap<Id, Org>,
+    pub roster: Roster,
+    pub unifier: Unifier,
+    pub journals: HashMap<Id, OrgJournal>,
+    pub event_blocks: VecDeque<EventBlockSpan>,
+}
+
+/// Loads scope `id`. Members are decoded on all cores; only those whose stored linking values
+/// were normalized under another configuration are normalized again.
+pub(super) fn load(store: &Store, settings: &Settings, id: Id) -> Result<Loaded, ActorProcessingErr> {
+    let started = std::time::Instant::now();
+    let record = store.get_scope(id)?;
+    let keys = scope_keys(&record)?;
+    let mut orgs = HashMap::new();
+    let mut journals = HashMap::new();
+    let mut members = Vec::new();
+    for &org_id in &record.org_ids {
+        orgs.insert(org_id, store.get_org(org_id)?);
+        let log = store.read_org(org_id)?;
+        journals.insert(
+            org_id,
+            OrgJournal {
+                seq: log.last_seq(),
+                since_snapshot: log.journal_bytes,
+                snapshot_bytes: log.manifest.map_or(0, |m| m.bytes),
+                snapshotting: None,
+            },
+        );
+        members.extend(replay(log.snapshot, log.journal)?);
+    }
+    members.sort_unstable_by_key(|(id, _)| *id);
+    let read = started.elapsed();
+    let decoded = decode_all(&settings.normalizer, members)?;
+    let unifier = Unifier::from_members(
+        keys,
+        settings.limits,
+        decoded.iter().map(|d| (d.id, d.links.clone())),
+    );
+    let mut roster = Roster::new();
+    for d in decoded {
+        let mut member = d.member;
+        member.profile_id = unifier.profile_of(member.id).unwrap_or(member.id);
+        roster.put(&member, d.stored);
+    }
+    store.raise_counter(IdKind::Member, roster.max_id())?;
+    let event_blocks = store.event_blocks(id)?;
+    tracing::debug!(
+        scope_id = id,
+        members = unifier.len(),
+        read_ms = read.as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        "scope loaded"
+    );
+    Ok(Loaded {
+        record,
+        orgs,
+        roster,
+        unifier,
+        journals,
+        event_blocks,
+    })
+}
+
+/// Replays an org's journal over its snapshot: its members, in no particular order.
+fn replay(
+    snapshot: Vec<StoredMember>,
+    journal: Vec<(u64, Vec<MemberWrite>)>,
+) -> Result<Vec<(Id, StoredMember)>, StoreError> {
+    let mut members: HashMap<Id, StoredMember> = HashMap::with_capacity(snapshot.len());
+    for stored in snapshot {
+        members.insert(stored.identity()?.0, stored);
+    }
+    for (_, writes) in journal {
+        for write in writes {
+            match write {
+                MemberWrite::Put(stored) => {
+                    members.insert(stored.identity()?.0, stored);
+                }
+                MemberWrite::Delete(id) => {
+                    members.remove(&id);
+                }
+            }
+        }
+    }
+    Ok(members.into_iter().collect())
+}
+
+/// One member as a load keeps it.
+struct Decoded {
+    id: Id,
+    member: unify_storage::Member,
+    links: LinkValues,
+    stored: StoredMember,
+}
+
+/// Decodes every member (ascending id) and gets its linking values, in parts on all cores.
+fn decode_all(
+    normalizer: &Normalizer,
+    members: Vec<(Id, StoredMember)>,
+) -> Result<Vec<Decoded>, StoreError> {
+    let parts = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let size = members.len().div_ceil(parts).max(1);
+    std::thread::scope(|threads| {
+        let parts: Vec<_> = members
+            .chunks(size)
+            .map(|part| {
+                threads.spawn(move || {
+                    part.iter()
+                        .map(|(id, stored)| decode(normalizer, *id, stored))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        let mut decoded = Vec::with_capacity(members.len());
+        for part in parts {
+            decoded.extend(part.join().expect("a load thread panicked")?);
+        }
+        Ok(decoded)
+    })
+}
+
+fn decode(normalizer: &Normalizer, id: Id, stored: &StoredMember) -> Result<Decoded, StoreError> {
+    let (member, links) = stored.decode()?;
+    let links = match fresh_links(normalizer, links) {
+        Some(links) => links,
+        None => member_links(normalizer, &member),
+    };
+    Ok(Decoded {
+        id,
+        member,
+        links,
+        stored: stored.clone(),
+    })
+}

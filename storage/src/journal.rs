@@ -1,0 +1,250 @@
+//! The durable form of members: per org, a snapshot (chunked) plus a journal of the
+//! group-commit batches written since.
+//!
+//! A scope actor appends one journal record per org it wrote in a batch
+//! ([`crate::WriteBatch::append_journal`]), in the same atomic write as the batch's events,
+//! scope record and outbox entries, and writes a new snapshot in the background now and then
+//! ([`MemberLog::write_snapshot`]), after which the journal behind it is pruned. Loading an org
+//! ([`MemberLog::read_org`]) reads the snapshot and replays the journal after it. Nothing
+//! derived (profile ids, indexes, member order) is stored: the scope rebuilds it in memory.
+//!
+//! Members are kept per org rather than per scope because the org is what moves between
+//! scopes (integrate and disconnect): a scope loads the logs of its orgs.
+//!
+//! Journal records and snapshot chunks share one framing: the format-version byte, a u32
+//! count, then per entry a tag byte (1 put, 0 delete), the member id (u64 LE) and, for a put,
+//! the length (u32 LE) and bytes of the [`StoredMember`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::FORMAT_VERSION;
+use crate::error::{Result, StoreError};
+use crate::records::Id;
+use crate::stored_member::StoredMember;
+
+/// One member write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberWrite {
+    /// The member as it now is (created or changed).
+    Put(StoredMember),
+    /// The member was deleted.
+    Delete(Id),
+}
+
+impl MemberWrite {
+    /// Returns the member id the write is about.
+    pub fn member_id(&self) -> Result<Id> {
+        match self {
+            MemberWrite::Put(stored) => Ok(stored.identity()?.0),
+            MemberWrite::Delete(id) => Ok(*id),
+        }
+    }
+}
+
+/// Where an org's snapshot stands: the generation of its chunks and the last journal record
+/// it includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SnapshotManifest {
+    /// Generation of the chunks (chunks of other generations are leftovers).
+    pub generation: u64,
+    /// Seq of the last journal record the snapshot includes (0: none).
+    pub upto: u64,
+    /// Number of chunks, numbered from 0.
+    pub chunks: u32,
+    /// Members in the snapshot.
+    pub members: u64,
+    /// Encoded size of the snapshot, to pace the next one.
+    pub bytes: u64,
+}
+
+/// An org's members as the store holds them: the snapshot's, then the journal's writes in
+/// order. Replaying `journal` over `snapshot` gives the members.
+#[derive(Debug, Default)]
+pub struct OrgLog {
+    pub manifest: Option<SnapshotManifest>,
+    /// The snapshot's members, ascending id.
+    pub snapshot: Vec<StoredMember>,
+    /// The journal records after the snapshot, in order, each with its seq.
+    pub journal: Vec<(u64, Vec<MemberWrite>)>,
+    /// Encoded bytes of those journal records.
+    pub journal_bytes: u64,
+}
+
+impl OrgLog {
+    /// Returns the seq of the last journal record (the snapshot's when the journal is empty).
+    pub fn last_seq(&self) -> u64 {
+        self.journal
+            .last()
+            .map(|(seq, _)| *seq)
+            .or(self.manifest.map(|m| m.upto))
+            .unwrap_or(0)
+    }
+}
+
+/// The journal and snapshot operations a scope needs, domain-typed so that another backend (a
+/// replicated log on an external database) can stand behind the same calls. [`crate::Store`]
+/// implements it on sled.
+pub trait MemberLog {
+    /// Reads the snapshot and journal of org `org_id`.
+    fn read_org(&self, org_id: Id) -> Result<OrgLog>;
+
+    /// Writes `members` (ascending id) as org `org_id`'s new snapshot, including the journal up
+    /// to seq `upto`, durably; then drops the previous snapshot and the journal it covers.
+    /// Runs beside the scope actor, which keeps appending records after `upto`.
+    fn write_snapshot(
+        &self,
+        org_id: Id,
+        upto: u64,
+        members: &mut dyn Iterator<Item = StoredMember>,
+    ) -> Result<SnapshotManifest>;
+}
+
+/// Returns the framed form of `writes` (a journal record).
+pub(crate) fn frame(writes: &[MemberWrite]) -> Vec<u8> {
+    let mut out = framed(writes.len(), writes.iter().map(MemberWrite::framed_len).sum());
+    for write in writes {
+        match write {
+            MemberWrite::Put(stored) => push_put(&mut out, stored),
+            MemberWrite::Delete(id) => {
+                out.push(0);
+                out.extend_from_slice(&id.to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Returns the framed form of the members of one snapshot chunk (puts only).
+pub(crate) fn frame_members(members: &[StoredMember]) -> Vec<u8> {
+    let mut out = framed(members.len(), members.iter().map(put_len).sum());
+    for stored in members {
+        push_put(&mut out, stored);
+    }
+    out
+}
+
+/// Returns a buffer holding the version byte and the count, with room for `size` more bytes.
+fn framed(count: usize, size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + size);
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&(count as u32).to_le_bytes());
+    out
+}
+
+fn put_len(stored: &StoredMember) -> usize {
+    13 + stored.as_bytes().len()
+}
+
+impl MemberWrite {
+    fn framed_len(&self) -> usize {
+        match self {
+            MemberWrite::Put(stored) => put_len(stored),
+            MemberWrite::Delete(_) => 9,
+        }
+    }
+}
+
+/// Appends one put: the tag, the member id (repeated in front so that a reader can skip a
+/// member unparsed), the length and the bytes.
+fn push_put(out: &mut Vec<u8>, stored: &StoredMember) {
+    out.push(1);
+    let id = stored.identity().map(|i| i.0).unwrap_or(0);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&(stored.as_bytes().len() as u32).to_le_bytes());
+    out.extend_from_slice(stored.as_bytes());
+}
+
+/// Reads framed writes back; anything malformed is [`StoreError::Codec`].
+pub(crate) fn unframe(bytes: &[u8]) -> Result<Vec<MemberWrite>> {
+    let corrupt = |what: &str| StoreError::Codec(format!("malformed journal record: {what}"));
+    let Some((&version, rest)) = bytes.split_first() else {
+        return Err(corrupt("empty"));
+    };
+    if version != FORMAT_VERSION {
+        return Err(StoreError::Codec(format!(
+            "unknown format version {version} of a journal record (expected {FORMAT_VERSION})"
+        )));
+    }
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Result<&[u8]> {
+        let slice = rest
+            .get(at..at.checked_add(n).ok_or_else(|| corrupt("length"))?)
+            .ok_or_else(|| corrupt("truncated"))?;
+        at += n;
+        Ok(slice)
+    };
+    let count = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
+    // Each entry takes at least 9 bytes: a corrupt count cannot make us allocate much.
+    let mut writes = Vec::with_capacity(count.min(rest.len() / 9));
+    for _ in 0..count {
+        let tag = take(1)?[0];
+        let id = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
+        match tag {
+            0 => writes.push(MemberWrite::Delete(id)),
+            1 => {
+                let len = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
+                writes.push(MemberWrite::Put(StoredMember::from_bytes(take(len)?)));
+            }
+            _ => return Err(corrupt("unknown tag")),
+        }
+    }
+    if at != rest.len() {
+        return Err(corrupt("trailing bytes"));
+    }
+    Ok(writes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{Member, MemberLinks, Source};
+
+    fn stored(id: Id) -> StoredMember {
+        let member = Member {
+            id,
+            org_id: 1,
+            source: Source::Maac,
+            channel_id: None,
+            external_member_id: format!("m{id}"),
+            original_name: None,
+            display_name: None,
+            username: None,
+            display_email: None,
+            display_mobile: None,
+            custom_id: None,
+            line_id: None,
+            connect_id: None,
+            manual_unification: false,
+            profile_id: id,
+            last_message_at: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let links = MemberLinks {
+            normalizer: 0,
+            values: vec![None; 6],
+        };
+        StoredMember::new(&member, &links)
+    }
+
+    #[test]
+    fn framing_round_trips_and_refuses_damage() {
+        let writes = vec![
+            MemberWrite::Put(stored(1)),
+            MemberWrite::Delete(7),
+            MemberWrite::Put(stored(300)),
+        ];
+        let bytes = frame(&writes);
+        assert_eq!(unframe(&bytes).unwrap(), writes);
+        for len in 0..bytes.len() {
+            assert!(unframe(&bytes[..len]).is_err(), "len {len}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(unframe(&longer).is_err());
+        let members = vec![stored(2), stored(3)];
+        let chunk = frame_members(&members);
+        let back: Vec<_> = unframe(&chunk).unwrap();
+        assert_eq!(back, members.into_iter().map(MemberWrite::Put).collect::<Vec<_>>());
+    }
+}

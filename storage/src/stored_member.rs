@@ -1,0 +1,206 @@
+//! A member as the store and a scope's memory hold it: one immutable, shared byte string.
+//!
+//! The bytes are the format-version byte, the bincode encoding of the [`Member`] (its profile
+//! id written as 0: profile ids are derived from the partition and never stored), then the
+//! bincode encoding of its [`MemberLinks`]. Holding members encoded keeps a scope of a million
+//! members compact (one allocation per member, no per-field strings) and lets a snapshot or a
+//! journal record copy them without re-encoding. [`StoredMember::identity`] reads the
+//! external id off the front of the bytes without decoding the rest.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::codec::{self, FORMAT_VERSION};
+use crate::error::{Result, StoreError};
+use crate::records::{Id, Member, MemberLinks};
+
+/// An encoded member with its normalized linking values. Cheap to clone (shared bytes).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredMember(Arc<[u8]>);
+
+impl std::fmt::Debug for StoredMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.member() {
+            Ok(member) => write!(f, "StoredMember({member:?})"),
+            Err(err) => write!(f, "StoredMember(<{err}>)"),
+        }
+    }
+}
+
+impl StoredMember {
+    /// Encodes `member` (its profile id is not kept) with its linking values.
+    pub fn new(member: &Member, links: &MemberLinks) -> StoredMember {
+        let mut bytes = Vec::with_capacity(160);
+        bytes.push(FORMAT_VERSION);
+        encode_into(&mut bytes, &MemberRef(member));
+        encode_into(&mut bytes, links);
+        StoredMember(bytes.into())
+    }
+
+    /// Wraps bytes read from the store; they are checked when decoded.
+    pub fn from_bytes(bytes: &[u8]) -> StoredMember {
+        StoredMember(bytes.into())
+    }
+
+    /// Returns the encoded bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Returns the member, its profile id set to its own id (the caller knows the real one).
+    pub fn member(&self) -> Result<Member> {
+        Ok(self.decode()?.0)
+    }
+
+    /// Returns the member (profile id set to its own id) and its linking values.
+    pub fn decode(&self) -> Result<(Member, MemberLinks)> {
+        let (mut member, links): (Member, MemberLinks) = codec::decode(&self.0)?;
+        member.profile_id = member.id;
+        Ok((member, links))
+    }
+
+    /// Returns the linking values only.
+    pub fn links(&self) -> Result<MemberLinks> {
+        Ok(self.decode()?.1)
+    }
+
+    /// Returns `(member id, org id, channel id, external member id)` read off the front of the
+    /// bytes, without decoding the rest.
+    pub fn identity(&self) -> Result<(Id, Id, Option<Id>, &str)> {
+        let corrupt = || StoreError::Codec(format!("malformed stored member {:?}", &self.0));
+        let mut cursor = Cursor {
+            bytes: &self.0,
+            at: 1,
+        };
+        if self.0.first() != Some(&FORMAT_VERSION) {
+            return Err(corrupt());
+        }
+        let id = cursor.varint().ok_or_else(corrupt)?;
+        let org = cursor.varint().ok_or_else(corrupt)?;
+        cursor.varint().ok_or_else(corrupt)?; // source
+        let channel = match cursor.byte().ok_or_else(corrupt)? {
+            0 => None,
+            1 => Some(cursor.varint().ok_or_else(corrupt)?),
+            _ => return Err(corrupt()),
+        };
+        let len = usize::try_from(cursor.varint().ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+        let ext = cursor.take(len).ok_or_else(corrupt)?;
+        let ext = std::str::from_utf8(ext).map_err(|_| corrupt())?;
+        Ok((id, org, channel, ext))
+    }
+}
+
+/// Serializes a [`Member`] with its profile id written as 0.
+struct MemberRef<'a>(&'a Member);
+
+impl Serialize for MemberRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        if self.0.profile_id == 0 {
+            return self.0.serialize(serializer);
+        }
+        Member {
+            profile_id: 0,
+            ..self.0.clone()
+        }
+        .serialize(serializer)
+    }
+}
+
+fn encode_into<T: Serialize>(out: &mut Vec<u8>, value: &T) {
+    bincode::serde::encode_into_std_write(value, out, bincode::config::standard())
+        .unwrap_or_else(|err| panic!("encoding a plain record cannot fail: {err}"));
+}
+
+/// Reads bincode's varints (standard configuration) off a byte slice.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.bytes.get(self.at)?;
+        self.at += 1;
+        Some(b)
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let slice = self.bytes.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(slice)
+    }
+
+    /// bincode's variable-length unsigned integer: one byte below 251, else a marker (251:
+    /// u16, 252: u32, 253: u64) followed by the little-endian value.
+    fn varint(&mut self) -> Option<u64> {
+        match self.byte()? {
+            b @ 0..=250 => Some(u64::from(b)),
+            251 => Some(u64::from(u16::from_le_bytes(self.take(2)?.try_into().ok()?))),
+            252 => Some(u64::from(u32::from_le_bytes(self.take(4)?.try_into().ok()?))),
+            253 => Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::Source;
+
+    fn member(id: Id, channel: Option<Id>, ext: &str) -> Member {
+        Member {
+            id,
+            org_id: 70_000,
+            source: Source::Caac,
+            channel_id: channel,
+            external_member_id: ext.into(),
+            original_name: Some("Ann".into()),
+            display_name: None,
+            username: None,
+            display_email: Some("ann@example.com".into()),
+            display_mobile: None,
+            custom_id: None,
+            line_id: None,
+            connect_id: None,
+            manual_unification: false,
+            profile_id: 3,
+            last_message_at: None,
+            created_at: 1,
+            updated_at: 2,
+        }
+    }
+
+    #[test]
+    fn identity_is_read_off_the_front_for_any_id_width() {
+        let links = MemberLinks {
+            normalizer: 9,
+            values: vec![Some("ann@example.com".into()), None],
+        };
+        for id in [1, 250, 251, 65_535, 65_536, u32::MAX as u64 + 1] {
+            for channel in [None, Some(1), Some(300), Some(1 << 40)] {
+                let ext = "Ü-é".repeat((id % 300) as usize + 1);
+                let stored = StoredMember::new(&member(id, channel, &ext), &links);
+                assert_eq!(stored.identity().unwrap(), (id, 70_000, channel, ext.as_str()));
+                let (back, back_links) = stored.decode().unwrap();
+                assert_eq!(back.profile_id, id, "profile ids are not stored");
+                assert_eq!(back.external_member_id, ext);
+                assert_eq!(back_links, links);
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_bytes_are_an_error() {
+        let links = MemberLinks {
+            normalizer: 1,
+            values: vec![],
+        };
+        let stored = StoredMember::new(&member(5, Some(2), "ext"), &links);
+        for len in 0..stored.as_bytes().len() {
+            let cut = StoredMember::from_bytes(&stored.as_bytes()[..len]);
+            assert!(cut.decode().is_err(), "len {len}");
+        }
+    }
+}
