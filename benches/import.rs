@@ -171,7 +171,10 @@ async fn restart(dir: &std::path::Path) {
     println!(
         "restart: ready after {:.2?} (store opened after {opened:.2?}) with {} members",
         started.elapsed(),
-        store.count_members().unwrap_or(0)
+        rt.scope_statuses()
+            .iter()
+            .map(|(_, s)| s.members.load(std::sync::atomic::Ordering::Acquire))
+            .sum::<u64>()
     );
     rt.shutdown().await.unwrap();
 }

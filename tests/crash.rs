@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use unify_storage::Store;
+use unify_storage::{MemberLog, Store};
 
 const BIN: &str = env!("CARGO_BIN_EXE_unify");
 
@@ -87,10 +87,16 @@ fn acknowledged_writes_survive_repeated_sigkill_and_verify_passes() {
         String::from_utf8_lossy(&verify.stdout)
     );
     let store = Store::open(&dir.path().join("store")).unwrap();
+    let mut stored = std::collections::BTreeMap::new();
+    for org in store.list_orgs().unwrap() {
+        stored.extend(store.read_org(org.id).unwrap().replay().unwrap());
+    }
     for (id, (ext, custom_id)) in &acks {
-        let member = store
-            .get_member(*id)
-            .unwrap_or_else(|e| panic!("acknowledged member {id} lost: {e}"));
+        let member = stored
+            .get(id)
+            .unwrap_or_else(|| panic!("acknowledged member {id} lost"))
+            .member()
+            .unwrap();
         assert_eq!(&member.external_member_id, ext);
         if let Some(value) = custom_id {
             assert_eq!(

@@ -12,11 +12,16 @@ use crate::error::OpError;
 #[derive(Debug, Clone)]
 pub struct EventLog {
     store: Store,
+    /// Events retained per scope (`events.retain`).
+    retain: u64,
 }
 
 impl EventLog {
-    pub fn new(store: Store) -> EventLog {
-        EventLog { store }
+    pub fn new(store: Store, retain: u64) -> EventLog {
+        EventLog {
+            store,
+            retain: retain.max(1),
+        }
     }
 
     /// Returns at most `limit` events of the scope with a seq greater than `after_seq`,
@@ -31,10 +36,19 @@ impl EventLog {
             .await
     }
 
-    /// Returns the seq of the scope's oldest retained event, if any.
+    /// Returns the seq of the scope's oldest retained event, if any: the last `retain` events
+    /// are retained. (Events are stored and trimmed in blocks, so the store may still hold a
+    /// few older ones; they are not offered.)
     pub async fn oldest_seq(&self, scope_id: Id) -> Result<Option<u64>, OpError> {
-        self.read(move |store| store.oldest_event_seq(scope_id))
-            .await
+        let retain = self.retain;
+        self.read(move |store| {
+            let Some(oldest) = store.oldest_event_seq(scope_id)? else {
+                return Ok(None);
+            };
+            let newest = store.last_event_seq(scope_id)?.unwrap_or(oldest);
+            Ok(Some(oldest.max((newest + 1).saturating_sub(retain))))
+        })
+        .await
     }
 
     /// Returns the seq of the scope's newest event, if any.

@@ -74,7 +74,7 @@ impl Runtime {
             .await?,
         );
         let cdh = Cdh::start(store.clone(), &settings, hub.clone()).await?;
-        let event_log = EventLog::new(store.clone());
+        let event_log = EventLog::new(store.clone(), settings.events_retain);
         let client = Arc::new(ScopeClient::new(store, settings, registry));
         let members = Arc::new(Members::new(client.clone()));
         let provisioner = Provisioner::new(client.clone(), members.clone())?;

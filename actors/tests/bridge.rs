@@ -549,7 +549,7 @@ async fn a_hanging_cdh_blocks_neither_member_operations_nor_shutdown() {
     tokio::time::timeout(Duration::from_secs(60), creates)
         .await
         .expect("creates are not held up by the cdh");
-    assert_eq!(rt.list_members(w.caac, 0, 1000).unwrap().len(), 200);
+    assert_eq!(rt.list_members(w.caac, 0, 1000).await.unwrap().len(), 200);
     assert_eq!(cdh.requests(), 1, "one request, still hanging");
     let state = rt.sync_state(w.account).await.unwrap();
     assert_eq!(state.pending, logged_seqs(&rt, &w).len() as u64);

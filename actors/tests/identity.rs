@@ -62,7 +62,7 @@ async fn concurrent_provisioning_of_one_identity_creates_one_member_and_applies_
         results.push(t.await.unwrap());
     }
     assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1);
-    let members = rt.list_members(org, 0, 100).unwrap();
+    let members = rt.list_members(org, 0, 100).await.unwrap();
     assert_eq!(members.len(), 1);
     assert_eq!(members[0].external_member_id, "ou_abc");
     assert_eq!(members[0].channel_id, Some(channel));

@@ -121,7 +121,7 @@ async fn an_import_reports_every_refused_line_and_unifies_the_rest() {
             (11, "INVALID_ARGUMENT"),
         ]
     );
-    let members = rt.list_members(w.caac, 0, 100).unwrap();
+    let members = rt.list_members(w.caac, 0, 100).await.unwrap();
     assert_eq!(members.len(), 2, "a repeated identity is created once");
     let (a, f) = (&members[0], &members[1]);
     assert_eq!(a.external_member_id, "a");
@@ -179,7 +179,7 @@ async fn importing_the_same_body_twice_creates_nothing_new() {
     let second = finished(&rt, w.caac, second).await;
     assert_eq!((first.done, first.failed), (300, 0));
     assert_eq!((second.done, second.failed), (300, 0));
-    assert_eq!(rt.list_members(w.caac, 0, 1000).unwrap().len(), 300);
+    assert_eq!(rt.list_members(w.caac, 0, 1000).await.unwrap().len(), 300);
     rt.shutdown().await.unwrap();
     assert_verified(rt.store());
 }
@@ -202,7 +202,7 @@ async fn imports_and_single_creates_find_each_others_identities() {
         .await
         .unwrap();
     assert_eq!(finished(&rt, w.caac, job).await.done, 100);
-    assert_eq!(rt.list_members(w.caac, 0, 1000).unwrap().len(), 100);
+    assert_eq!(rt.list_members(w.caac, 0, 1000).await.unwrap().len(), 100);
     // Tracked now: an imported identity is found, a new one is created once.
     let (again, created) = rt.create_member(w.caac, new("m0")).await.unwrap();
     assert_eq!((again.id, created), (before.id, false));
@@ -220,7 +220,7 @@ async fn imports_and_single_creates_find_each_others_identities() {
     );
     let job = rt.start_import(w.caac, body(&text)).await.unwrap();
     assert_eq!(finished(&rt, w.caac, job).await.done, 101);
-    let members = rt.list_members(w.caac, 0, 1000).unwrap();
+    let members = rt.list_members(w.caac, 0, 1000).await.unwrap();
     assert_eq!(members.len(), 101);
     assert!(members.iter().any(|m| m.id == after.id));
     rt.shutdown().await.unwrap();
@@ -264,8 +264,8 @@ async fn import_errors_name_the_org_job_and_body() {
 }
 
 /// Asserts that the org holds `m0..m{n}` exactly once each.
-fn assert_each_member_once(rt: &Runtime, org: Id, n: usize) {
-    let members = rt.list_members(org, 0, n + 10).unwrap();
+async fn assert_each_member_once(rt: &Runtime, org: Id, n: usize) {
+    let members = rt.list_members(org, 0, n + 10).await.unwrap();
     let ids: HashSet<&str> = members
         .iter()
         .map(|m| m.external_member_id.as_str())
@@ -296,7 +296,7 @@ async fn an_import_stopped_midway_resumes_and_applies_every_line_once() {
         assert_eq!(job.status, ImportStatus::Running, "stopped midway: {job:?}");
         assert!(job.done < n as u64);
         assert_eq!(
-            rt.list_members(w.caac, 0, n).unwrap().len() as u64,
+            rt.list_members(w.caac, 0, n).await.unwrap().len() as u64,
             job.done,
             "members and the job record are written together"
         );
@@ -305,7 +305,7 @@ async fn an_import_stopped_midway_resumes_and_applies_every_line_once() {
     let rt = boot(dir.path(), settings(250)).await;
     let job = finished(&rt, org, job_id).await;
     assert_eq!((job.done, job.failed), (n as u64, 0), "{job:?}");
-    assert_each_member_once(&rt, org, n);
+    assert_each_member_once(&rt, org, n).await;
     rt.shutdown().await.unwrap();
     assert_verified(rt.store());
 }
@@ -328,7 +328,7 @@ async fn an_import_survives_a_scope_failure_midway() {
     rt.inject_panic(w.caac).unwrap();
     let job = finished(&rt, w.caac, job_id).await;
     assert_eq!((job.done, job.failed), (n as u64, 0), "{job:?}");
-    assert_each_member_once(&rt, w.caac, n);
+    assert_each_member_once(&rt, w.caac, n).await;
     rt.shutdown().await.unwrap();
     assert_verified(rt.store());
 }

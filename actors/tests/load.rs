@@ -144,7 +144,7 @@ async fn entries_written_before_linking_values_still_load() {
     }
     let rt = boot(dir.path(), settings()).await;
     assert_eq!(rt.get_member(org, b).await.unwrap().profile_id, a);
-    assert_eq!(rt.list_members(org, 0, 10).unwrap().len(), 2);
+    assert_eq!(rt.list_members(org, 0, 10).await.unwrap().len(), 2);
     rt.shutdown().await.unwrap();
 }
 

@@ -15,7 +15,7 @@ use unify_actors::hub::Subscription;
 use unify_actors::ops::{MemberOp, MemberPatch, NewMember};
 use unify_actors::runtime::Runtime;
 use unify_actors::settings::Settings;
-use unify_storage::{Id, Source, Store};
+use unify_storage::{Id, MemberLog, Source, Store};
 
 fn settings() -> Settings {
     Settings {
@@ -161,9 +161,10 @@ async fn a_panicking_scope_is_restarted_and_loses_no_acknowledged_write() {
     drop(rt);
     // And everything acknowledged is durable across a process-level restart too.
     let store = Store::open(dir.path()).unwrap();
+    let stored = store.read_org(w.caac).unwrap().replay().unwrap();
     for m in &acknowledged {
         assert_eq!(
-            store.get_member(m.id).unwrap().external_member_id,
+            stored[&m.id].member().unwrap().external_member_id,
             m.external_member_id
         );
     }
@@ -298,7 +299,7 @@ async fn concurrent_identical_creates_make_one_member() {
     }
     assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1);
     assert!(results.iter().all(|(m, _)| m.id == results[0].0.id));
-    assert_eq!(rt.list_members(w.caac, 0, 100).unwrap().len(), 1);
+    assert_eq!(rt.list_members(w.caac, 0, 100).await.unwrap().len(), 1);
     rt.shutdown().await.unwrap();
 }
 
@@ -333,7 +334,7 @@ async fn invalid_members_are_refused_and_nothing_is_written() {
             ..
         })
     ));
-    assert!(rt.list_members(w.caac, 0, 10).unwrap().is_empty());
+    assert!(rt.list_members(w.caac, 0, 10).await.unwrap().is_empty());
     assert_eq!(rt.setting(w.caac).await.unwrap().last_seq, before);
     rt.shutdown().await.unwrap();
 }
@@ -381,7 +382,7 @@ async fn a_key_change_reports_progress_and_finishes() {
     .await
     .unwrap();
     // Reads keep being served while the job runs.
-    let probe = rt.list_members(w.caac, 0, 1).unwrap()[0].id;
+    let probe = rt.list_members(w.caac, 0, 1).await.unwrap()[0].id;
     rt.get_member(w.caac, probe).await.unwrap();
     let mut progress = Vec::new();
     loop {
@@ -550,7 +551,7 @@ async fn work_beyond_the_bound_is_refused_as_overloaded() {
         }
     }
     assert!(overloaded > 0, "64 concurrent creates against a bound of 4");
-    assert_eq!(rt.list_members(w.caac, 0, 1000).unwrap().len(), created);
+    assert_eq!(rt.list_members(w.caac, 0, 1000).await.unwrap().len(), created);
     rt.shutdown().await.unwrap();
 }
 

@@ -1,13 +1,15 @@
 //! `unify verify` against a real sled store: a consistent world passes, and each kind of
-//! corruption an operator could meet is reported as a problem rather than a crash.
+//! corruption an operator could meet is reported as a problem rather than a crash. Members are
+//! written the way a scope writes them: journal records of `MemberWrite`s per org.
 
 use tempfile::TempDir;
 use unify_actors::engine::{Limits, Normalizer, Unifier};
-use unify_actors::links::{member_links, scope_keys};
+use unify_actors::links::{member_links, scope_keys, stored_links};
 use unify_actors::verify::{MAX_MISMATCHES_PER_SCOPE, Problem, VerifyReport, verify};
 use unify_storage::{
-    Channel, Id, JobKind, Member, Org, PendingJob, ScopeRecord, Source, Store, StoreError,
-    UnifyKeyRecord, WriteBatch, codec, keys,
+    Channel, EventRecord, Id, IdKind, JobKind, Member, MemberLinks, MemberLog, MemberWrite, Org,
+    PendingJob, ScopeRecord, Source, Store, StoreError, StoredMember, UnifyKeyRecord, WriteBatch,
+    codec, keys,
 };
 
 /// The caac org of the integrated scope.
@@ -82,47 +84,50 @@ fn member(id: Id, org_id: Id, email: Option<&str>) -> Member {
         line_id: None,
         connect_id: None,
         manual_unification: false,
-        profile_id: 0,
+        profile_id: id,
         last_message_at: None,
         created_at: 0,
         updated_at: 0,
     }
 }
 
-/// Sets each member's `profile_id` to what the engine computes for the scope.
-fn unify(scope: &ScopeRecord, members: &mut [Member]) {
+/// Returns the profile of each member as the engine computes it for the scope.
+fn profiles(scope: &ScopeRecord, members: &[Member]) -> Vec<Id> {
     let normalizer = Normalizer::default();
     let unifier = Unifier::from_members(
         scope_keys(scope).unwrap(),
         Limits::default(),
         members.iter().map(|m| (m.id, member_links(&normalizer, m))),
     );
-    for m in members {
-        m.profile_id = unifier.profile_of(m.id).unwrap();
-    }
+    members
+        .iter()
+        .map(|m| unifier.profile_of(m.id).unwrap())
+        .collect()
+}
+
+/// Returns the linking values a scope stores with `member` (fresh, current normalizer).
+fn links_of(member: &Member) -> MemberLinks {
+    let normalizer = Normalizer::default();
+    stored_links(&normalizer, &member_links(&normalizer, member))
+}
+
+fn put(member: &Member) -> MemberWrite {
+    MemberWrite::Put(StoredMember::new(member, &links_of(member)))
 }
 
 /// Writes a consistent world: scope 1 joins a caac org (one channel) and a maac org and links
 /// by display_email; scope 2 holds a lone maac org without keys.
 ///
 /// Members 100 and 101 share an email (written differently) and form profile 100; 102 and 103
-/// are alone; 104 is the lone org's only member.
+/// are alone; 104 is the lone org's only member. Each org's members are its journal record 1.
 fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
 
     let integrated = scope(SCOPE, vec![CAAC, MAAC], &["display_email"]);
     let lone = scope(LONE_SCOPE, vec![LONE], &[]);
-    let mut members = vec![
-        member(100, CAAC, Some("ann@example.com")),
-        member(101, MAAC, Some(" ANN@Example.com ")),
-        member(102, CAAC, Some("bob@example.com")),
-        member(103, MAAC, None),
-    ];
-    members[0].username = Some("ann".to_owned());
-    unify(&integrated, &mut members);
-    let mut lone_members = vec![member(104, LONE, Some("ann@example.com"))];
-    unify(&lone, &mut lone_members);
+    let mut ann = member(100, CAAC, Some("ann@example.com"));
+    ann.username = Some("ann".to_owned());
 
     let mut batch = WriteBatch::new();
     batch
@@ -131,25 +136,40 @@ fn world() -> World {
         .put_org(&org(CAAC, Source::Caac, SCOPE))
         .put_org(&org(MAAC, Source::Maac, SCOPE))
         .put_org(&org(LONE, Source::Maac, LONE_SCOPE))
-        .put_channel(&Channel {
-            id: CHANNEL,
-            org_id: CAAC,
-            name: "line".to_owned(),
-            channel_type: "line".to_owned(),
-            tenant_key: None,
-            auto_provision: false,
-            contact_api: None,
-            webhook_secret: "secret".to_owned(),
-            created_at: 0,
-            updated_at: 0,
-        })
-        .put_username(CAAC, "ann", 100);
-    for m in members.iter().chain(&lone_members) {
-        batch.put_member(m);
-    }
+        .put_channel(&channel(CHANNEL, CAAC));
+    batch.append_journal(
+        CAAC,
+        1,
+        &[put(&ann), put(&member(102, CAAC, Some("bob@example.com")))],
+    );
+    batch.append_journal(
+        MAAC,
+        1,
+        &[
+            put(&member(101, MAAC, Some(" ANN@Example.com "))),
+            put(&member(103, MAAC, None)),
+        ],
+    );
+    batch.append_journal(LONE, 1, &[put(&member(104, LONE, Some("ann@example.com")))]);
     store.apply(batch).unwrap();
+    store.raise_counter(IdKind::Member, 104).unwrap();
     store.flush().unwrap();
     World { store, dir }
+}
+
+fn channel(id: Id, org_id: Id) -> Channel {
+    Channel {
+        id,
+        org_id,
+        name: "line".to_owned(),
+        channel_type: "line".to_owned(),
+        tenant_key: None,
+        auto_provision: false,
+        contact_api: None,
+        webhook_secret: "secret".to_owned(),
+        created_at: 0,
+        updated_at: 0,
+    }
 }
 
 impl World {
@@ -157,8 +177,24 @@ impl World {
         verify(&self.store, &Normalizer::default(), Limits::default()).unwrap()
     }
 
-    fn member(&self, id: Id) -> Member {
-        self.store.get_member(id).unwrap()
+    /// Returns member `id` of org `org_id` as its snapshot and journal give it.
+    fn member(&self, org_id: Id, id: Id) -> Member {
+        let members = self.store.read_org(org_id).unwrap().replay().unwrap();
+        members[&id].member().unwrap()
+    }
+
+    /// Appends `writes` as the next journal record of `org_id`, raising the member counter to
+    /// the ids put (as their allocation would have).
+    fn journal(&self, org_id: Id, writes: &[MemberWrite]) {
+        let seq = self.store.read_org(org_id).unwrap().last_seq() + 1;
+        let mut batch = WriteBatch::new();
+        batch.append_journal(org_id, seq, writes);
+        self.store.apply(batch).unwrap();
+        for write in writes {
+            self.store
+                .raise_counter(IdKind::Member, write.member_id().unwrap())
+                .unwrap();
+        }
     }
 
     fn put(&self, write: impl FnOnce(&mut WriteBatch)) {
@@ -179,9 +215,16 @@ fn assert_one_line_each(report: &VerifyReport) {
 #[test]
 fn consistent_world_is_ok() {
     let world = world();
+    let members: Vec<Member> = [(CAAC, 100), (MAAC, 101), (CAAC, 102), (MAAC, 103)]
+        .iter()
+        .map(|&(org, id)| world.member(org, id))
+        .collect();
     assert_eq!(
-        world.member(101).profile_id,
-        100,
+        profiles(
+            &scope(SCOPE, vec![CAAC, MAAC], &["display_email"]),
+            &members
+        ),
+        vec![100, 100, 102, 103],
         "fixture links 100 and 101"
     );
 
@@ -199,278 +242,174 @@ fn consistent_world_is_ok() {
 }
 
 #[test]
-fn wrong_stored_profile_is_reported() {
+fn a_history_of_edits_deletes_and_snapshots_is_ok() {
     let world = world();
-    let mut bob = world.member(102);
-    bob.profile_id = 100;
-    world.put(|b| {
-        b.put_member(&bob);
-    });
-
-    let report = world.verify();
-
-    assert_eq!(
-        report.problems,
-        vec![Problem::ProfileMismatch {
-            scope_id: SCOPE,
-            member_id: 102,
-            stored: 100,
-            expected: 102,
-        }]
-    );
-    assert_one_line_each(&report);
-    assert!(report.problems[0].to_string().contains("member 102"));
-}
-
-#[test]
-fn stale_profile_after_an_unrecomputed_edit_is_reported() {
-    // Member 101 changed email but nothing recomputed its profile: 100 and 101 no longer link.
-    let world = world();
-    let mut changed = world.member(101);
-    changed.display_email = Some("carol@example.com".to_owned());
-    world.put(|b| {
-        b.put_member(&changed);
-    });
-
-    let report = world.verify();
-
-    assert_eq!(
-        report.problems,
-        vec![Problem::ProfileMismatch {
-            scope_id: SCOPE,
-            member_id: 101,
-            stored: 100,
-            expected: 101,
-        }]
-    );
-}
-
-#[test]
-fn mismatches_beyond_the_cap_are_counted_not_listed() {
-    let world = world();
-    let extra = MAX_MISMATCHES_PER_SCOPE as Id + 5;
-    world.put(|b| {
-        for id in 200..200 + extra {
-            let mut m = member(id, LONE, None);
-            m.profile_id = 104;
-            b.put_member(&m);
-        }
-    });
-
-    let report = world.verify();
-
-    let listed = report
-        .problems
-        .iter()
-        .filter(|p| {
-            matches!(
-                p,
-                Problem::ProfileMismatch {
-                    scope_id: LONE_SCOPE,
-                    ..
-                }
-            )
-        })
-        .count();
-    assert_eq!(listed, MAX_MISMATCHES_PER_SCOPE);
-    assert!(report.problems.contains(&Problem::MoreProfileMismatches {
-        scope_id: LONE_SCOPE,
-        count: 5,
-    }));
-    assert_eq!(report.problems.len(), MAX_MISMATCHES_PER_SCOPE + 1);
-}
-
-#[test]
-fn member_without_its_external_id_index_entry_is_reported() {
-    let world = world();
-    // Written as a raw record plus its org-members entry, leaving out the by-ext entry.
-    let mut m = member(105, MAAC, None);
-    m.profile_id = 105;
+    // 101 moves away from ann's email, 103 takes it, 102 is deleted and comes back changed.
+    let mut moved = world.member(MAAC, 101);
+    moved.display_email = Some("carol@example.com".to_owned());
+    let mut joined = world.member(MAAC, 103);
+    joined.display_email = Some("ann@example.com".to_owned());
+    world.journal(MAAC, &[put(&moved), put(&joined)]);
+    world.journal(CAAC, &[MemberWrite::Delete(102)]);
+    let snapshot: Vec<StoredMember> = world
+        .store
+        .read_org(CAAC)
+        .unwrap()
+        .replay()
+        .unwrap()
+        .into_values()
+        .collect();
     world
         .store
-        .raw_insert_for_tests(&keys::member(105), &codec::encode(&m))
+        .write_snapshot(CAAC, 2, &mut snapshot.into_iter())
         .unwrap();
-    world
-        .store
-        .raw_insert_for_tests(&keys::org_member(MAAC, 105), &[])
-        .unwrap();
+    let mut back = member(102, CAAC, Some("carol@example.com"));
+    back.display_name = Some("Bob".to_owned());
+    world.journal(CAAC, &[put(&back)]);
+    world.put(|b| {
+        let mut integrated = scope(SCOPE, vec![CAAC, MAAC], &["display_email"]);
+        integrated.last_seq = 6;
+        b.put_scope(&integrated)
+            .put_event_block(SCOPE, &[event(1), event(2)])
+            .put_event_block(SCOPE, &[event(3), event(4), event(5), event(6)]);
+    });
 
     let report = world.verify();
 
-    assert_eq!(
-        report.problems,
-        vec![Problem::ExtIndexMismatch {
-            member_id: 105,
-            org_id: MAAC,
-            channel_id: None,
-            external_member_id: "ext-105".to_owned(),
-            found: None,
-        }]
-    );
-    assert_one_line_each(&report);
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.members, 5);
+}
+
+fn event(seq: u64) -> EventRecord {
+    EventRecord {
+        scope_id: SCOPE,
+        seq,
+        payload: "{}".to_owned(),
+    }
 }
 
 #[test]
 fn two_members_with_one_external_id_are_reported() {
     let world = world();
-    // Member 105 claims 103's identity; the index can point at only one of them.
+    // Member 105 claims 103's identity.
     let mut twin = member(105, MAAC, None);
     twin.external_member_id = "ext-103".to_owned();
-    twin.profile_id = 105;
-    world.put(|b| {
-        b.put_member(&twin);
-    });
+    world.journal(MAAC, &[put(&twin)]);
 
     let report = world.verify();
 
     assert_eq!(
         report.problems,
-        vec![Problem::ExtIndexMismatch {
-            member_id: 103,
+        vec![Problem::DuplicateIdentity {
             org_id: MAAC,
             channel_id: None,
             external_member_id: "ext-103".to_owned(),
-            found: Some(105),
+            member_ids: (103, 105),
         }]
-    );
-}
-
-#[test]
-fn member_missing_from_the_org_members_index_is_reported() {
-    let world = world();
-    let mut m = member(105, MAAC, None);
-    m.profile_id = 105;
-    world
-        .store
-        .raw_insert_for_tests(&keys::member(105), &codec::encode(&m))
-        .unwrap();
-    world
-        .store
-        .raw_insert_for_tests(
-            &keys::member_by_ext(MAAC, None, "ext-105"),
-            &105u64.to_be_bytes(),
-        )
-        .unwrap();
-
-    let report = world.verify();
-
-    assert_eq!(
-        report.problems,
-        vec![Problem::OrgIndexMissingMember {
-            org_id: MAAC,
-            member_id: 105,
-        }]
-    );
-}
-
-#[test]
-fn username_index_pointing_elsewhere_is_reported() {
-    let world = world();
-    world.put(|b| {
-        b.put_username(CAAC, "ann", 102);
-    });
-
-    let report = world.verify();
-
-    assert_eq!(
-        report.problems,
-        vec![
-            Problem::UsernameIndexMismatch {
-                member_id: 100,
-                org_id: CAAC,
-                username: "ann".to_owned(),
-                found: Some(102),
-            },
-            Problem::StaleUsernameIndex {
-                org_id: CAAC,
-                username: "ann".to_owned(),
-                member_id: 102,
-            },
-        ]
-    );
-}
-
-#[test]
-fn stale_index_entries_are_reported() {
-    let world = world();
-    // Left behind by a lost delete: entries naming a member that does not exist, or one with
-    // another identity.
-    world
-        .store
-        .raw_insert_for_tests(
-            &keys::member_by_ext(MAAC, None, "gone"),
-            &999u64.to_be_bytes(),
-        )
-        .unwrap();
-    world.put(|b| {
-        b.put_username(CAAC, "old-name", 100);
-    });
-
-    let report = world.verify();
-
-    assert_eq!(
-        report.problems,
-        vec![
-            Problem::StaleExtIndex {
-                org_id: MAAC,
-                channel_id: None,
-                external_member_id: "gone".to_owned(),
-                member_id: 999,
-            },
-            Problem::StaleUsernameIndex {
-                org_id: CAAC,
-                username: "old-name".to_owned(),
-                member_id: 100,
-            },
-        ]
     );
     assert_one_line_each(&report);
 }
 
 #[test]
+fn one_external_id_on_two_channels_or_orgs_is_no_duplicate() {
+    let world = world();
+    let mut other_channel = member(105, CAAC, None);
+    other_channel.channel_id = Some(21);
+    other_channel.external_member_id = "ext-100".to_owned();
+    let mut other_org = member(106, MAAC, None);
+    other_org.external_member_id = "ext-104".to_owned();
+    world.put(|b| {
+        b.put_channel(&channel(21, CAAC));
+    });
+    world.journal(CAAC, &[put(&other_channel)]);
+    world.journal(MAAC, &[put(&other_org)]);
+
+    let report = world.verify();
+
+    assert!(report.is_ok(), "{report}");
+}
+
+#[test]
+fn two_members_with_one_username_are_reported() {
+    let world = world();
+    let mut bob = world.member(CAAC, 102);
+    bob.username = Some("ann".to_owned());
+    world.journal(CAAC, &[put(&bob)]);
+
+    let report = world.verify();
+
+    assert_eq!(
+        report.problems,
+        vec![Problem::DuplicateUsername {
+            org_id: CAAC,
+            username: "ann".to_owned(),
+            member_ids: (100, 102),
+        }]
+    );
+    assert_one_line_each(&report);
+
+    // Once ann gives the name up, bob may hold it.
+    let mut ann = world.member(CAAC, 100);
+    ann.username = None;
+    world.journal(CAAC, &[put(&ann)]);
+    assert!(world.verify().is_ok());
+}
+
+#[test]
 fn member_channel_and_source_rules_are_checked() {
     let world = world();
-    let mut no_channel = world.member(102);
+    let mut no_channel = world.member(CAAC, 102);
     no_channel.channel_id = None;
-    let mut with_channel = world.member(103);
+    let mut with_channel = world.member(MAAC, 103);
     with_channel.channel_id = Some(CHANNEL);
-    let mut wrong_source = world.member(101);
+    let mut wrong_source = world.member(MAAC, 101);
     wrong_source.source = Source::Caac;
     let mut unknown_channel = member(105, CAAC, None);
     unknown_channel.channel_id = Some(99);
-    unknown_channel.profile_id = 105;
-    let (old_102, old_103) = (world.member(102), world.member(103));
+    let mut foreign_channel = member(106, CAAC, None);
+    foreign_channel.channel_id = Some(22);
     world.put(|b| {
-        // Deleting the old records first moves the index entries along with the channel.
-        b.delete_member(&old_102).delete_member(&old_103);
-        for m in [&no_channel, &with_channel, &wrong_source, &unknown_channel] {
-            b.put_member(m);
-        }
+        b.put_channel(&channel(22, LONE));
     });
+    world.journal(
+        CAAC,
+        &[
+            put(&no_channel),
+            put(&unknown_channel),
+            put(&foreign_channel),
+        ],
+    );
+    world.journal(MAAC, &[put(&with_channel), put(&wrong_source)]);
 
     let report = world.verify();
 
     assert_eq!(
         report.problems,
         vec![
+            Problem::CaacMemberWithoutChannel {
+                member_id: 102,
+                org_id: CAAC,
+            },
+            Problem::MemberChannelMissing {
+                member_id: 105,
+                channel_id: 99,
+            },
+            Problem::MemberChannelOfOtherOrg {
+                member_id: 106,
+                org_id: CAAC,
+                channel_id: 22,
+                channel_org_id: LONE,
+            },
             Problem::MemberSourceMismatch {
                 member_id: 101,
                 member_source: Source::Caac,
                 org_id: MAAC,
                 org_source: Source::Maac,
             },
-            Problem::CaacMemberWithoutChannel {
-                member_id: 102,
-                org_id: CAAC,
-            },
             Problem::MaacMemberWithChannel {
                 member_id: 103,
                 org_id: MAAC,
                 channel_id: CHANNEL,
-            },
-            Problem::MemberChannelMissing {
-                member_id: 105,
-                channel_id: 99,
             },
         ],
         "{report}"
@@ -479,22 +418,213 @@ fn member_channel_and_source_rules_are_checked() {
 }
 
 #[test]
-fn member_of_a_missing_org_is_reported() {
+fn member_in_another_orgs_log_is_reported() {
     let world = world();
-    let mut orphan = member(105, 77, None);
-    orphan.profile_id = 105;
+    // 105 belongs to org 77, which does not exist; 106 to CAAC, but both sit in MAAC's log.
+    let orphan = member(105, 77, None);
+    let mut stray = member(106, CAAC, None);
+    stray.channel_id = Some(CHANNEL);
+    world.journal(MAAC, &[put(&orphan), put(&stray)]);
+
+    let report = world.verify();
+
+    assert_eq!(
+        report.problems,
+        vec![
+            Problem::ForeignMember {
+                org_id: MAAC,
+                member_id: 105,
+                member_org_id: 77,
+            },
+            Problem::MemberOrgMissing {
+                member_id: 105,
+                org_id: 77,
+            },
+            Problem::ForeignMember {
+                org_id: MAAC,
+                member_id: 106,
+                member_org_id: CAAC,
+            },
+        ],
+        "{report}"
+    );
+    assert_one_line_each(&report);
+}
+
+#[test]
+fn persisted_linking_values_that_differ_from_a_fresh_normalization_are_reported() {
+    let world = world();
+    let bob = world.member(CAAC, 102);
+    let mut wrong = links_of(&bob);
+    let email = unify_actors::engine::Attribute::DisplayEmail.index();
+    wrong.values[email] = Some("eve@example.com".to_owned());
+    // Values under another normalizer configuration are recomputed at load: no problem.
+    let ann = world.member(MAAC, 101);
+    let other = MemberLinks {
+        normalizer: Normalizer::default().fingerprint() ^ 1,
+        values: vec![None; 6],
+    };
+    world.journal(CAAC, &[MemberWrite::Put(StoredMember::new(&bob, &wrong))]);
+    world.journal(MAAC, &[MemberWrite::Put(StoredMember::new(&ann, &other))]);
+
+    let report = world.verify();
+
+    assert_eq!(
+        report.problems,
+        vec![Problem::StaleLinkValues {
+            member_id: 102,
+            attribute: unify_actors::engine::Attribute::DisplayEmail,
+            persisted: Some("eve@example.com".to_owned()),
+            fresh: Some("bob@example.com".to_owned()),
+        }],
+        "{report}"
+    );
+    assert_one_line_each(&report);
+}
+
+#[test]
+fn member_counter_behind_a_member_is_reported() {
+    let world = world();
+    // Journaled without raising the counter: the next allocation would hand 500 out again.
     world.put(|b| {
-        b.put_member(&orphan);
+        b.append_journal(LONE, 2, &[put(&member(500, LONE, None))]);
     });
 
     let report = world.verify();
 
     assert_eq!(
         report.problems,
-        vec![Problem::MemberOrgMissing {
-            member_id: 105,
-            org_id: 77,
+        vec![Problem::CounterBehind {
+            kind: "member",
+            counter: 104,
+            in_use: 500,
         }]
+    );
+    assert_one_line_each(&report);
+    world.store.raise_counter(IdKind::Member, 500).unwrap();
+    assert!(world.verify().is_ok());
+}
+
+#[test]
+fn event_blocks_out_of_order_are_reported() {
+    let world = world();
+    let mut integrated = scope(SCOPE, vec![CAAC, MAAC], &["display_email"]);
+    integrated.last_seq = 8;
+    world.put(|b| {
+        b.put_scope(&integrated)
+            .put_event_block(SCOPE, &[event(1), event(2), event(3)])
+            // Overlaps 1..=3.
+            .put_event_block(SCOPE, &[event(3), event(4)])
+            // Reversed.
+            .put_event_block(SCOPE, &[event(7), event(5)])
+            // Past the scope's last seq.
+            .put_event_block(SCOPE, &[event(8), event(9)]);
+    });
+
+    let report = world.verify();
+
+    let messages: Vec<&str> = report
+        .problems
+        .iter()
+        .map(|p| match p {
+            Problem::EventBlocksInconsistent { scope_id, message } => {
+                assert_eq!(*scope_id, SCOPE);
+                message.as_str()
+            }
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(messages.len(), 3, "{report}");
+    assert!(messages[0].contains("3..=4 overlaps"), "{report}");
+    assert!(messages[1].contains("7..=5 is reversed"), "{report}");
+    assert!(
+        messages[2].contains("8..=9 runs past the last seq 8"),
+        "{report}"
+    );
+    assert_one_line_each(&report);
+}
+
+#[test]
+fn org_log_with_a_missing_journal_record_is_reported() {
+    let world = world();
+    // Record 2 of MAAC is missing: record 3 follows record 1.
+    world.put(|b| {
+        b.append_journal(MAAC, 3, &[MemberWrite::Delete(103)]);
+    });
+    // A problem in another org is still found.
+    let mut bob = world.member(CAAC, 102);
+    bob.channel_id = None;
+    world.journal(CAAC, &[put(&bob)]);
+
+    let report = world.verify();
+
+    assert_eq!(report.problems.len(), 2, "{report}");
+    assert_eq!(
+        report.problems[0],
+        Problem::CaacMemberWithoutChannel {
+            member_id: 102,
+            org_id: CAAC,
+        }
+    );
+    assert!(
+        matches!(&report.problems[1], Problem::OrgLogCorrupt { org_id: MAAC, message } if message.contains("journal record 2")),
+        "{report}"
+    );
+    assert_eq!(report.members, 3, "MAAC's members cannot be counted");
+    assert_one_line_each(&report);
+}
+
+#[test]
+fn garbled_journal_record_is_reported() {
+    let world = world();
+    world
+        .store
+        .raw_insert_for_tests(&keys::journal(LONE, 2), &[codec::FORMAT_VERSION, 9, 9])
+        .unwrap();
+
+    let report = world.verify();
+
+    assert_eq!(report.problems.len(), 1, "{report}");
+    assert!(
+        matches!(
+            &report.problems[0],
+            Problem::OrgLogCorrupt { org_id: LONE, .. }
+        ),
+        "{report}"
+    );
+}
+
+#[test]
+fn snapshot_lacking_a_chunk_is_reported() {
+    let world = world();
+    let members: Vec<StoredMember> = world
+        .store
+        .read_org(LONE)
+        .unwrap()
+        .replay()
+        .unwrap()
+        .into_values()
+        .collect();
+    let manifest = world
+        .store
+        .write_snapshot(LONE, 1, &mut members.into_iter())
+        .unwrap();
+    // A manifest that names one chunk more than was written.
+    let broken = unify_storage::SnapshotManifest {
+        chunks: manifest.chunks + 1,
+        ..manifest
+    };
+    world
+        .store
+        .raw_insert_for_tests(&keys::snapshot(LONE), &codec::encode(&broken))
+        .unwrap();
+
+    let report = world.verify();
+
+    assert_eq!(report.problems.len(), 1, "{report}");
+    assert!(
+        matches!(&report.problems[0], Problem::OrgLogCorrupt { org_id: LONE, message } if message.contains("lacks chunk 1")),
+        "{report}"
     );
 }
 
@@ -591,21 +721,27 @@ fn invalid_scope_keys_are_reported() {
 #[test]
 fn scope_with_a_pending_job_is_a_note_not_a_problem() {
     let world = world();
-    // Mid re-unification: the stored partition mixes old and new profiles.
-    let mut pending = scope(SCOPE, vec![CAAC, MAAC], &["display_email"]);
+    // Mid re-unification (new keys): the partition is not checked until the job commits.
+    let mut pending = scope(SCOPE, vec![CAAC, MAAC], &["display_email", "nickname"]);
     pending.pending_job = Some(PendingJob {
         kind: JobKind::KeysChanged,
         scheduled_at: 1,
     });
-    let mut bob = world.member(102);
-    bob.profile_id = 100;
     world.put(|b| {
-        b.put_scope(&pending).put_member(&bob);
+        b.put_scope(&pending);
     });
 
     let report = world.verify();
 
-    assert!(report.is_ok(), "{report}");
+    // Invalid keys are still a problem; the note is the pending job.
+    assert_eq!(report.problems.len(), 1, "{report}");
+    assert!(matches!(
+        &report.problems[0],
+        Problem::InvalidScopeKeys {
+            scope_id: SCOPE,
+            ..
+        }
+    ));
     assert_eq!(report.pending_jobs, vec![SCOPE]);
     assert!(
         report
@@ -617,10 +753,17 @@ fn scope_with_a_pending_job_is_a_note_not_a_problem() {
 #[test]
 fn undecodable_member_is_an_error_not_a_problem() {
     let world = world();
-    world
-        .store
-        .raw_insert_for_tests(&keys::member(105), &[codec::FORMAT_VERSION, 0xff])
-        .unwrap();
+    // The journal record frames well; the member inside it does not decode.
+    world.put(|b| {
+        b.append_journal(
+            MAAC,
+            2,
+            &[MemberWrite::Put(StoredMember::from_bytes(&[
+                codec::FORMAT_VERSION,
+                0xff,
+            ]))],
+        );
+    });
 
     let err = verify(&world.store, &Normalizer::default(), Limits::default()).unwrap_err();
 
@@ -639,93 +782,4 @@ fn report_survives_a_reopen() {
 
     assert!(report.is_ok(), "{report}");
     assert_eq!(report.members, 5);
-}
-
-#[test]
-fn org_members_index_naming_a_missing_member_is_reported() {
-    let world = world();
-    world
-        .store
-        .raw_insert_for_tests(&keys::org_member(MAAC, 150), &[])
-        .unwrap();
-
-    let report = world.verify();
-
-    assert_eq!(report.problems.len(), 1, "{report}");
-    assert!(
-        matches!(
-            &report.problems[0],
-            Problem::OrgIndexCorrupt { org_id: MAAC, .. }
-        ),
-        "{report}"
-    );
-    assert_one_line_each(&report);
-}
-
-#[test]
-fn org_members_index_listing_another_orgs_member_is_reported() {
-    let world = world();
-    world
-        .store
-        .raw_insert_for_tests(&keys::org_member(LONE, 100), &[])
-        .unwrap();
-
-    let report = world.verify();
-
-    assert_eq!(
-        report.problems,
-        vec![Problem::OrgIndexForeignMember {
-            org_id: LONE,
-            member_id: 100,
-            member_org_id: CAAC,
-        }]
-    );
-}
-
-#[test]
-fn members_before_a_corrupt_org_members_entry_are_still_checked() {
-    let world = world();
-    // Org 11 lists 101, 105, then 106 (no such member), then 107; 103 is not listed.
-    world.put(|b| {
-        for id in [105, 107] {
-            let mut m = member(id, MAAC, None);
-            m.profile_id = id;
-            b.put_member(&m);
-        }
-        b.delete_member(&world.member(103));
-    });
-    let unlisted = Member {
-        profile_id: 103,
-        ..member(103, MAAC, None)
-    };
-    world
-        .store
-        .raw_insert_for_tests(&keys::member(103), &codec::encode(&unlisted))
-        .unwrap();
-    world
-        .store
-        .raw_insert_for_tests(
-            &keys::member_by_ext(MAAC, None, "ext-103"),
-            &103u64.to_be_bytes(),
-        )
-        .unwrap();
-    world
-        .store
-        .raw_insert_for_tests(&keys::org_member(MAAC, 106), &[])
-        .unwrap();
-
-    let report = world.verify();
-
-    assert_eq!(report.problems.len(), 2, "{report}");
-    assert!(
-        matches!(&report.problems[0], Problem::OrgIndexCorrupt { org_id: MAAC, message } if message.contains("106")),
-        "{report}"
-    );
-    assert_eq!(
-        report.problems[1],
-        Problem::OrgIndexMissingMember {
-            org_id: MAAC,
-            member_id: 103,
-        }
-    );
 }

@@ -15,6 +15,8 @@
 //! count, then per entry a tag byte (1 put, 0 delete), the member id (u64 LE) and, for a put,
 //! the length (u32 LE) and bytes of the [`StoredMember`].
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::codec::FORMAT_VERSION;
@@ -71,6 +73,27 @@ pub struct OrgLog {
 }
 
 impl OrgLog {
+    /// Replays the journal over the snapshot: the org's members, by id.
+    pub fn replay(self) -> Result<BTreeMap<Id, StoredMember>> {
+        let mut members = BTreeMap::new();
+        for stored in self.snapshot {
+            members.insert(stored.identity()?.0, stored);
+        }
+        for (_, writes) in self.journal {
+            for write in writes {
+                match write {
+                    MemberWrite::Put(stored) => {
+                        members.insert(stored.identity()?.0, stored);
+                    }
+                    MemberWrite::Delete(id) => {
+                        members.remove(&id);
+                    }
+                }
+            }
+        }
+        Ok(members)
+    }
+
     /// Returns the seq of the last journal record (the snapshot's when the journal is empty).
     pub fn last_seq(&self) -> u64 {
         self.journal

@@ -1,14 +1,14 @@
 //! Behaviour of the store on a real sled database in a temporary directory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use unify_storage::{
-    Account, Channel, ContactApi, EventRecord, IdKind, JobKind, Member, Org, OutboxEntry,
-    PendingJob, SCHEMA_VERSION, ScopeRecord, Source, Store, StoreError, UnifyKeyRecord, WriteBatch,
-    keys,
+    Account, Channel, ContactApi, EventBlockSpan, EventRecord, IdKind, JobKind, Member,
+    MemberLinks, MemberLog, MemberWrite, Org, OutboxEntry, PendingJob, SCHEMA_VERSION, ScopeRecord,
+    Source, Store, StoreError, StoredMember, UnifyKeyRecord, WriteBatch, keys,
 };
 
 fn account(id: u64) -> Account {
@@ -131,21 +131,76 @@ fn reopen(store: Store, path: &Path) -> Store {
     Store::open(path).unwrap()
 }
 
-/// Writes raw bytes into the sled database at `path` while no `Store` has it open. Polls for
-/// the file lock, which sled releases shortly after a dropped `Store`.
-fn write_raw(path: &Path, key: &[u8], value: &[u8]) {
+fn links(id: u64) -> MemberLinks {
+    MemberLinks {
+        normalizer: 7,
+        values: vec![Some(format!("m{id}@example.com")), None],
+    }
+}
+
+fn stored(member: &Member) -> StoredMember {
+    StoredMember::new(member, &links(member.id))
+}
+
+fn put(member: &Member) -> MemberWrite {
+    MemberWrite::Put(stored(member))
+}
+
+/// Appends journal record `seq` of `org_id` holding `writes`, in a batch of its own.
+fn journal(store: &Store, org_id: u64, seq: u64, writes: &[MemberWrite]) {
+    apply(store, |b| {
+        b.append_journal(org_id, seq, writes);
+    });
+}
+
+/// Returns the members of `org_id` after replaying its snapshot and journal, ascending id.
+fn members_of(store: &Store, org_id: u64) -> Vec<Member> {
+    store
+        .read_org(org_id)
+        .unwrap()
+        .replay()
+        .unwrap()
+        .values()
+        .map(|s| s.member().unwrap())
+        .collect()
+}
+
+/// Opens the raw sled database at `path` (no `Store` may have it open), polling for the file
+/// lock that sled releases shortly after a dropped `Store`.
+fn open_raw(path: &Path) -> sled::Db {
     let deadline = Instant::now() + Duration::from_secs(5);
-    let db = loop {
+    loop {
         match sled::Config::new().path(path).open() {
-            Ok(db) => break db,
+            Ok(db) => return db,
             Err(_) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
             Err(err) => panic!("cannot open {path:?}: {err}"),
         }
-    };
+    }
+}
+
+/// Writes raw bytes into the sled database at `path` while no `Store` has it open.
+fn write_raw(path: &Path, key: &[u8], value: &[u8]) {
+    let db = open_raw(path);
     db.insert(key, value).unwrap();
     db.flush().unwrap();
+}
+
+/// Returns `(generation, chunk)` of every snapshot chunk of `org_id` in the closed `store`.
+fn chunk_keys(store: Store, path: &Path, org_id: u64) -> Vec<(u64, u32)> {
+    store.flush().unwrap();
+    drop(store);
+    let db = open_raw(path);
+    db.scan_prefix(keys::id_key(keys::SNAPSHOT_CHUNK, org_id))
+        .map(|item| {
+            let key = item.unwrap().0;
+            (
+                u64::from_be_bytes(key[9..17].try_into().unwrap()),
+                u32::from_be_bytes(key[17..21].try_into().unwrap()),
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -158,28 +213,30 @@ fn every_record_kind_survives_reopen() {
         b.put_account(&account(1))
             .put_org(&org(2, 1, Source::Caac))
             .put_channel(&channel(3, 2))
-            .put_member(&with_username)
-            .put_username(2, "ann", 5)
             .put_scope(&scope(4, &[8, 9]))
-            .put_event(&event(4, 1))
+            .put_event_block(4, &[event(4, 1)])
             .put_outbox(&entry(4, 1))
-            .put_dead(&entry(4, 0));
+            .put_dead(&entry(4, 0))
+            .append_journal(2, 1, &[put(&with_username)]);
     });
     let store = reopen(store, dir.path());
 
     assert_eq!(store.get_account(1).unwrap(), account(1));
     assert_eq!(store.get_org(2).unwrap(), org(2, 1, Source::Caac));
     assert_eq!(store.get_channel(3).unwrap(), channel(3, 2));
-    assert_eq!(store.get_member(5).unwrap(), with_username);
     assert_eq!(store.get_scope(4).unwrap(), scope(4, &[8, 9]));
     assert_eq!(store.events_after(4, 0, 10).unwrap(), vec![event(4, 1)]);
     assert_eq!(store.outbox_head(4, 10).unwrap(), vec![entry(4, 1)]);
     assert_eq!(store.dead_entries(4).unwrap(), vec![entry(4, 0)]);
-    assert_eq!(
-        store.lookup_member_by_ext(2, Some(3), "U5").unwrap(),
-        Some(5)
-    );
-    assert_eq!(store.lookup_username(2, "ann").unwrap(), Some(5));
+    let log = store.read_org(2).unwrap();
+    assert_eq!(log.last_seq(), 1);
+    let (back, back_links) = log.journal[0].1[0]
+        .clone()
+        .member_stored()
+        .decode()
+        .unwrap();
+    assert_eq!(back, with_username);
+    assert_eq!(back_links, links(5));
 
     assert_eq!(store.list_accounts().unwrap(), vec![account(1)]);
     assert!(store.has_accounts().unwrap());
@@ -192,91 +249,121 @@ fn every_record_kind_survives_reopen() {
     assert_eq!(store.channels_of_org(2).unwrap(), vec![channel(3, 2)]);
     assert!(store.channels_of_org(99).unwrap().is_empty());
     assert_eq!(store.list_scopes().unwrap(), vec![scope(4, &[8, 9])]);
-    assert_eq!(store.count_members().unwrap(), 1);
+}
+
+/// Returns the member a put carries.
+trait PutMember {
+    fn member_stored(self) -> StoredMember;
+}
+
+impl PutMember for MemberWrite {
+    fn member_stored(self) -> StoredMember {
+        match self {
+            MemberWrite::Put(stored) => stored,
+            MemberWrite::Delete(id) => panic!("expected a put, got a delete of {id}"),
+        }
+    }
 }
 
 #[test]
-fn fresh_store_is_empty() {
+fn fresh_store_is_empty_and_gets_the_current_schema_version() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     assert!(!store.has_accounts().unwrap());
-    assert_eq!(store.count_members().unwrap(), 0);
     assert!(store.outbox_scopes().unwrap().is_empty());
     assert_eq!(store.oldest_event_seq(1).unwrap(), None);
     assert_eq!(store.last_event_seq(1).unwrap(), None);
-    assert_eq!(store.scan_members().count(), 0);
+    assert!(store.event_blocks(1).unwrap().is_empty());
+    let log = store.read_org(1).unwrap();
+    assert!(log.manifest.is_none() && log.snapshot.is_empty() && log.journal.is_empty());
+    assert_eq!(log.last_seq(), 0);
+    assert_eq!(store.snapshot_manifest(1).unwrap(), None);
+    assert!(store.journal_seqs(1).unwrap().is_empty());
+    drop(store);
+
+    let db = open_raw(dir.path());
+    let version = db
+        .get(keys::SCHEMA_VERSION_KEY)
+        .unwrap()
+        .expect("version written");
+    assert_eq!(version.as_ref(), &2u32.to_be_bytes());
+    assert_eq!(SCHEMA_VERSION, 2);
 }
 
 #[test]
 fn a_large_batch_is_applied_together() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
+    let writes: Vec<MemberWrite> = (1..=2_000)
+        .map(|id| put(&member(id, 1, None, &format!("ext-{id}"))))
+        .collect();
     let mut batch = WriteBatch::new();
     assert!(batch.is_empty());
-    for id in 1..=2_000 {
-        batch.put_member(&member(id, 1, None, &format!("ext-{id}")));
-    }
-    batch.put_event(&event(1, 1));
-    assert_eq!(batch.len(), 2_000 * 3 + 1);
+    let bytes = batch.append_journal(1, 1, &writes);
+    assert!(bytes > 2_000 * 13, "{bytes}");
+    batch.put_event_block(1, &[event(1, 1), event(1, 2)]);
+    assert_eq!(batch.len(), 2);
 
     // Nothing of the batch is visible before it is applied.
-    assert_eq!(store.count_members().unwrap(), 0);
+    assert!(store.read_org(1).unwrap().journal.is_empty());
+    assert_eq!(store.last_event_seq(1).unwrap(), None);
     store.apply(batch).unwrap();
-    assert_eq!(store.count_members().unwrap(), 2_000);
+    assert_eq!(members_of(&store, 1).len(), 2_000);
 
     let store = reopen(store, dir.path());
-    assert_eq!(store.count_members().unwrap(), 2_000);
-    let scanned: Vec<Member> = store.scan_members().map(Result::unwrap).collect();
-    assert_eq!(scanned.len(), 2_000);
-    assert!(scanned.windows(2).all(|w| w[0].id < w[1].id));
-    assert_eq!(scanned[1_999], member(2_000, 1, None, "ext-2000"));
-    assert_eq!(
-        store.lookup_member_by_ext(1, None, "ext-1234").unwrap(),
-        Some(1_234)
-    );
-    assert_eq!(store.last_event_seq(1).unwrap(), Some(1));
+    let log = store.read_org(1).unwrap();
+    assert_eq!(log.journal_bytes, bytes as u64);
+    let members = members_of(&store, 1);
+    assert_eq!(members.len(), 2_000);
+    assert!(members.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(members[1_999], member(2_000, 1, None, "ext-2000"));
+    assert_eq!(store.last_event_seq(1).unwrap(), Some(2));
 }
 
 #[test]
 fn absent_records_are_not_found() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let err = store.get_member(7).unwrap_err();
-    assert!(err.is_not_found(), "{err:?}");
-    assert!(err.to_string().contains("member 7"), "{err}");
-    assert!(store.get_account(7).unwrap_err().is_not_found());
-    assert!(store.get_org(7).unwrap_err().is_not_found());
-    assert!(store.get_channel(7).unwrap_err().is_not_found());
-    assert!(store.get_scope(7).unwrap_err().is_not_found());
-    assert_eq!(store.lookup_member_by_ext(1, None, "x").unwrap(), None);
-    assert_eq!(store.lookup_username(1, "x").unwrap(), None);
+    for err in [
+        store.get_account(7).unwrap_err(),
+        store.get_org(7).unwrap_err(),
+        store.get_channel(7).unwrap_err(),
+        store.get_scope(7).unwrap_err(),
+        store.get_import_job(7).unwrap_err(),
+    ] {
+        assert!(err.is_not_found(), "{err:?}");
+        assert!(err.to_string().contains(" 7 not found"), "{err}");
+    }
 }
 
 #[test]
 fn corrupted_record_is_a_codec_error_not_not_found() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    apply(&store, |b| {
-        b.put_member(&member(7, 1, None, "a"));
-        b.put_member(&member(8, 1, None, "b"));
-    });
+    journal(&store, 1, 1, &[put(&member(7, 1, None, "a"))]);
+    journal(&store, 2, 1, &[put(&member(8, 2, None, "b"))]);
     store.flush().unwrap();
     drop(store);
 
-    // Garbage after a valid version byte, and a valid body behind an unknown version byte.
-    write_raw(dir.path(), &keys::member(7), &[1, 0xff, 0xff, 0x03]);
-    let mut future = unify_storage::codec::encode(&member(8, 1, None, "b"));
-    future[0] = 2;
-    write_raw(dir.path(), &keys::member(8), &future);
+    // A journal record cut short, and a valid one behind an unknown format version.
+    write_raw(dir.path(), &keys::journal(1, 1), &[1, 1, 0, 0, 0, 1, 7]);
+    write_raw(dir.path(), &keys::journal(2, 1), &[2, 0, 0, 0, 0]);
 
     let store = Store::open(dir.path()).unwrap();
-    for id in [7, 8] {
-        let err = store.get_member(id).unwrap_err();
-        assert!(matches!(err, StoreError::Codec(_)), "member {id}: {err:?}");
+    for org in [1, 2] {
+        let err = store.read_org(org).unwrap_err();
+        assert!(matches!(err, StoreError::Codec(_)), "org {org}: {err:?}");
         assert!(!err.is_not_found());
     }
-    assert!(store.members_of_org(1).is_err());
-    assert!(store.scan_members().any(|m| m.is_err()));
+    // A member whose bytes do not decode is reported when it is decoded.
+    journal(
+        &store,
+        3,
+        1,
+        &[MemberWrite::Put(StoredMember::from_bytes(&[1, 0xff]))],
+    );
+    let log = store.read_org(3).unwrap();
+    assert!(matches!(log.replay().unwrap_err(), StoreError::Codec(_)));
 
     // The same through the test hook, on a live store.
     store
@@ -290,36 +377,302 @@ fn corrupted_record_is_a_codec_error_not_not_found() {
 }
 
 #[test]
-fn index_entry_of_a_missing_member_is_corrupt() {
+fn journal_replays_puts_and_deletes_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    store
-        .raw_insert_for_tests(&keys::org_member(1, 42), &[])
+    let ann = member(1, 10, Some(20), "ann");
+    let bob = member(2, 10, None, "bob");
+    let mut ann_renamed = ann.clone();
+    ann_renamed.display_name = Some("Ann B.".into());
+    journal(&store, 10, 1, &[put(&ann), put(&bob)]);
+    // Within one record the later write wins: a put then a delete leaves nothing.
+    journal(&store, 10, 2, &[put(&ann_renamed), MemberWrite::Delete(2)]);
+    journal(&store, 10, 3, &[MemberWrite::Delete(1)]);
+    assert_eq!(members_of(&store, 10), Vec::<Member>::new());
+    let bob_again = member(2, 10, None, "bob-2");
+    journal(
+        &store,
+        10,
+        4,
+        &[put(&bob_again), put(&ann_renamed), MemberWrite::Delete(99)],
+    );
+    // Another org's journal does not leak into org 10's.
+    journal(&store, 11, 1, &[put(&member(3, 11, None, "carol"))]);
+    let store = reopen(store, dir.path());
+
+    let log = store.read_org(10).unwrap();
+    let seqs: Vec<u64> = log.journal.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
+    assert_eq!(log.journal[1].1[1], MemberWrite::Delete(2));
+    assert_eq!(log.last_seq(), 4);
+    assert_eq!(store.journal_seqs(10).unwrap(), vec![1, 2, 3, 4]);
+    assert_eq!(members_of(&store, 10), vec![ann_renamed, bob_again]);
+    assert_eq!(members_of(&store, 11).len(), 1);
+    assert!(members_of(&store, 12).is_empty());
+}
+
+#[test]
+fn a_snapshot_then_more_journal_records_read_back_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // Ids crossing byte boundaries.
+    let ids = [1, 255, 256, 257, 65_535, 65_536, 1 << 40];
+    let all: Vec<Member> = ids
+        .iter()
+        .map(|&id| member(id, 7, None, &format!("e{id}")))
+        .collect();
+    journal(&store, 7, 1, &all[..4].iter().map(put).collect::<Vec<_>>());
+    journal(&store, 7, 2, &all[4..].iter().map(put).collect::<Vec<_>>());
+    // The scope keeps journaling while the snapshot of seqs 1..=2 is written.
+    journal(&store, 7, 3, &[MemberWrite::Delete(256)]);
+    let manifest = store
+        .write_snapshot(7, 2, &mut all.iter().map(stored))
         .unwrap();
-    let err = store.members_of_org(1).unwrap_err();
+    assert_eq!(
+        (
+            manifest.generation,
+            manifest.upto,
+            manifest.chunks,
+            manifest.members
+        ),
+        (1, 2, 1, 7)
+    );
+    journal(&store, 7, 4, &[put(&member(2, 7, None, "late"))]);
+    let store = reopen(store, dir.path());
+
+    let log = store.read_org(7).unwrap();
+    assert_eq!(log.manifest, Some(manifest));
+    assert_eq!(store.snapshot_manifest(7).unwrap(), Some(manifest));
+    let snapshot: Vec<u64> = log
+        .snapshot
+        .iter()
+        .map(|s| s.identity().unwrap().0)
+        .collect();
+    assert_eq!(snapshot, ids);
+    let seqs: Vec<u64> = log.journal.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, vec![3, 4]);
+    assert_eq!(log.last_seq(), 4);
+    let replayed: Vec<u64> = members_of(&store, 7).iter().map(|m| m.id).collect();
+    assert_eq!(replayed, vec![1, 2, 255, 257, 65_535, 65_536, 1 << 40]);
+    assert_eq!(members_of(&store, 7)[0], all[0]);
+}
+
+#[test]
+fn write_snapshot_prunes_the_journal_and_the_previous_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // Large members, so that a snapshot takes several chunks (4 MiB each).
+    let big = |id: u64| {
+        let mut m = member(id, 1, None, &format!("ext-{id}"));
+        m.original_name = Some("x".repeat(1_000));
+        m
+    };
+    let first: Vec<Member> = (1..=5_000).map(big).collect();
+    for (i, part) in first.chunks(1_000).enumerate() {
+        journal(
+            &store,
+            1,
+            i as u64 + 1,
+            &part.iter().map(put).collect::<Vec<_>>(),
+        );
+    }
+    journal(&store, 2, 1, &[put(&member(9_000, 2, None, "other"))]);
+    let gen1 = store
+        .write_snapshot(1, 3, &mut first[..3_000].iter().map(stored))
+        .unwrap();
+    assert_eq!((gen1.generation, gen1.members), (1, 3_000));
+    assert!(gen1.chunks >= 1);
+    // Records 1..=3 are covered; 4 and 5 are not.
+    assert_eq!(store.journal_seqs(1).unwrap(), vec![4, 5]);
+    assert_eq!(members_of(&store, 1), first);
+
+    journal(&store, 1, 6, &[MemberWrite::Delete(1)]);
+    let gen2 = store
+        .write_snapshot(1, 6, &mut first[1..].iter().map(stored))
+        .unwrap();
+    assert_eq!((gen2.generation, gen2.upto, gen2.members), (2, 6, 4_999));
+    assert!(gen2.chunks >= 2, "{gen2:?}");
+    assert!(store.journal_seqs(1).unwrap().is_empty());
+    assert_eq!(members_of(&store, 1), first[1..]);
+    // Other orgs' journals are untouched.
+    assert_eq!(store.journal_seqs(2).unwrap(), vec![1]);
+
+    // Installing generation 2 removed every chunk of generation 1 in the same write.
+    let chunks = chunk_keys(store, dir.path(), 1);
+    let expected: Vec<(u64, u32)> = (0..gen2.chunks).map(|c| (2, c)).collect();
+    assert_eq!(chunks, expected);
+
+    let store = Store::open(dir.path()).unwrap();
+    let gen3 = store.write_snapshot(1, 6, &mut std::iter::empty()).unwrap();
+    assert_eq!((gen3.generation, gen3.chunks, gen3.members), (3, 0, 0));
+    assert!(members_of(&store, 1).is_empty());
+    assert!(chunk_keys(store, dir.path(), 1).is_empty());
+}
+
+#[test]
+fn leftover_chunks_of_an_interrupted_snapshot_are_ignored_and_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let ann = member(1, 5, None, "ann");
+    journal(&store, 5, 1, &[put(&ann)]);
+    store
+        .write_snapshot(5, 1, &mut [stored(&ann)].into_iter())
+        .unwrap();
+    let store = reopen(store, dir.path());
+    // Leftovers: a chunk of generation 1 beyond the manifest's count, and the first chunk of
+    // a generation 2 whose manifest was never written (the process stopped in between).
+    let framed = b"part of a snapshot";
+    store
+        .raw_insert_for_tests(&keys::snapshot_chunk(5, 1, 1), framed)
+        .unwrap();
+    store
+        .raw_insert_for_tests(&keys::snapshot_chunk(5, 2, 3), framed)
+        .unwrap();
+
+    let log = store.read_org(5).unwrap();
+    assert_eq!(log.snapshot, vec![stored(&ann)]);
+    assert_eq!(members_of(&store, 5), vec![ann.clone()]);
+    // The surplus chunk of the current generation is gone; a chunk of a newer generation may
+    // belong to a snapshot being written right now, so it stays until that generation is named.
+    assert_eq!(chunk_keys(store, dir.path(), 5), vec![(1, 0), (2, 3)]);
+
+    let store = Store::open(dir.path()).unwrap();
+    let gen2 = store
+        .write_snapshot(5, 1, &mut [stored(&ann)].into_iter())
+        .unwrap();
+    assert_eq!((gen2.generation, gen2.chunks), (2, 1));
+    assert_eq!(members_of(&store, 5), vec![ann]);
+    assert_eq!(chunk_keys(store, dir.path(), 5), vec![(2, 0)]);
+}
+
+#[test]
+fn a_missing_journal_record_is_corrupt_not_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    journal(&store, 1, 1, &[put(&member(1, 1, None, "a"))]);
+    journal(&store, 1, 3, &[put(&member(2, 1, None, "b"))]);
+    let err = store.read_org(1).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(!err.is_not_found());
+    assert!(err.to_string().contains("journal record 2"), "{err}");
+
+    // Also right after a snapshot: the journal must go on at upto + 1.
+    let ann = member(3, 2, None, "ann");
+    store
+        .write_snapshot(2, 4, &mut [stored(&ann)].into_iter())
+        .unwrap();
+    journal(&store, 2, 6, &[MemberWrite::Delete(3)]);
+    let err = store.read_org(2).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    journal(&store, 2, 5, &[]);
+    assert!(members_of(&store, 2).is_empty());
+
+    // And a chunk the manifest names but the store lacks.
+    let bob = member(4, 3, None, "bob");
+    store
+        .write_snapshot(3, 0, &mut [stored(&bob)].into_iter())
+        .unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let db = open_raw(dir.path());
+    db.remove(keys::snapshot_chunk(3, 1, 0)).unwrap();
+    db.flush().unwrap();
+    drop(db);
+    let store = Store::open(dir.path()).unwrap();
+    let err = store.read_org(3).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
 }
 
 #[test]
-fn newer_schema_version_is_refused() {
+fn events_are_read_across_blocks_from_any_seq() {
     let dir = tempfile::tempdir().unwrap();
-    drop(Store::open(dir.path()).unwrap());
-    write_raw(dir.path(), keys::SCHEMA_VERSION_KEY, &99u32.to_be_bytes());
+    let store = Store::open(dir.path()).unwrap();
+    let block = |scope_id: u64, seqs: std::ops::RangeInclusive<u64>| -> Vec<EventRecord> {
+        seqs.map(|seq| event(scope_id, seq)).collect()
+    };
+    apply(&store, |b| {
+        // Seqs crossing byte boundaries; blocks of neighbouring scopes around scope 3's.
+        for scope_id in [2, 3, 4] {
+            b.put_event_block(scope_id, &block(scope_id, 1..=3))
+                .put_event_block(scope_id, &block(scope_id, 4..=4))
+                .put_event_block(scope_id, &block(scope_id, 5..=300))
+                .put_event_block(scope_id, &block(scope_id, 301..=65_540));
+        }
+        // An empty block writes nothing.
+        b.put_event_block(9, &[]);
+    });
+    let store = reopen(store, dir.path());
+    let seqs = |after: u64, limit: usize| -> Vec<u64> {
+        let events = store.events_after(3, after, limit).unwrap();
+        assert!(events.iter().all(|e| e.scope_id == 3));
+        events.iter().map(|e| e.seq).collect()
+    };
 
-    let err = Store::open(dir.path()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::SchemaMismatch {
-                found: 99,
-                expected: SCHEMA_VERSION
-            }
-        ),
-        "{err:?}"
-    );
-    let message = err.to_string();
-    assert!(message.contains("99"), "{message}");
-    assert!(message.contains(&SCHEMA_VERSION.to_string()), "{message}");
+    assert_eq!(seqs(0, 100_000), (1..=65_540).collect::<Vec<_>>());
+    // `after` inside a block, at a block's end, and a limit that ends inside a later block.
+    assert_eq!(seqs(1, 4), vec![2, 3, 4, 5]);
+    assert_eq!(seqs(3, 2), vec![4, 5]);
+    assert_eq!(seqs(255, 3), vec![256, 257, 258]);
+    assert_eq!(seqs(299, 3), vec![300, 301, 302]);
+    assert_eq!(seqs(65_538, 10), vec![65_539, 65_540]);
+    assert!(seqs(65_540, 10).is_empty());
+    assert!(seqs(u64::MAX, 10).is_empty());
+    assert!(seqs(0, 0).is_empty());
+    assert!(store.events_after(9, 0, 10).unwrap().is_empty());
+    assert_eq!(store.events_after(3, 2, 1).unwrap(), vec![event(3, 3)]);
+
+    let spans: Vec<(u64, u64)> = store
+        .event_blocks(3)
+        .unwrap()
+        .iter()
+        .map(|s| (s.first, s.last))
+        .collect();
+    assert_eq!(spans, vec![(1, 3), (4, 4), (5, 300), (301, 65_540)]);
+    assert_eq!(store.oldest_event_seq(3).unwrap(), Some(1));
+    assert_eq!(store.last_event_seq(3).unwrap(), Some(65_540));
+
+    // Retention removes blocks from the front.
+    apply(&store, |b| {
+        b.delete_event_block(3, EventBlockSpan { first: 1, last: 3 })
+            .delete_event_block(3, EventBlockSpan { first: 4, last: 4 });
+    });
+    assert_eq!(store.oldest_event_seq(3).unwrap(), Some(5));
+    assert_eq!(seqs(0, 2), vec![5, 6]);
+    assert_eq!(store.oldest_event_seq(2).unwrap(), Some(1));
+}
+
+#[test]
+fn outbox_sorts_by_numeric_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let seqs = [65_536u64, 1, 256, 255, 2, 257];
+    apply(&store, |b| {
+        for seq in seqs {
+            b.put_outbox(&entry(3, seq));
+        }
+        b.put_outbox(&entry(256, 1)).put_outbox(&entry(1, 9));
+    });
+    let store = reopen(store, dir.path());
+
+    let head: Vec<u64> = store
+        .outbox_head(3, 4)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(head, vec![1, 2, 255, 256]);
+    assert_eq!(store.outbox_len(3).unwrap(), 6);
+    assert_eq!(store.outbox_scopes().unwrap(), vec![1, 3, 256]);
+
+    // Delivery removes from the front.
+    apply(&store, |b| {
+        b.delete_outbox(3, 1)
+            .delete_outbox(256, 1)
+            .delete_outbox(1, 9);
+    });
+    assert_eq!(store.outbox_head(3, 1).unwrap(), vec![entry(3, 2)]);
+    assert_eq!(store.outbox_len(3).unwrap(), 5);
+    assert_eq!(store.outbox_scopes().unwrap(), vec![3]);
 }
 
 #[test]
@@ -327,8 +680,8 @@ fn non_empty_store_without_schema_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     write_raw(
         dir.path(),
-        &keys::member(1),
-        &unify_storage::codec::encode(&member(1, 1, None, "a")),
+        &keys::account(1),
+        &unify_storage::codec::encode(&account(1)),
     );
     let err = Store::open(dir.path()).unwrap_err();
     assert!(
@@ -338,14 +691,31 @@ fn non_empty_store_without_schema_version_is_refused() {
 }
 
 #[test]
-fn schema_version_is_kept_across_reopen() {
+fn counters_catch_up_with_records_written_before_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.allocate_ids(IdKind::Member, 1).unwrap(), 1..2);
+    // Records whose ids the counters never handed out, as after a crash that lost the
+    // counter update but kept the records.
     apply(&store, |b| {
-        b.put_account(&account(1));
+        b.put_account(&account(70))
+            .put_org(&org(71, 70, Source::Maac))
+            .put_channel(&channel(72, 71))
+            .put_scope(&scope(73, &[300, 12]));
     });
     let store = reopen(store, dir.path());
-    assert_eq!(store.get_account(1).unwrap(), account(1));
+
+    assert!(store.allocate_ids(IdKind::Account, 1).unwrap().start > 70);
+    assert!(store.allocate_ids(IdKind::Org, 1).unwrap().start > 71);
+    assert!(store.allocate_ids(IdKind::Channel, 1).unwrap().start > 72);
+    assert!(store.allocate_ids(IdKind::Scope, 1).unwrap().start > 73);
+    assert!(store.allocate_ids(IdKind::UnifyKey, 1).unwrap().start > 300);
+
+    // Members have no keys to reconcile from: a scope raises their counter when it loads.
+    store.raise_counter(IdKind::Member, 500).unwrap();
+    store.raise_counter(IdKind::Member, 400).unwrap();
+    assert_eq!(store.counter_value(IdKind::Member).unwrap(), 500);
+    assert_eq!(store.allocate_ids(IdKind::Member, 1).unwrap(), 501..502);
 }
 
 #[test]
@@ -390,199 +760,6 @@ fn concurrent_allocations_are_disjoint() {
 }
 
 #[test]
-fn counters_catch_up_with_records_written_before_a_crash() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    assert_eq!(store.allocate_ids(IdKind::Member, 1).unwrap(), 1..2);
-    // Records whose ids the counters never handed out, as after a crash that lost the
-    // counter update but kept the records.
-    apply(&store, |b| {
-        b.put_member(&member(500, 1, None, "m"))
-            .put_account(&account(70))
-            .put_org(&org(71, 70, Source::Maac))
-            .put_channel(&channel(72, 71))
-            .put_scope(&scope(73, &[300, 12]));
-    });
-    let store = reopen(store, dir.path());
-
-    assert!(store.allocate_ids(IdKind::Member, 1).unwrap().start > 500);
-    assert!(store.allocate_ids(IdKind::Account, 1).unwrap().start > 70);
-    assert!(store.allocate_ids(IdKind::Org, 1).unwrap().start > 71);
-    assert!(store.allocate_ids(IdKind::Channel, 1).unwrap().start > 72);
-    assert!(store.allocate_ids(IdKind::Scope, 1).unwrap().start > 73);
-    assert!(store.allocate_ids(IdKind::UnifyKey, 1).unwrap().start > 300);
-}
-
-#[test]
-fn secondary_lookups_follow_put_and_delete() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let caac = member(1, 10, Some(20), "same-ext");
-    let maac = member(2, 10, None, "same-ext");
-    let other_channel = member(3, 10, Some(21), "same-ext");
-    let mut named = member(4, 10, Some(20), "named");
-    named.username = Some("bob".into());
-    apply(&store, |b| {
-        b.put_member(&caac)
-            .put_member(&maac)
-            .put_member(&other_channel)
-            .put_member(&named)
-            .put_username(10, "bob", 4);
-    });
-
-    assert_eq!(
-        store
-            .lookup_member_by_ext(10, Some(20), "same-ext")
-            .unwrap(),
-        Some(1)
-    );
-    assert_eq!(
-        store.lookup_member_by_ext(10, None, "same-ext").unwrap(),
-        Some(2)
-    );
-    assert_eq!(
-        store
-            .lookup_member_by_ext(10, Some(21), "same-ext")
-            .unwrap(),
-        Some(3)
-    );
-    assert_eq!(
-        store.lookup_member_by_ext(11, None, "same-ext").unwrap(),
-        None
-    );
-    assert_eq!(store.lookup_username(10, "bob").unwrap(), Some(4));
-    assert_eq!(store.lookup_username(11, "bob").unwrap(), None);
-
-    apply(&store, |b| {
-        b.delete_member(&caac).delete_member(&named);
-    });
-    assert_eq!(
-        store
-            .lookup_member_by_ext(10, Some(20), "same-ext")
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        store.lookup_member_by_ext(10, Some(20), "named").unwrap(),
-        None
-    );
-    assert_eq!(store.lookup_username(10, "bob").unwrap(), None);
-    assert!(store.get_member(1).unwrap_err().is_not_found());
-    assert_eq!(
-        store.lookup_member_by_ext(10, None, "same-ext").unwrap(),
-        Some(2)
-    );
-    let ids: Vec<u64> = store
-        .members_of_org(10)
-        .unwrap()
-        .iter()
-        .map(|m| m.id)
-        .collect();
-    assert_eq!(ids, vec![2, 3]);
-
-    apply(&store, |b| {
-        b.put_username(10, "carol", 3);
-    });
-    assert_eq!(store.lookup_username(10, "carol").unwrap(), Some(3));
-    apply(&store, |b| {
-        b.remove_username(10, "carol");
-    });
-    assert_eq!(store.lookup_username(10, "carol").unwrap(), None);
-}
-
-#[test]
-fn members_of_an_org_are_paged_in_id_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    apply(&store, |b| {
-        // Ids crossing byte boundaries, interleaved with another org's members.
-        for id in [1, 255, 256, 257, 65_535, 65_536, 1 << 40] {
-            b.put_member(&member(id, 7, None, &format!("e{id}")));
-            b.put_member(&member(id + 1_000_000_000_000, 8, None, &format!("e{id}")));
-        }
-    });
-
-    let mut seen = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.members_of_org_page(7, after, 3).unwrap();
-        assert!(page.len() <= 3);
-        let Some(last) = page.last() else { break };
-        after = last.id;
-        seen.extend(page.iter().map(|m| m.id));
-    }
-    assert_eq!(seen, vec![1, 255, 256, 257, 65_535, 65_536, 1 << 40]);
-    assert!(
-        store
-            .members_of_org_page(7, u64::MAX, 3)
-            .unwrap()
-            .is_empty()
-    );
-    assert!(store.members_of_org_page(7, 0, 0).unwrap().is_empty());
-    assert_eq!(store.members_of_org(8).unwrap().len(), 7);
-    assert!(store.members_of_org(9).unwrap().is_empty());
-}
-
-#[test]
-fn events_and_outbox_sort_by_numeric_seq() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let seqs = [65_536u64, 1, 256, 255, 2, 257];
-    apply(&store, |b| {
-        for seq in seqs {
-            b.put_event(&event(3, seq)).put_outbox(&entry(3, seq));
-            // Neighbouring scopes must not leak into scope 3's ranges.
-            b.put_event(&event(2, seq)).put_event(&event(4, seq));
-        }
-        b.put_outbox(&entry(256, 1)).put_outbox(&entry(1, 9));
-    });
-    let store = reopen(store, dir.path());
-
-    let sorted = [1u64, 2, 255, 256, 257, 65_536];
-    let events: Vec<u64> = store
-        .events_after(3, 0, 100)
-        .unwrap()
-        .iter()
-        .map(|e| e.seq)
-        .collect();
-    assert_eq!(events, sorted);
-    let events: Vec<u64> = store
-        .events_after(3, 255, 2)
-        .unwrap()
-        .iter()
-        .map(|e| e.seq)
-        .collect();
-    assert_eq!(events, vec![256, 257]);
-    assert!(store.events_after(3, 65_536, 10).unwrap().is_empty());
-    assert!(store.events_after(3, u64::MAX, 10).unwrap().is_empty());
-    assert_eq!(store.oldest_event_seq(3).unwrap(), Some(1));
-    assert_eq!(store.last_event_seq(3).unwrap(), Some(65_536));
-
-    let head: Vec<u64> = store
-        .outbox_head(3, 4)
-        .unwrap()
-        .iter()
-        .map(|e| e.seq)
-        .collect();
-    assert_eq!(head, vec![1, 2, 255, 256]);
-    assert_eq!(store.outbox_len(3).unwrap(), 6);
-    assert_eq!(store.outbox_scopes().unwrap(), vec![1, 3, 256]);
-
-    // Retention and delivery remove from the front.
-    apply(&store, |b| {
-        b.delete_event(3, 1)
-            .delete_event(3, 2)
-            .delete_outbox(3, 1)
-            .delete_outbox(256, 1)
-            .delete_outbox(1, 9);
-    });
-    assert_eq!(store.oldest_event_seq(3).unwrap(), Some(255));
-    assert_eq!(store.outbox_head(3, 1).unwrap(), vec![entry(3, 2)]);
-    assert_eq!(store.outbox_len(3).unwrap(), 5);
-    assert_eq!(store.outbox_scopes().unwrap(), vec![3]);
-}
-
-#[test]
 fn dead_letters_are_moved_and_requeued() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
@@ -622,6 +799,39 @@ fn deleted_scope_is_not_found() {
     assert_eq!(store.list_scopes().unwrap(), vec![scope(2, &[1])]);
 }
 
+#[test]
+fn newer_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    write_raw(dir.path(), keys::SCHEMA_VERSION_KEY, &99u32.to_be_bytes());
+
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::SchemaMismatch {
+                found: 99,
+                expected: SCHEMA_VERSION
+            }
+        ),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("99"), "{message}");
+    assert!(message.contains(&SCHEMA_VERSION.to_string()), "{message}");
+}
+
+#[test]
+fn schema_version_is_kept_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    apply(&store, |b| {
+        b.put_account(&account(1));
+    });
+    let store = reopen(store, dir.path());
+    assert_eq!(store.get_account(1).unwrap(), account(1));
+}
+
 #[tokio::test]
 async fn flush_async_makes_writes_durable() {
     let dir = tempfile::tempdir().unwrap();
@@ -633,93 +843,6 @@ async fn flush_async_makes_writes_durable() {
     drop(store);
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.get_account(1).unwrap(), account(1));
-}
-/// One step of the member model test.
-#[derive(Debug, Clone)]
-enum Op {
-    /// Creates or updates member `id` with the identity `(org, channel, ext)`.
-    Put {
-        id: u64,
-        org: u64,
-        channel: Option<u64>,
-        ext: u8,
-    },
-    /// Deletes member `id` if it exists.
-    Delete { id: u64 },
-    /// Flushes and reopens the store.
-    Reopen,
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        6 => (1..12u64, 1..3u64, proptest::option::of(1..3u64), 0..3u8)
-            .prop_map(|(id, org, channel, ext)| Op::Put { id, org, channel, ext }),
-        3 => (1..12u64).prop_map(|id| Op::Delete { id }),
-        1 => Just(Op::Reopen),
-    ]
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
-
-    /// Random member writes leave the by-ext index equal to a model of the live members.
-    #[test]
-    fn by_ext_index_matches_a_model(ops in proptest::collection::vec(op(), 1..40)) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let mut model: HashMap<u64, Member> = HashMap::new();
-
-        for op in ops {
-            match op {
-                Op::Put { id, org, channel, ext } => {
-                    let new = member(id, org, channel, &format!("ext{ext}"));
-                    // The engine never gives one identity to two members.
-                    let taken = model.values().any(|m| {
-                        m.id != id
-                            && (m.org_id, m.channel_id, &m.external_member_id)
-                                == (new.org_id, new.channel_id, &new.external_member_id)
-                    });
-                    if taken {
-                        continue;
-                    }
-                    let mut batch = WriteBatch::new();
-                    if let Some(old) = model.get(&id) {
-                        batch.delete_member(old);
-                    }
-                    batch.put_member(&new);
-                    store.apply(batch).unwrap();
-                    model.insert(id, new);
-                }
-                Op::Delete { id } => {
-                    if let Some(old) = model.remove(&id) {
-                        let mut batch = WriteBatch::new();
-                        batch.delete_member(&old);
-                        store.apply(batch).unwrap();
-                    }
-                }
-                Op::Reopen => store = reopen(store, dir.path()),
-            }
-        }
-
-        for org in 1..3 {
-            for channel in [None, Some(1), Some(2)] {
-                for ext in 0..3 {
-                    let ext = format!("ext{ext}");
-                    let expected = model
-                        .values()
-                        .find(|m| (m.org_id, m.channel_id, &m.external_member_id) == (org, channel, &ext))
-                        .map(|m| m.id);
-                    prop_assert_eq!(store.lookup_member_by_ext(org, channel, &ext).unwrap(), expected);
-                }
-            }
-            let mut expected: Vec<u64> =
-                model.values().filter(|m| m.org_id == org).map(|m| m.id).collect();
-            expected.sort_unstable();
-            let listed: Vec<u64> = store.members_of_org(org).unwrap().iter().map(|m| m.id).collect();
-            prop_assert_eq!(listed, expected);
-        }
-        prop_assert_eq!(store.count_members().unwrap(), model.len() as u64);
-    }
 }
 
 #[test]
@@ -763,4 +886,97 @@ fn delivery_state_and_outbox_ranges_survive_a_reopen() {
     );
     assert_eq!(store.dead_len(6).unwrap(), 1);
     assert_eq!(store.dead_len(8).unwrap(), 0);
+}
+
+/// One step of the member log model test.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Appends one journal record to `org`: per write, member `org * 100 + id` put with
+    /// external id `ext` (`Some`) or deleted (`None`).
+    Record {
+        org: u64,
+        writes: Vec<(u64, Option<u8>)>,
+    },
+    /// Writes a snapshot of `org` covering its journal up to `lag` records before the last.
+    Snapshot { org: u64, lag: u64 },
+    /// Flushes and reopens the store.
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let write = (1..8u64, proptest::option::of(0..3u8));
+    prop_oneof![
+        6 => (1..3u64, proptest::collection::vec(write, 0..4))
+            .prop_map(|(org, writes)| Op::Record { org, writes }),
+        2 => (1..3u64, 0..3u64).prop_map(|(org, lag)| Op::Snapshot { org, lag }),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Random journal records and snapshots (of a past state, as the scope writes them while
+    /// it keeps journaling) replay to a model of the live members.
+    #[test]
+    fn read_org_replays_to_a_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        // Per org: the members after each seq (index 0: before the first record).
+        let mut history: HashMap<u64, Vec<BTreeMap<u64, Member>>> = HashMap::new();
+        for org in 1..3 {
+            history.insert(org, vec![BTreeMap::new()]);
+        }
+
+        for op in ops {
+            match op {
+                Op::Record { org, writes } => {
+                    let states = history.get_mut(&org).unwrap();
+                    let mut state = states.last().unwrap().clone();
+                    let writes: Vec<MemberWrite> = writes
+                        .into_iter()
+                        .map(|(id, ext)| {
+                            let id = org * 100 + id;
+                            match ext {
+                                Some(ext) => {
+                                    let m = member(id, org, None, &format!("ext{ext}"));
+                                    state.insert(id, m.clone());
+                                    put(&m)
+                                }
+                                None => {
+                                    state.remove(&id);
+                                    MemberWrite::Delete(id)
+                                }
+                            }
+                        })
+                        .collect();
+                    journal(&store, org, states.len() as u64, &writes);
+                    states.push(state);
+                }
+                Op::Snapshot { org, lag } => {
+                    let states = &history[&org];
+                    let last = states.len() as u64 - 1;
+                    let covered = store.snapshot_manifest(org).unwrap().map_or(0, |m| m.upto);
+                    let upto = last.saturating_sub(lag).max(covered);
+                    let members = &states[upto as usize];
+                    let manifest = store
+                        .write_snapshot(org, upto, &mut members.values().map(stored))
+                        .unwrap();
+                    prop_assert_eq!(manifest.members, members.len() as u64);
+                }
+                Op::Reopen => store = reopen(store, dir.path()),
+            }
+        }
+
+        for org in 1..3 {
+            let states = &history[&org];
+            let expected: Vec<Member> = states.last().unwrap().values().cloned().collect();
+            prop_assert_eq!(members_of(&store, org), expected);
+            let log = store.read_org(org).unwrap();
+            prop_assert_eq!(log.last_seq(), states.len() as u64 - 1);
+            let upto = log.manifest.map_or(0, |m| m.upto);
+            let seqs = store.journal_seqs(org).unwrap();
+            prop_assert!(seqs.iter().all(|&s| s > upto), "{seqs:?} after {upto}");
+        }
+    }
 }

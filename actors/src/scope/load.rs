@@ -5,8 +5,7 @@ use std::collections::{HashMap, VecDeque};
 
 use ractor::ActorProcessingErr;
 use unify_storage::{
-    EventBlockSpan, Id, IdKind, MemberLog, MemberWrite, Org, ScopeRecord, Store, StoreError,
-    StoredMember,
+    EventBlockSpan, Id, IdKind, MemberLog, Org, ScopeRecord, Store, StoreError, StoredMember,
 };
 
 use super::OrgJournal;
@@ -46,8 +45,9 @@ pub(super) fn load(store: &Store, settings: &Settings, id: Id) -> Result<Loaded,
                 snapshotting: None,
             },
         );
-        members.extend(replay(log.snapshot, log.journal)?);
+        members.extend(log.replay()?);
     }
+    // Orgs' ids interleave in a scope of two orgs.
     members.sort_unstable_by_key(|(id, _)| *id);
     let read = started.elapsed();
     let decoded = decode_all(&settings.normalizer, members)?;
@@ -79,30 +79,6 @@ pub(super) fn load(store: &Store, settings: &Settings, id: Id) -> Result<Loaded,
         journals,
         event_blocks,
     })
-}
-
-/// Replays an org's journal over its snapshot: its members, in no particular order.
-fn replay(
-    snapshot: Vec<StoredMember>,
-    journal: Vec<(u64, Vec<MemberWrite>)>,
-) -> Result<Vec<(Id, StoredMember)>, StoreError> {
-    let mut members: HashMap<Id, StoredMember> = HashMap::with_capacity(snapshot.len());
-    for stored in snapshot {
-        members.insert(stored.identity()?.0, stored);
-    }
-    for (_, writes) in journal {
-        for write in writes {
-            match write {
-                MemberWrite::Put(stored) => {
-                    members.insert(stored.identity()?.0, stored);
-                }
-                MemberWrite::Delete(id) => {
-                    members.remove(&id);
-                }
-            }
-        }
-    }
-    Ok(members.into_iter().collect())
 }
 
 /// One member as a load keeps it.

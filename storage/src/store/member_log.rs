@@ -30,7 +30,10 @@ impl Store {
     }
 
     /// Deletes every snapshot chunk of `org_id` that `keep` does not name: leftovers of a
-    /// snapshot whose writing was interrupted.
+    /// snapshot whose writing was interrupted. Chunks of a newer generation than `keep`'s are
+    /// left alone: they may belong to a snapshot being written right now (by a scope actor
+    /// that was restarted or lost the org while its snapshot ran), which names them next;
+    /// should that write never finish, the next snapshot of that generation overwrites them.
     fn delete_stale_chunks(&self, org_id: Id, keep: Option<SnapshotManifest>) -> Result<()> {
         let prefix = keys::id_key(keys::SNAPSHOT_CHUNK, org_id);
         let mut batch = sled::Batch::default();
@@ -43,7 +46,9 @@ impl Store {
                 .and_then(|b| <[u8; 4]>::try_from(b).ok())
                 .map(u32::from_be_bytes)
                 .ok_or_else(|| StoreError::Corrupt(format!("snapshot chunk key {key:?}")))?;
-            let kept = keep.is_some_and(|m| m.generation == generation && chunk < m.chunks);
+            let current = keep.map_or(0, |m| m.generation);
+            let kept = generation > current
+                || keep.is_some_and(|m| m.generation == generation && chunk < m.chunks);
             if !kept {
                 batch.remove(key);
                 stale += 1;
@@ -143,8 +148,10 @@ impl MemberLog for Store {
             let framed = journal::frame_members(&chunk);
             manifest.members += chunk.len() as u64;
             manifest.bytes += framed.len() as u64;
-            self.db
-                .insert(keys::snapshot_chunk(org_id, generation, manifest.chunks), framed)?;
+            self.db.insert(
+                keys::snapshot_chunk(org_id, generation, manifest.chunks),
+                framed,
+            )?;
             manifest.chunks += 1;
             chunk.clear();
             chunk_bytes = 0;
