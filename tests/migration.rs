@@ -13,7 +13,10 @@ use unify::config::Config;
 /// Extracts the fixture into a fresh directory and returns it (its `data` child is the data dir).
 fn extract_fixture() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1-store.tar.gz");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/v1-store.tar.gz"
+    );
     let status = Command::new("tar")
         .arg("-xzf")
         .arg(fixture)
@@ -80,12 +83,17 @@ async fn a_version_1_store_is_migrated_and_reads_as_before() {
                 assert_eq!(setting, want["setting"], "round {round}, org {org}");
                 let mut members = list_all(&server, &root, org).await;
                 members.retain(|m| {
-                    !m["external_member_id"].as_str().is_some_and(|e| e.starts_with("after-"))
+                    !m["external_member_id"]
+                        .as_str()
+                        .is_some_and(|e| e.starts_with("after-"))
                 });
                 assert_eq!(&Value::from(members.clone()), &want["members"], "org {org}");
                 for member in &members {
                     // Members created by the earlier round are not in the old build's answers.
-                    if member["external_member_id"].as_str().is_some_and(|e| e.starts_with("after-")) {
+                    if member["external_member_id"]
+                        .as_str()
+                        .is_some_and(|e| e.starts_with("after-"))
+                    {
                         continue;
                     }
                     let id = member["id"].as_u64().unwrap();

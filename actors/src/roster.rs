@@ -166,14 +166,20 @@ impl Roster {
         let old_username = match previous {
             Some(old) => old.stored.member().ok().and_then(|m| m.username),
             None => {
-                let hash =
-                    self.hasher
-                        .hash_one((member.org_id, member.channel_id, member.external_member_id.as_str()));
+                let hash = self.hasher.hash_one((
+                    member.org_id,
+                    member.channel_id,
+                    member.external_member_id.as_str(),
+                ));
                 let hasher = &self.hasher;
                 let members = &self.members;
                 self.identities.insert_unique(hash, id, |&other| {
                     let e = &members[&other];
-                    let ext = e.stored.identity().map(|(_, _, _, x)| x).unwrap_or_default();
+                    let ext = e
+                        .stored
+                        .identity()
+                        .map(|(_, _, _, x)| x)
+                        .unwrap_or_default();
                     hasher.hash_one((e.org_id, e.channel_id, ext))
                 });
                 None
@@ -184,7 +190,8 @@ impl Roster {
                 self.usernames.remove(&(member.org_id, old.into()));
             }
             if let Some(new) = &member.username {
-                self.usernames.insert((member.org_id, new.as_str().into()), id);
+                self.usernames
+                    .insert((member.org_id, new.as_str().into()), id);
             }
         }
     }
@@ -275,7 +282,10 @@ mod tests {
         // The view published before is unchanged.
         assert_eq!(view.len(), 2);
         assert_eq!(view.member(1, 6).unwrap().unwrap().profile_id, 6);
-        assert_eq!(view.member(1, 6).unwrap().unwrap().username.as_deref(), Some("bee"));
+        assert_eq!(
+            view.member(1, 6).unwrap().unwrap().username.as_deref(),
+            Some("bee")
+        );
         assert!(view.member(9, 6).is_none());
         let now = roster.view();
         assert_eq!(now.member(1, 6).unwrap().unwrap().profile_id, 5);

@@ -128,7 +128,11 @@ impl Job {
 
     /// Returns this job with the moves `running` has not published yet added to its own.
     fn absorb(self, running: Job) -> Job {
-        let mut moves: Vec<Move> = self.remaining.into_iter().chain(running.remaining).collect();
+        let mut moves: Vec<Move> = self
+            .remaining
+            .into_iter()
+            .chain(running.remaining)
+            .collect();
         moves.sort_by_key(|m| m.member);
         moves.dedup_by_key(|m| m.member);
         Job::new(self.kind, moves)
@@ -180,7 +184,8 @@ impl Actor for Scope {
         let id = args.scope_id;
         // Loading reads, decodes and partitions every member: blocking work, kept off the
         // runtime.
-        let loaded = tokio::task::spawn_blocking(move || load::load(&store, &settings, id)).await??;
+        let loaded =
+            tokio::task::spawn_blocking(move || load::load(&store, &settings, id)).await??;
         let job = loaded.record.pending_job.as_ref().map(|pending| {
             // The moves of the interrupted job are not known any more: every member is
             // published again under the partition rebuilt from the stored members.
@@ -201,9 +206,7 @@ impl Actor for Scope {
         args.status
             .members
             .store(loaded.unifier.len() as u64, Ordering::Release);
-        args.status
-            .view
-            .store(Some(Arc::new(loaded.roster.view())));
+        args.status.view.store(Some(Arc::new(loaded.roster.view())));
         Ok(ScopeState {
             id,
             store: args.store,
@@ -269,7 +272,10 @@ impl Actor for Scope {
                 external_member_id,
                 reply,
             } => {
-                let result = match state.roster.identity(org_id, channel_id, &external_member_id) {
+                let result = match state
+                    .roster
+                    .identity(org_id, channel_id, &external_member_id)
+                {
                     Some(id) => state.member(id).map(Some),
                     None => Ok(None),
                 };
@@ -469,9 +475,7 @@ impl ScopeState {
         }
         // Published before anything is answered: a caller that gets its reply sees its write
         // in the view, and one that then subscribes does not receive this batch's events live.
-        self.status
-            .view
-            .store(Some(Arc::new(self.roster.view())));
+        self.status.view.store(Some(Arc::new(self.roster.view())));
         let has_events = !pending.events.is_empty();
         self.hub.publish(self.id, pending.events);
         self.status
@@ -521,8 +525,12 @@ impl ScopeState {
                 continue;
             }
             journal.snapshotting = Some(journal.since_snapshot);
-            let (store, view, myself, upto) =
-                (self.store.clone(), view.clone(), myself.clone(), journal.seq);
+            let (store, view, myself, upto) = (
+                self.store.clone(),
+                view.clone(),
+                myself.clone(),
+                journal.seq,
+            );
             let scope_id = self.id;
             tokio::task::spawn_blocking(move || {
                 let started = std::time::Instant::now();

@@ -291,7 +291,10 @@ impl fmt::Display for Problem {
                 "org {org_id}: its snapshot or journal holds member {member_id} of org {member_org_id}"
             ),
             Problem::OrgLogCorrupt { org_id, message } => {
-                write!(f, "org {org_id}: the snapshot or journal is corrupt: {message}")
+                write!(
+                    f,
+                    "org {org_id}: the snapshot or journal is corrupt: {message}"
+                )
             }
             Problem::CounterBehind {
                 kind,
@@ -302,7 +305,10 @@ impl fmt::Display for Problem {
                 "the {kind} id counter is at {counter} but {kind} {in_use} exists"
             ),
             Problem::EventBlocksInconsistent { scope_id, message } => {
-                write!(f, "scope {scope_id}: event blocks are inconsistent: {message}")
+                write!(
+                    f,
+                    "scope {scope_id}: event blocks are inconsistent: {message}"
+                )
             }
             Problem::StaleLinkValues {
                 member_id,
@@ -611,9 +617,15 @@ fn check_event_blocks(
     let mut previous: Option<u64> = None;
     for block in store.event_blocks(scope.id)? {
         let message = if block.first > block.last {
-            Some(format!("block {}..={} is reversed", block.first, block.last))
+            Some(format!(
+                "block {}..={} is reversed",
+                block.first, block.last
+            ))
         } else if previous.is_some_and(|p| block.first <= p) {
-            Some(format!("block {}..={} overlaps the one before", block.first, block.last))
+            Some(format!(
+                "block {}..={} overlaps the one before",
+                block.first, block.last
+            ))
         } else if block.last > scope.last_seq {
             Some(format!(
                 "block {}..={} runs past the last seq {}",
@@ -687,7 +699,8 @@ impl Rebuild {
 
     fn add(&mut self, normalizer: &Normalizer, history: &History) {
         let links = |member: &Member, stored: &MemberLinks| {
-            fresh_links(normalizer, stored.clone()).unwrap_or_else(|| member_links(normalizer, member))
+            fresh_links(normalizer, stored.clone())
+                .unwrap_or_else(|| member_links(normalizer, member))
         };
         for write in &history.writes {
             match write {
@@ -724,9 +737,10 @@ impl Rebuild {
         let full = Unifier::from_members(self.keys, limits, self.members);
         let mut mismatches = 0;
         for member_id in ids {
-            let (Some(stored), Some(expected)) =
-                (incremental.profile_of(member_id), full.profile_of(member_id))
-            else {
+            let (Some(stored), Some(expected)) = (
+                incremental.profile_of(member_id),
+                full.profile_of(member_id),
+            ) else {
                 continue;
             };
             if stored == expected {

@@ -1,6 +1,6 @@
-//! Loading a scope from the linking values persisted in the org-members index: they are
-//! trusted only under the normalizer configuration that made them, entries written before they
-//! existed still load, and `verify` checks them against a fresh normalization.
+//! Loading a scope from the linking values persisted with each member in its org's snapshot and
+//! journal: they are trusted only under the normalizer configuration that made them, members
+//! migrated without them still load, and `verify` checks them against a fresh normalization.
 
 mod common;
 
@@ -13,7 +13,7 @@ use unify_actors::ops::NewMember;
 use unify_actors::runtime::Runtime;
 use unify_actors::settings::Settings;
 use unify_actors::verify::{Problem, verify};
-use unify_storage::{Id, MemberLinks, Store, WriteBatch, keys};
+use unify_storage::{Id, MemberLinks, MemberLog, MemberWrite, Store, StoredMember, WriteBatch};
 
 fn settings() -> Settings {
     Settings {
@@ -79,13 +79,10 @@ async fn members_are_written_with_their_linking_values() {
     let dir = tempfile::tempdir().unwrap();
     let (org, a, _) = two_taiwan_mobiles(dir.path()).await;
     let store = Store::open(dir.path()).unwrap();
-    let entries: Vec<_> = store
-        .org_member_entries(org, 0..=Id::MAX)
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(entries.len(), 2);
-    let links = entries[0].links.as_ref().expect("linking values persisted");
-    assert_eq!(entries[0].profile_id, Some(a));
+    let members = store.read_org(org).unwrap().replay().unwrap();
+    assert_eq!(members.len(), 2);
+    let (member, links) = members[&a].decode().unwrap();
+    assert_eq!(member.external_member_id, "a");
     assert_eq!(links.normalizer, Normalizer::default().fingerprint());
     assert_eq!(
         links.values[Attribute::DisplayMobile.index()].as_deref(),
@@ -95,6 +92,31 @@ async fn members_are_written_with_their_linking_values() {
         links.values[Attribute::ExternalMemberId.index()].as_deref(),
         Some("a")
     );
+}
+
+/// Appends `members` (with `links`) as the next journal record of `org`, as a scope would.
+fn journal_with_links(
+    store: &Store,
+    org: Id,
+    members: &[unify_storage::Member],
+    links: &[MemberLinks],
+) {
+    let seq = store.read_org(org).unwrap().last_seq() + 1;
+    let writes: Vec<MemberWrite> = members
+        .iter()
+        .zip(links)
+        .map(|(m, l)| MemberWrite::Put(StoredMember::new(m, l)))
+        .collect();
+    let mut batch = WriteBatch::new();
+    batch.append_journal(org, seq, &writes);
+    store.apply(batch).unwrap();
+    store.flush().unwrap();
+}
+
+/// Returns members `ids` of `org` as the store holds them.
+fn stored_members(store: &Store, org: Id, ids: &[Id]) -> Vec<unify_storage::Member> {
+    let members = store.read_org(org).unwrap().replay().unwrap();
+    ids.iter().map(|id| members[id].member().unwrap()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,18 +150,19 @@ async fn persisted_linking_values_are_recomputed_when_the_normalizer_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn entries_written_before_linking_values_still_load() {
+async fn members_migrated_without_linking_values_still_load() {
     let dir = tempfile::tempdir().unwrap();
     let (org, a, b) = two_taiwan_mobiles(dir.path()).await;
     {
-        // The org-members entries of earlier stores are empty.
+        // The migration from schema version 1 writes members whose org-members entry held no
+        // linking values with empty ones under fingerprint 0.
         let store = Store::open(dir.path()).unwrap();
-        for id in [a, b] {
-            store
-                .raw_insert_for_tests(&keys::org_member(org, id), &[])
-                .unwrap();
-        }
-        store.flush().unwrap();
+        let empty = MemberLinks {
+            normalizer: 0,
+            values: Vec::new(),
+        };
+        let members = stored_members(&store, org, &[a, b]);
+        journal_with_links(&store, org, &members, &[empty.clone(), empty]);
         assert_verified(&store);
     }
     let rt = boot(dir.path(), settings()).await;
@@ -151,7 +174,7 @@ async fn entries_written_before_linking_values_still_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_checks_persisted_values_against_a_fresh_normalization() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, a, b) = two_taiwan_mobiles(dir.path()).await;
+    let (org, a, b) = two_taiwan_mobiles(dir.path()).await;
     let store = Store::open(dir.path()).unwrap();
     let normalizer = Normalizer::default();
     let mut values = vec![None; 6];
@@ -161,15 +184,13 @@ async fn verify_checks_persisted_values_against_a_fresh_normalization() {
         normalizer: normalizer.fingerprint(),
         values,
     };
-    let mut batch = WriteBatch::new();
-    batch.put_member_linked(&store.get_member(a).unwrap(), &wrong);
     // Values under another configuration are not trusted, so they are no problem.
     let other = MemberLinks {
         normalizer: normalizer.fingerprint() ^ 1,
         values: vec![None; 6],
     };
-    batch.put_member_linked(&store.get_member(b).unwrap(), &other);
-    store.apply(batch).unwrap();
+    let members = stored_members(&store, org, &[a, b]);
+    journal_with_links(&store, org, &members, &[wrong, other]);
 
     let report = verify(&store, &normalizer, Default::default()).unwrap();
     assert_eq!(
@@ -182,4 +203,52 @@ async fn verify_checks_persisted_values_against_a_fresh_normalization() {
         }],
         "{report}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_under_another_fingerprint_are_recomputed_and_current_ones_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (org, a, b) = two_taiwan_mobiles(dir.path()).await;
+    let fingerprint = Normalizer::default().fingerprint();
+    // Values that keep a and b apart (distinct mobiles).
+    let apart = |normalizer: u64, mobile: &str, ext: &str| {
+        let mut values = vec![None; 6];
+        values[Attribute::DisplayMobile.index()] = Some(mobile.to_owned());
+        values[Attribute::ExternalMemberId.index()] = Some(ext.to_owned());
+        MemberLinks { normalizer, values }
+    };
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let members = stored_members(&store, org, &[a, b]);
+        journal_with_links(
+            &store,
+            org,
+            &members,
+            &[
+                apart(fingerprint ^ 1, "+1", "a"),
+                apart(fingerprint ^ 1, "+2", "b"),
+            ],
+        );
+    }
+    // Stale: recomputed from the members, which share a number.
+    let rt = boot(dir.path(), settings()).await;
+    assert_eq!(rt.get_member(org, b).await.unwrap().profile_id, a);
+    rt.shutdown().await.unwrap();
+    drop(rt);
+
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let members = stored_members(&store, org, &[a, b]);
+        journal_with_links(
+            &store,
+            org,
+            &members,
+            &[apart(fingerprint, "+1", "a"), apart(fingerprint, "+2", "b")],
+        );
+    }
+    // Current: trusted as they are (verify would flag them), so the members load apart.
+    let rt = boot(dir.path(), settings()).await;
+    assert_eq!(rt.get_member(org, b).await.unwrap().profile_id, b);
+    assert_eq!(rt.get_member(org, a).await.unwrap().profile_id, a);
+    rt.shutdown().await.unwrap();
 }

@@ -551,7 +551,10 @@ async fn work_beyond_the_bound_is_refused_as_overloaded() {
         }
     }
     assert!(overloaded > 0, "64 concurrent creates against a bound of 4");
-    assert_eq!(rt.list_members(w.caac, 0, 1000).await.unwrap().len(), created);
+    assert_eq!(
+        rt.list_members(w.caac, 0, 1000).await.unwrap().len(),
+        created
+    );
     rt.shutdown().await.unwrap();
 }
 

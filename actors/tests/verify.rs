@@ -5,7 +5,7 @@
 use tempfile::TempDir;
 use unify_actors::engine::{Limits, Normalizer, Unifier};
 use unify_actors::links::{member_links, scope_keys, stored_links};
-use unify_actors::verify::{MAX_MISMATCHES_PER_SCOPE, Problem, VerifyReport, verify};
+use unify_actors::verify::{Problem, VerifyReport, verify};
 use unify_storage::{
     Channel, EventRecord, Id, IdKind, JobKind, Member, MemberLinks, MemberLog, MemberWrite, Org,
     PendingJob, ScopeRecord, Source, Store, StoreError, StoredMember, UnifyKeyRecord, WriteBatch,

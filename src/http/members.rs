@@ -99,14 +99,16 @@ async fn list_members(
             "limit must be between 1 and {MAX_LIMIT}"
         )));
     }
-    let page = state.runtime.find_members(
-        org.id,
-        q.channel_id,
-        q.external_member_id.as_deref(),
-        q.after.unwrap_or(0),
-        limit,
-    )
-    .await?;
+    let page = state
+        .runtime
+        .find_members(
+            org.id,
+            q.channel_id,
+            q.external_member_id.as_deref(),
+            q.after.unwrap_or(0),
+            limit,
+        )
+        .await?;
     let next_after = (page.len() == limit)
         .then(|| page.last().map(|m| m.id))
         .flatten();

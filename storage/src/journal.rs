@@ -124,7 +124,10 @@ pub trait MemberLog {
 
 /// Returns the framed form of `writes` (a journal record).
 pub(crate) fn frame(writes: &[MemberWrite]) -> Vec<u8> {
-    let mut out = framed(writes.len(), writes.iter().map(MemberWrite::framed_len).sum());
+    let mut out = framed(
+        writes.len(),
+        writes.iter().map(MemberWrite::framed_len).sum(),
+    );
     for write in writes {
         match write {
             MemberWrite::Put(stored) => push_put(&mut out, stored),
@@ -268,6 +271,12 @@ mod tests {
         let members = vec![stored(2), stored(3)];
         let chunk = frame_members(&members);
         let back: Vec<_> = unframe(&chunk).unwrap();
-        assert_eq!(back, members.into_iter().map(MemberWrite::Put).collect::<Vec<_>>());
+        assert_eq!(
+            back,
+            members
+                .into_iter()
+                .map(MemberWrite::Put)
+                .collect::<Vec<_>>()
+        );
     }
 }

@@ -17,7 +17,7 @@ pub mod stored_member;
 
 pub use codec::FORMAT_VERSION;
 pub use error::{Result, StoreError};
-pub use records::*;
 pub use journal::{MemberLog, MemberWrite, OrgLog, SnapshotManifest};
+pub use records::*;
 pub use store::{AcceptedEvent, EventBlockSpan, LinkCode, SCHEMA_VERSION, Store, WriteBatch};
 pub use stored_member::StoredMember;

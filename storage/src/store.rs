@@ -76,6 +76,9 @@ pub struct Store {
     db: sled::Db,
     /// Directory of the database, kept for diagnostics.
     path: Arc<PathBuf>,
+    /// Held while a snapshot is written, so that two writers (a scope's task and the task of
+    /// the scope's previous incarnation) never write one generation at once.
+    snapshots: Arc<std::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for Store {
@@ -102,6 +105,7 @@ impl Store {
         let store = Store {
             db,
             path: Arc::new(path.to_path_buf()),
+            snapshots: Arc::default(),
         };
         store.check_schema()?;
         store.reconcile_counters()?;

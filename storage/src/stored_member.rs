@@ -95,7 +95,10 @@ impl StoredMember {
 struct MemberRef<'a>(&'a Member);
 
 impl Serialize for MemberRef<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
         if self.0.profile_id == 0 {
             return self.0.serialize(serializer);
         }
@@ -136,8 +139,12 @@ impl<'a> Cursor<'a> {
     fn varint(&mut self) -> Option<u64> {
         match self.byte()? {
             b @ 0..=250 => Some(u64::from(b)),
-            251 => Some(u64::from(u16::from_le_bytes(self.take(2)?.try_into().ok()?))),
-            252 => Some(u64::from(u32::from_le_bytes(self.take(4)?.try_into().ok()?))),
+            251 => Some(u64::from(u16::from_le_bytes(
+                self.take(2)?.try_into().ok()?,
+            ))),
+            252 => Some(u64::from(u32::from_le_bytes(
+                self.take(4)?.try_into().ok()?,
+            ))),
             253 => Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?)),
             _ => None,
         }
@@ -182,7 +189,10 @@ mod tests {
             for channel in [None, Some(1), Some(300), Some(1 << 40)] {
                 let ext = "Ü-é".repeat((id % 300) as usize + 1);
                 let stored = StoredMember::new(&member(id, channel, &ext), &links);
-                assert_eq!(stored.identity().unwrap(), (id, 70_000, channel, ext.as_str()));
+                assert_eq!(
+                    stored.identity().unwrap(),
+                    (id, 70_000, channel, ext.as_str())
+                );
                 let (back, back_links) = stored.decode().unwrap();
                 assert_eq!(back.profile_id, id, "profile ids are not stored");
                 assert_eq!(back.external_member_id, ext);

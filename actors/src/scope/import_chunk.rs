@@ -118,9 +118,7 @@ impl ScopeState {
             let links = stored_links(&self.settings.normalizer, &chunk.members[i].links);
             let stored = StoredMember::new(&member, &links);
             self.roster.put(&member, stored.clone());
-            self.pending
-                .writes
-                .push((org_id, MemberWrite::Put(stored)));
+            self.pending.writes.push((org_id, MemberWrite::Put(stored)));
         }
         let mut moves: Vec<Move> = moved
             .into_iter()

@@ -26,7 +26,11 @@ pub(super) struct Loaded {
 
 /// Loads scope `id`. Members are decoded on all cores; only those whose stored linking values
 /// were normalized under another configuration are normalized again.
-pub(super) fn load(store: &Store, settings: &Settings, id: Id) -> Result<Loaded, ActorProcessingErr> {
+pub(super) fn load(
+    store: &Store,
+    settings: &Settings,
+    id: Id,
+) -> Result<Loaded, ActorProcessingErr> {
     let started = std::time::Instant::now();
     let record = store.get_scope(id)?;
     let keys = scope_keys(&record)?;

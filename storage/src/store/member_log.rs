@@ -101,8 +101,7 @@ impl MemberLog for Store {
         let upto = manifest.map_or(0, |m| m.upto);
         let from = keys::journal(org_id, upto.saturating_add(1));
         let to = keys::journal(org_id, u64::MAX);
-        let mut expected = upto + 1;
-        for item in self.db.range(from..=to) {
+        for (expected, item) in (upto + 1..).zip(self.db.range(from..=to)) {
             let (key, value) = item?;
             let seq = keys::read_u64(&key, 9)?;
             if seq != expected {
@@ -110,7 +109,6 @@ impl MemberLog for Store {
                     "org {org_id}: journal record {expected} is missing (found {seq})"
                 )));
             }
-            expected += 1;
             log.journal_bytes += value.len() as u64;
             log.journal.push((seq, journal::unframe(&value)?));
         }
@@ -124,6 +122,11 @@ impl MemberLog for Store {
         upto: u64,
         members: &mut dyn Iterator<Item = StoredMember>,
     ) -> Result<SnapshotManifest> {
+        // A poisoned lock only means another writer panicked; its leftovers are overwritten.
+        let _writing = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let previous = self.snapshot_manifest(org_id)?;
         let generation = previous.map_or(1, |m| m.generation + 1);
         let mut manifest = SnapshotManifest {
