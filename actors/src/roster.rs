@@ -90,8 +90,9 @@ impl MemberView {
 #[derive(Debug, Default)]
 pub struct Roster {
     members: OrdMap<Id, Entry>,
-    /// Member ids by hash of `(org, channel, external id)`, compared against the member itself.
-    identities: HashTable<Id>,
+    /// `(hash, member id)` by hash of `(org, channel, external id)`, compared against the
+    /// member itself; the hash is kept so that growing the table reads no member.
+    identities: HashTable<(u64, Id)>,
     hasher: DefaultHashBuilder,
     usernames: HashMap<(Id, Box<str>), Id>,
 }
@@ -100,6 +101,14 @@ impl Roster {
     /// Returns an empty roster.
     pub fn new() -> Roster {
         Roster::default()
+    }
+
+    /// Returns an empty roster with room for the lookups of `members` members.
+    pub fn with_capacity(members: usize) -> Roster {
+        Roster {
+            identities: HashTable::with_capacity(members),
+            ..Roster::default()
+        }
     }
 
     /// Returns the view readers get: the members as they are now.
@@ -133,8 +142,10 @@ impl Roster {
     pub fn identity(&self, org_id: Id, channel_id: Option<Id>, ext: &str) -> Option<Id> {
         let hash = self.hasher.hash_one((org_id, channel_id, ext));
         self.identities
-            .find(hash, |id| self.holds(*id, org_id, channel_id, ext))
-            .copied()
+            .find(hash, |&(h, id)| {
+                h == hash && self.holds(id, org_id, channel_id, ext)
+            })
+            .map(|&(_, id)| id)
     }
 
     /// Returns the member holding `username` in org `org_id`.
@@ -171,17 +182,7 @@ impl Roster {
                     member.channel_id,
                     member.external_member_id.as_str(),
                 ));
-                let hasher = &self.hasher;
-                let members = &self.members;
-                self.identities.insert_unique(hash, id, |&other| {
-                    let e = &members[&other];
-                    let ext = e
-                        .stored
-                        .identity()
-                        .map(|(_, _, _, x)| x)
-                        .unwrap_or_default();
-                    hasher.hash_one((e.org_id, e.channel_id, ext))
-                });
+                self.identities.insert_unique(hash, (hash, id), |&(h, _)| h);
                 None
             }
         };
@@ -210,7 +211,7 @@ impl Roster {
         let entry = self.members.get(&id)?.clone();
         let (_, org, channel, ext) = entry.stored.identity().ok()?;
         let hash = self.hasher.hash_one((org, channel, ext));
-        if let Ok(found) = self.identities.find_entry(hash, |&other| other == id) {
+        if let Ok(found) = self.identities.find_entry(hash, |&(_, other)| other == id) {
             found.remove();
         }
         if let Ok(member) = entry.stored.member()

@@ -55,16 +55,19 @@ pub(super) fn load(
     members.sort_unstable_by_key(|(id, _)| *id);
     let read = started.elapsed();
     let decoded = decode_all(&settings.normalizer, members)?;
-    let unifier = Unifier::from_members(
-        keys,
-        settings.limits,
-        decoded.iter().map(|d| (d.id, d.links.clone())),
-    );
-    let mut roster = Roster::new();
+    let decode = started.elapsed();
+    let mut links = Vec::with_capacity(decoded.len());
+    let mut rest = Vec::with_capacity(decoded.len());
     for d in decoded {
-        let mut member = d.member;
+        links.push((d.id, d.links));
+        rest.push((d.member, d.stored));
+    }
+    let unifier = Unifier::from_members(keys, settings.limits, links);
+    let partition = started.elapsed();
+    let mut roster = Roster::with_capacity(rest.len());
+    for (mut member, stored) in rest {
         member.profile_id = unifier.profile_of(member.id).unwrap_or(member.id);
-        roster.put(&member, d.stored);
+        roster.put(&member, stored);
     }
     store.raise_counter(IdKind::Member, roster.max_id())?;
     let event_blocks = store.event_blocks(id)?;
@@ -72,6 +75,8 @@ pub(super) fn load(
         scope_id = id,
         members = unifier.len(),
         read_ms = read.as_millis() as u64,
+        decode_ms = decode.as_millis() as u64,
+        partition_ms = partition.as_millis() as u64,
         total_ms = started.elapsed().as_millis() as u64,
         "scope loaded"
     );
