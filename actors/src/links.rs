@@ -60,6 +60,12 @@ pub fn fresh_links(normalizer: &Normalizer, stored: MemberLinks) -> Option<LinkV
     Some(LinkValues(values))
 }
 
+/// Returns a stored member's linking values: the stored ones when they are fresh, else a new
+/// normalization of the member.
+pub fn current_links(normalizer: &Normalizer, member: &Member, stored: MemberLinks) -> LinkValues {
+    fresh_links(normalizer, stored).unwrap_or_else(|| member_links(normalizer, member))
+}
+
 /// Returns the engine key set of a stored scope; a stored attribute the engine does not know
 /// is reported, never skipped.
 pub fn scope_keys(scope: &ScopeRecord) -> Result<KeySet, ScopeKeysError> {

@@ -21,7 +21,7 @@ use unify_storage::{
 };
 
 use crate::engine::{Attribute, KeySet, Limits, LinkValues, Normalizer, Unifier};
-use crate::links::{ScopeKeysError, fresh_links, member_links, scope_keys};
+use crate::links::{ScopeKeysError, current_links, fresh_links, member_links, scope_keys};
 
 /// Partition mismatches reported one by one per scope; the rest of a scope's mismatches are
 /// summed up in one [`Problem::MoreProfileMismatches`], so that a scope whose partition is
@@ -371,7 +371,13 @@ pub fn verify(
     let mut members = 0;
     let mut channels = ChannelOrgs::default();
     let mut max_member = 0;
-    for &org_id in orgs.keys() {
+    // The orgs with a record and those with members stored without one (each such member is
+    // reported as having a missing org).
+    let mut org_ids: Vec<Id> = orgs.keys().copied().collect();
+    org_ids.extend(store.logged_orgs()?);
+    org_ids.sort_unstable();
+    org_ids.dedup();
+    for org_id in org_ids {
         let log = match store.read_org(org_id) {
             Ok(log) => log,
             Err(StoreError::Codec(message) | StoreError::Corrupt(message)) => {
@@ -380,10 +386,15 @@ pub fn verify(
             }
             Err(e) => return Err(e),
         };
-        let history = History::replay(log)?;
+        let history = History::replay(log, normalizer)?;
         let mut identities: HashMap<(Option<Id>, String), Id> = HashMap::new();
         let mut usernames: HashMap<String, Id> = HashMap::new();
-        for (member, stored_links) in history.members.values() {
+        for Replayed {
+            member,
+            stored_links,
+            ..
+        } in history.members.values()
+        {
             members += 1;
             max_member = max_member.max(member.id);
             if member.org_id != org_id {
@@ -419,7 +430,7 @@ pub fn verify(
         if let Some(scope_ids) = rebuilds_of_org.get(&org_id) {
             for scope_id in scope_ids {
                 if let Some(rebuild) = rebuilds.get_mut(scope_id) {
-                    rebuild.add(normalizer, &history);
+                    rebuild.add(&history);
                 }
             }
         }
@@ -647,29 +658,50 @@ fn check_event_blocks(
 
 /// An org's members as its snapshot and journal give them, and the writes that led there.
 struct History {
-    /// The members after the replay, with their stored linking values, by id.
-    members: BTreeMap<Id, (Member, MemberLinks)>,
-    /// The snapshot's members, then every journal write, in order.
-    writes: Vec<MemberWrite>,
+    /// The members after the replay, by id.
+    members: BTreeMap<Id, Replayed>,
+    /// The snapshot's members, then every journal write, in order: the written member's
+    /// linking values, `None` for a delete.
+    writes: Vec<(Id, Option<LinkValues>)>,
+}
+
+/// A member as the replay left it.
+struct Replayed {
+    member: Member,
+    /// Its linking values as stored.
+    stored_links: MemberLinks,
+    /// The values a scope load links it by (the stored ones when fresh).
+    links: LinkValues,
 }
 
 impl History {
-    fn replay(log: OrgLog) -> Result<History, StoreError> {
-        let writes: Vec<MemberWrite> = log
+    /// Replays the log, decoding each write once.
+    fn replay(log: OrgLog, normalizer: &Normalizer) -> Result<History, StoreError> {
+        let puts = log
             .snapshot
             .into_iter()
             .map(MemberWrite::Put)
-            .chain(log.journal.into_iter().flat_map(|(_, w)| w))
-            .collect();
+            .chain(log.journal.into_iter().flat_map(|(_, w)| w));
         let mut members = BTreeMap::new();
-        for write in &writes {
+        let mut writes = Vec::new();
+        for write in puts {
             match write {
                 MemberWrite::Put(stored) => {
-                    let decoded = stored.decode()?;
-                    members.insert(decoded.0.id, decoded);
+                    let (member, stored_links) = stored.decode()?;
+                    let links = current_links(normalizer, &member, stored_links.clone());
+                    writes.push((member.id, Some(links.clone())));
+                    members.insert(
+                        member.id,
+                        Replayed {
+                            member,
+                            stored_links,
+                            links,
+                        },
+                    );
                 }
                 MemberWrite::Delete(id) => {
-                    members.remove(id);
+                    members.remove(&id);
+                    writes.push((id, None));
                 }
             }
         }
@@ -697,26 +729,14 @@ impl Rebuild {
         }
     }
 
-    fn add(&mut self, normalizer: &Normalizer, history: &History) {
-        let links = |member: &Member, stored: &MemberLinks| {
-            fresh_links(normalizer, stored.clone())
-                .unwrap_or_else(|| member_links(normalizer, member))
-        };
-        for write in &history.writes {
-            match write {
-                MemberWrite::Put(stored) => {
-                    // Decoded already by the replay, so a failure here cannot happen.
-                    if let Ok((member, stored_links)) = stored.decode() {
-                        self.writes
-                            .push((member.id, Some(links(&member, &stored_links))));
-                    }
-                }
-                MemberWrite::Delete(id) => self.writes.push((*id, None)),
-            }
-        }
-        for (member, stored_links) in history.members.values() {
-            self.members.push((member.id, links(member, stored_links)));
-        }
+    fn add(&mut self, history: &History) {
+        self.writes.extend(history.writes.iter().cloned());
+        self.members.extend(
+            history
+                .members
+                .iter()
+                .map(|(&id, replayed)| (id, replayed.links.clone())),
+        );
     }
 
     /// Applies the writes one by one, rebuilds the partition of the final members in one go,

@@ -452,6 +452,25 @@ fn member_in_another_orgs_log_is_reported() {
 }
 
 #[test]
+fn the_log_of_an_org_without_a_record_is_checked() {
+    let world = world();
+    // Org 77 has no record, but members were journaled under it.
+    world.journal(77, &[put(&member(105, 77, None))]);
+
+    let report = world.verify();
+
+    assert_eq!(
+        report.problems,
+        vec![Problem::MemberOrgMissing {
+            member_id: 105,
+            org_id: 77,
+        }],
+        "{report}"
+    );
+    assert_eq!(report.members, 6);
+}
+
+#[test]
 fn persisted_linking_values_that_differ_from_a_fresh_normalization_are_reported() {
     let world = world();
     let bob = world.member(CAAC, 102);

@@ -48,8 +48,11 @@ pub const ORG: u8 = 0x11;
 pub const CHANNEL: u8 = 0x12;
 /// Prefix of members by id (schema version 1 only).
 pub const MEMBER: u8 = 0x13;
+/// Prefix of the org-members index of schema version 1 (org id, member id → profile id and
+/// linking values).
+pub const V1_ORG_MEMBERS: u8 = 0x16;
 /// Prefixes of the member indexes of schema version 1 (by external id, username, per org).
-pub const V1_MEMBER_INDEXES: [u8; 3] = [0x14, 0x15, 0x16];
+pub const V1_MEMBER_INDEXES: [u8; 3] = [0x14, 0x15, V1_ORG_MEMBERS];
 /// Prefix of scopes by id.
 pub const SCOPE: u8 = 0x17;
 /// Prefix of events by scope and seq (schema version 1 only).

@@ -157,12 +157,7 @@ impl Store {
     /// Raises every id counter to at least the largest id of its kind found in the store.
     fn reconcile_counters(&self) -> Result<()> {
         for kind in keys::ID_KINDS {
-            let stored = self.counter(kind)?;
-            let in_use = self.max_id_in_use(kind)?;
-            if in_use > stored {
-                tracing::warn!(kind = ?kind, stored, in_use, "id counter behind stored records, raising it");
-                self.db.insert(keys::counter(kind), &in_use.to_be_bytes())?;
-            }
+            self.raise_counter(kind, self.max_id_in_use(kind)?)?;
         }
         Ok(())
     }
@@ -212,33 +207,37 @@ impl Store {
     /// ranges. It becomes durable with the next flush; should the process crash before that,
     /// reconciliation at open restores it from the records that did become durable.
     pub fn allocate_ids(&self, kind: IdKind, n: u64) -> Result<Range<Id>> {
-        let key = keys::counter(kind);
-        loop {
-            let current = self.db.get(key)?;
-            let last = match &current {
-                Some(bytes) => keys::u64_value(bytes)?,
-                None => 0,
-            };
+        let last = self.advance_counter(kind, |last| {
             if n == 0 {
-                return Ok(last + 1..last + 1);
+                return Ok(None);
             }
-            let next = last
-                .checked_add(n)
+            last.checked_add(n)
                 .filter(|next| *next < u64::MAX)
+                .map(Some)
                 .ok_or_else(|| {
                     StoreError::Corrupt(format!("id counter of {kind:?} exhausted at {last}"))
-                })?;
-            let swapped = self
-                .db
-                .compare_and_swap(key, current, Some(&next.to_be_bytes()[..]))?;
-            if swapped.is_ok() {
-                return Ok(last + 1..next + 1);
-            }
-        }
+                })
+        })?;
+        Ok(last + 1..last + 1 + n)
     }
 
     /// Raises the counter of `kind` to at least `id`, so that no id in use is handed out again.
     pub fn raise_counter(&self, kind: IdKind, id: Id) -> Result<()> {
+        let stored = self.advance_counter(kind, |last| Ok((last < id).then_some(id)))?;
+        if stored < id {
+            tracing::warn!(kind = ?kind, stored, in_use = id, "id counter behind stored records, raising it");
+        }
+        Ok(())
+    }
+
+    /// Moves the counter of `kind` from its value `last` to `next(last)` with compare-and-swap,
+    /// retrying when a concurrent caller moved it first; `None` leaves it as it is. Returns the
+    /// `last` it moved from.
+    fn advance_counter(
+        &self,
+        kind: IdKind,
+        next: impl Fn(u64) -> Result<Option<u64>>,
+    ) -> Result<u64> {
         let key = keys::counter(kind);
         loop {
             let current = self.db.get(key)?;
@@ -246,16 +245,15 @@ impl Store {
                 Some(bytes) => keys::u64_value(bytes)?,
                 None => 0,
             };
-            if last >= id {
-                return Ok(());
-            }
+            let Some(next) = next(last)? else {
+                return Ok(last);
+            };
             if self
                 .db
-                .compare_and_swap(key, current, Some(&id.to_be_bytes()[..]))?
+                .compare_and_swap(key, current, Some(&next.to_be_bytes()[..]))?
                 .is_ok()
             {
-                tracing::warn!(kind = ?kind, stored = last, in_use = id, "id counter behind stored records, raising it");
-                return Ok(());
+                return Ok(last);
             }
         }
     }
@@ -440,23 +438,29 @@ impl Store {
     /// Returns the scopes whose outbox is not empty, ascending. Seeks from one scope to the
     /// next instead of reading every entry.
     pub fn outbox_scopes(&self) -> Result<Vec<Id>> {
-        let mut scopes = Vec::new();
-        let mut from = keys::id_key(keys::OUTBOX, 0);
-        let end = [keys::OUTBOX + 1];
+        self.leading_ids(keys::OUTBOX)
+    }
+
+    /// Returns the distinct ids that follow `prefix` in its keys (the scope or org each key
+    /// belongs to), ascending. Seeks from one id to the next instead of reading every key.
+    pub(crate) fn leading_ids(&self, prefix: u8) -> Result<Vec<Id>> {
+        let mut ids = Vec::new();
+        let mut from = keys::id_key(prefix, 0);
+        let end = [prefix + 1];
         while let Some((key, _)) = self
             .db
             .range(from.as_slice()..end.as_slice())
             .next()
             .transpose()?
         {
-            let scope_id = keys::read_u64(&key, 1)?;
-            scopes.push(scope_id);
-            let Some(next) = scope_id.checked_add(1) else {
+            let id = keys::read_u64(&key, 1)?;
+            ids.push(id);
+            let Some(next) = id.checked_add(1) else {
                 break;
             };
-            from = keys::id_key(keys::OUTBOX, next);
+            from = keys::id_key(prefix, next);
         }
-        Ok(scopes)
+        Ok(ids)
     }
 
     /// Returns the dead-lettered entries of scope `scope_id`, ascending seq.

@@ -21,7 +21,17 @@ impl Store {
             .transpose()
     }
 
-    /// Returns the seqs of org `org_id`'s journal records, ascending (for `unify verify`).
+    /// Returns the orgs that have a snapshot or journal records, ascending: `unify verify`
+    /// checks these too, also when their org record is missing.
+    pub fn logged_orgs(&self) -> Result<Vec<Id>> {
+        let mut orgs = self.leading_ids(keys::SNAPSHOT)?;
+        orgs.extend(self.leading_ids(keys::JOURNAL)?);
+        orgs.sort_unstable();
+        orgs.dedup();
+        Ok(orgs)
+    }
+
+    /// Returns the seqs of org `org_id`'s journal records, ascending (for tests and diagnostics).
     pub fn journal_seqs(&self, org_id: Id) -> Result<Vec<u64>> {
         self.db
             .scan_prefix(keys::id_key(keys::JOURNAL, org_id))

@@ -43,7 +43,7 @@ pub(super) fn from_v1(store: &Store) -> Result<()> {
     for item in db.scan_prefix([keys::MEMBER]) {
         let (key, value) = item?;
         let member: Member = codec::decode(&value)?;
-        let entry_key = keys::pair_key(0x16, member.org_id, member.id);
+        let entry_key = keys::pair_key(keys::V1_ORG_MEMBERS, member.org_id, member.id);
         let links = match db.get(entry_key)? {
             Some(bytes) if !bytes.is_empty() => codec::decode::<OrgMemberValue>(&bytes)?.links,
             _ => None,
@@ -59,9 +59,13 @@ pub(super) fn from_v1(store: &Store) -> Result<()> {
         removals.remove(key);
         members += 1;
     }
+    // Every org gets a snapshot, an empty one included; members of an org whose record is
+    // missing keep theirs too, so that the migration drops nothing `unify verify` could report.
     for org in store.list_orgs()? {
-        let members = by_org.remove(&org.id).unwrap_or_default();
-        store.write_snapshot(org.id, 0, &mut members.into_iter())?;
+        by_org.entry(org.id).or_default();
+    }
+    for (org_id, members) in by_org {
+        store.write_snapshot(org_id, 0, &mut members.into_iter())?;
     }
     for prefix in keys::V1_MEMBER_INDEXES {
         for item in db.scan_prefix([prefix]) {
