@@ -113,7 +113,7 @@ impl Members {
         let scope_id = self.client.scope_of(org_id)?;
         // A member actor is spawned only for a member of the org: ids that name nothing (or
         // another org's member) are refused before they cost an actor.
-        self.member_of(org_id, member_id).await?;
+        self.get_member(org_id, member_id).await?;
         let _admission = self.client.admit(scope_id, true)?;
         self.actors.send(&self.client, member_id, org_id, op).await
     }
@@ -144,12 +144,6 @@ impl Members {
             return Ok(None);
         }
         Ok(status.view.load_full())
-    }
-
-    /// Reads a member of `org_id` from the view (or the actor); another org's member is not
-    /// found.
-    async fn member_of(&self, org_id: Id, member_id: Id) -> Result<Member, OpError> {
-        self.get_member(org_id, member_id).await
     }
 
     /// Lists an org's members by ascending id.

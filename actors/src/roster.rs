@@ -198,9 +198,14 @@ impl Roster {
     }
 
     /// Sets the profile id of member `id` (a move of the partition).
+    /// Looked up first: taking an entry mutably copies its path out of the published view,
+    /// which a member whose profile did not change need not pay.
     pub fn set_profile(&mut self, id: Id, profile_id: Id) {
-        if let Some(entry) = self.members.get_mut(&id)
-            && entry.profile_id != profile_id
+        if self
+            .members
+            .get(&id)
+            .is_some_and(|e| e.profile_id != profile_id)
+            && let Some(entry) = self.members.get_mut(&id)
         {
             entry.profile_id = profile_id;
         }

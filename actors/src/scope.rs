@@ -259,11 +259,7 @@ impl Actor for Scope {
         state: &mut ScopeState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ScopeMsg::Flush => {
-                state.commit().await?;
-                state.snapshot_if_due(&myself);
-                return Ok(());
-            }
+            ScopeMsg::Flush => state.commit().await?,
             ScopeMsg::JobChunk => state.job_chunk(&myself)?,
             ScopeMsg::SnapshotDone { org_id, result } => state.snapshot_done(org_id, result),
             ScopeMsg::FindIdentity {
@@ -323,11 +319,7 @@ impl Actor for Scope {
                 org_id,
                 chunk,
                 reply,
-            } => {
-                state.import_chunk(org_id, &chunk, reply).await?;
-                state.snapshot_if_due(&myself);
-                return Ok(());
-            }
+            } => state.import_chunk(org_id, &chunk, reply).await?,
             ScopeMsg::Mutate {
                 org_id,
                 member_id,
@@ -393,11 +385,12 @@ impl Actor for Scope {
         if !state.pending.is_empty() {
             if state.pending.replies.len() >= state.settings.batch_max {
                 state.commit().await?;
-                state.snapshot_if_due(&myself);
             } else {
                 state.schedule_flush(&myself)?;
             }
         }
+        // Cheap when nothing is due; the view and journal seqs it reads change only by a commit.
+        state.snapshot_if_due(&myself);
         Ok(())
     }
 }
@@ -516,21 +509,18 @@ impl ScopeState {
     /// Starts writing a snapshot of every org whose journal has grown past the bound, from the
     /// last published view (exactly what the journal holds up to its last durable record).
     fn snapshot_if_due(&mut self, myself: &ActorRef<ScopeMsg>) {
-        let Some(view) = self.status.view.load_full() else {
-            return;
-        };
+        let min = self.settings.snapshot_min_bytes;
         for (&org_id, journal) in &mut self.journals {
-            let bound = self.settings.snapshot_min_bytes.max(journal.snapshot_bytes);
+            let bound = min.max(journal.snapshot_bytes);
             if journal.snapshotting.is_some() || journal.since_snapshot < bound {
                 continue;
             }
+            let Some(view) = self.status.view.load_full() else {
+                return;
+            };
             journal.snapshotting = Some(journal.since_snapshot);
-            let (store, view, myself, upto) = (
-                self.store.clone(),
-                view.clone(),
-                myself.clone(),
-                journal.seq,
-            );
+            let (store, view, myself, upto) =
+                (self.store.clone(), view, myself.clone(), journal.seq);
             let scope_id = self.id;
             tokio::task::spawn_blocking(move || {
                 let started = std::time::Instant::now();

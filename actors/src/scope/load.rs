@@ -10,7 +10,7 @@ use unify_storage::{
 
 use super::OrgJournal;
 use crate::engine::{LinkValues, Normalizer, Unifier};
-use crate::links::{fresh_links, member_links, scope_keys};
+use crate::links::{current_links, scope_keys};
 use crate::roster::Roster;
 use crate::settings::Settings;
 
@@ -59,7 +59,7 @@ pub(super) fn load(
     let mut links = Vec::with_capacity(decoded.len());
     let mut rest = Vec::with_capacity(decoded.len());
     for d in decoded {
-        links.push((d.id, d.links));
+        links.push((d.member.id, d.links));
         rest.push((d.member, d.stored));
     }
     let unifier = Unifier::from_members(keys, settings.limits, links);
@@ -92,7 +92,6 @@ pub(super) fn load(
 
 /// One member as a load keeps it.
 struct Decoded {
-    id: Id,
     member: unify_storage::Member,
     links: LinkValues,
     stored: StoredMember,
@@ -111,7 +110,7 @@ fn decode_all(
             .map(|part| {
                 threads.spawn(move || {
                     part.iter()
-                        .map(|(id, stored)| decode(normalizer, *id, stored))
+                        .map(|(_, stored)| decode(normalizer, stored))
                         .collect::<Result<Vec<_>, _>>()
                 })
             })
@@ -124,14 +123,10 @@ fn decode_all(
     })
 }
 
-fn decode(normalizer: &Normalizer, id: Id, stored: &StoredMember) -> Result<Decoded, StoreError> {
+fn decode(normalizer: &Normalizer, stored: &StoredMember) -> Result<Decoded, StoreError> {
     let (member, links) = stored.decode()?;
-    let links = match fresh_links(normalizer, links) {
-        Some(links) => links,
-        None => member_links(normalizer, &member),
-    };
+    let links = current_links(normalizer, &member, links);
     Ok(Decoded {
-        id,
         member,
         links,
         stored: stored.clone(),
