@@ -76,8 +76,10 @@ pub struct Store {
     db: sled::Db,
     /// Directory of the database, kept for diagnostics.
     path: Arc<PathBuf>,
-    /// Held while a snapshot is written, so that two writers (a scope's task and the task of
-    /// the scope's previous incarnation) never write one generation at once.
+    /// Held while a snapshot is written and while an org's log is read, so that two writers
+    /// (a scope's task and the task of the scope's previous incarnation) never write one
+    /// generation at once, and a reader never meets a manifest whose chunks a writer is
+    /// about to replace.
     snapshots: Arc<std::sync::Mutex<()>>,
 }
 
@@ -110,6 +112,14 @@ impl Store {
         store.check_schema()?;
         store.reconcile_counters()?;
         Ok(store)
+    }
+
+    /// Takes the lock that orders snapshot writes and org log reads. A poisoned lock only
+    /// means another holder panicked; what it left is overwritten or removed by the next one.
+    fn snapshot_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Returns the directory of the store.
