@@ -40,6 +40,12 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// serves little besides the small records; sled's default (1 GiB) would only cost memory.
 const CACHE_BYTES: u64 = 128 << 20;
 
+/// sled's segment size for new stores, its largest (16 MiB). sled writes every value above a
+/// quarter of a segment to a file of its own, synchronously, and a 512 KiB segment (its
+/// default) sends every journal record and event block of a bulk batch down that path.
+/// A store keeps the segment size it was created with (sled refuses another one).
+const SEGMENT_BYTES: usize = 16 << 20;
+
 /// How long [`Store::open`] waits for a file lock that is still held.
 pub const LOCK_WAIT: Duration = Duration::from_secs(3);
 
@@ -48,11 +54,7 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(3);
 fn open_db(path: &Path) -> Result<sled::Db> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
-        match sled::Config::new()
-            .path(path)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-        {
+        match sled_config(path).open() {
             Ok(db) => return Ok(db),
             Err(err) if is_lock_contention(&err) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
@@ -60,6 +62,28 @@ fn open_db(path: &Path) -> Result<sled::Db> {
             Err(err) => return Err(err.into()),
         }
     }
+}
+
+/// Returns the sled configuration of the store at `path`; storage tests that read the
+/// database raw open it with this too, since sled refuses another segment size.
+pub fn sled_config(path: &Path) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(CACHE_BYTES)
+        .segment_size(segment_size(path))
+}
+
+/// Returns the segment size of the store at `path` as sled recorded it in its `conf` file, or
+/// [`SEGMENT_BYTES`] for a new store.
+fn segment_size(path: &Path) -> usize {
+    std::fs::read(path.join("conf"))
+        .ok()
+        .and_then(|conf| {
+            String::from_utf8_lossy(&conf)
+                .lines()
+                .find_map(|line| line.strip_prefix("segment_size: ")?.trim().parse().ok())
+        })
+        .unwrap_or(SEGMENT_BYTES)
 }
 
 /// Returns true for sled's "could not acquire lock" error, which has no variant of its own.

@@ -170,7 +170,7 @@ fn members_of(store: &Store, org_id: u64) -> Vec<Member> {
 fn open_raw(path: &Path) -> sled::Db {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        match sled::Config::new().path(path).open() {
+        match unify_storage::store::sled_config(path).open() {
             Ok(db) => return db,
             Err(_) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
