@@ -146,7 +146,7 @@ impl Unifier {
             let mut links = [NO_NODE; ATTRIBUTE_COUNT];
             for (attribute, value) in Attribute::ALL.into_iter().zip(values.0) {
                 if let Some(v) = value {
-                    links[attribute.index()] = unifier.nodes.intern_owned(attribute, v);
+                    links[attribute.index()] = unifier.nodes.intern(attribute, &v);
                 }
             }
             let slot = unifier.push(id, links);
