@@ -7,6 +7,8 @@
 //!
 //! Mounting needs root (CI runs as root); otherwise the test says loudly that it was skipped.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -177,18 +179,38 @@ impl Client {
         if !body.is_null() {
             request = request.json(&body);
         }
-        let response = request.send().await.expect("the server answers");
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let body = response.json().await.unwrap_or(Value::Null);
-        Answer {
-            status,
-            retry_after,
-            body,
-        }
+        answer(request).await
+    }
+
+    /// Sends raw bytes of `content_type`.
+    async fn send(&self, path: &str, token: &str, content_type: &str, body: Vec<u8>) -> Answer {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body);
+        answer(request).await
+    }
+
+    /// Posts a signed channel event (a message) to the channel's webhook.
+    async fn event(&self, org: u64, channel: u64, secret: &str) -> Answer {
+        let raw = serde_json::to_vec(&json!({
+            "event_id": "e-while-full", "type": "message",
+            "sender": {"external_member_id": "ext-sender", "union_id": "u-1", "name": "Kevin"},
+            "text": "hello", "sent_at": "2026-01-31T12:25:27Z"
+        }))
+        .unwrap();
+        let request = self
+            .http
+            .post(format!(
+                "{}/api/v1/orgs/{org}/channels/{channel}/events",
+                self.base
+            ))
+            .header("content-type", "application/json")
+            .header("x-unify-signature", common::sign_webhook(secret, &raw))
+            .body(raw);
+        answer(request).await
     }
 
     async fn post(&self, path: &str, token: &str, body: Value) -> Answer {
@@ -219,8 +241,9 @@ impl Client {
         response.text().await.unwrap()
     }
 
-    /// Creates an account with a caac org and a channel; returns (admin token, org, channel).
-    async fn tenant(&self, tokens: &Tokens, name: &str) -> (String, u64, u64) {
+    /// Creates an account with a caac org and a channel; returns (admin token, org, channel,
+    /// the channel's webhook secret).
+    async fn tenant(&self, tokens: &Tokens, name: &str) -> (String, u64, u64, String) {
         let account = self
             .post("/api/v1/accounts", &self.root, json!({ "name": name }))
             .await;
@@ -246,7 +269,8 @@ impl Client {
             )
             .await;
         assert_eq!(channel.status, StatusCode::CREATED, "{}", channel.body);
-        (admin, org_id, channel.body["id"].as_u64().unwrap())
+        let secret = channel.body["webhook_secret"].as_str().unwrap().to_owned();
+        (admin, org_id, channel.body["id"].as_u64().unwrap(), secret)
     }
 
     /// Polls `condition` until it holds, panicking with `what` after [`DEADLINE`].
@@ -295,6 +319,23 @@ impl Seen {
     }
 }
 
+/// Sends a request and reads its answer.
+async fn answer(request: reqwest::RequestBuilder) -> Answer {
+    let response = request.send().await.expect("the server answers");
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.json().await.unwrap_or(Value::Null);
+    Answer {
+        status,
+        retry_after,
+        body,
+    }
+}
+
+/// Returns the value of the metric line that starts with `line_start`, 0 when absent.
 fn counter(metrics: &str, line_start: &str) -> f64 {
     metrics
         .lines()
@@ -329,9 +370,9 @@ async fn a_full_disk_is_503_then_the_server_recovers_by_itself() {
             client.status_of("/readyz").await == StatusCode::OK
         })
         .await;
-    let (admin, org, channel) = client.tenant(&tokens, "filled").await;
+    let (admin, org, channel, hook_secret) = client.tenant(&tokens, "filled").await;
     // A second scope with one member, which does not write while the disk is full.
-    let (quiet_admin, quiet_org, quiet_channel) = client.tenant(&tokens, "quiet").await;
+    let (quiet_admin, quiet_org, quiet_channel, _) = client.tenant(&tokens, "quiet").await;
     let quiet = client
         .post(
             &format!("/api/v1/orgs/{quiet_org}/chat/members"),
@@ -435,6 +476,63 @@ async fn a_full_disk_is_503_then_the_server_recovers_by_itself() {
     );
     let read = client.get(&quiet_path, &quiet_admin).await;
     assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    // Every other path that writes answers the same way.
+    let (some_id, _) = seen.acked.lock().unwrap()[0].clone();
+    let refusals = [
+        (
+            "a member update",
+            client
+                .call(
+                    reqwest::Method::PATCH,
+                    &format!("{path}/{some_id}"),
+                    &admin,
+                    json!({ "display_name": "changed" }),
+                )
+                .await,
+        ),
+        (
+            "an import",
+            client
+                .send(
+                    &format!("{path}/import"),
+                    &admin,
+                    "application/x-ndjson",
+                    format!("{{\"channel_id\":{channel},\"external_member_id\":\"imp-1\"}}\n")
+                        .into_bytes(),
+                )
+                .await,
+        ),
+        ("a webhook", client.event(org, channel, &hook_secret).await),
+        (
+            "an account",
+            client
+                .post("/api/v1/accounts", &client.root, json!({ "name": "new" }))
+                .await,
+        ),
+    ];
+    for (what, answer) in refusals {
+        assert_eq!(
+            (
+                answer.status,
+                answer.retry_after.as_deref(),
+                answer.body["error"]["code"].as_str()
+            ),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("1"),
+                Some("UNAVAILABLE")
+            ),
+            "{what}: {}",
+            answer.body
+        );
+        assert!(
+            answer.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("store cannot write")),
+            "{what}: {}",
+            answer.body
+        );
+    }
 
     // Space back: writes succeed again by themselves.
     tmpfs.resize("256m");
