@@ -435,7 +435,8 @@ async fn a_full_disk_is_503_then_the_server_recovers_by_itself() {
         "only {filled} members before the disk was full"
     );
 
-    // While full: refused, not ready, counted, logged; the quiet scope still reads.
+    // While full: refused, not ready, counted, logged; a scope that did not write still
+    // reads.
     tmpfs.fill();
     let refused = client
         .post(
@@ -476,8 +477,12 @@ async fn a_full_disk_is_503_then_the_server_recovers_by_itself() {
     );
     let read = client.get(&quiet_path, &quiet_admin).await;
     assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    // So do members of the filled scope already durable: reads use its published view.
+    let (some_id, some_ext) = seen.acked.lock().unwrap()[0].clone();
+    let read = client.get(&format!("{path}/{some_id}"), &admin).await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_eq!(read.body["external_member_id"], some_ext.as_str());
     // Every other path that writes answers the same way.
-    let (some_id, _) = seen.acked.lock().unwrap()[0].clone();
     let refusals = [
         (
             "a member update",

@@ -243,7 +243,7 @@ impl Actor for Supervisor {
         if state.args.store.health() == Health::Failed {
             tracing::warn!(scope_id, reason = ?failure,
                 "scope actor stopped while the store cannot write, restarting it once it can");
-            state.waiting.insert(scope_id);
+            state.wait_for_store(scope_id);
             return Ok(());
         }
         tracing::warn!(scope_id, reason = ?failure, "scope actor stopped unexpectedly, restarting");
@@ -283,6 +283,7 @@ impl SupervisorState {
             Ok((actor, _)) => {
                 self.children.insert(actor.get_id(), scope_id);
                 status.failed.store(false, Ordering::Release);
+                status.waiting_for_store.store(false, Ordering::Release);
                 status.starts.fetch_add(1, Ordering::AcqRel);
                 self.args.registry.set_actor(scope_id, Some(actor));
                 Ok(())
@@ -290,7 +291,7 @@ impl SupervisorState {
             Err(err) if self.args.store.health() == Health::Failed => {
                 tracing::warn!(scope_id, error = %err,
                     "scope failed to start while the store cannot write, starting it once it can");
-                self.waiting.insert(scope_id);
+                self.wait_for_store(scope_id);
                 Err(err.into())
             }
             Err(err) => {
@@ -301,16 +302,30 @@ impl SupervisorState {
         }
     }
 
+    /// Leaves a scope stopped until the store can write again; its published view keeps
+    /// answering reads meanwhile.
+    fn wait_for_store(&mut self, scope_id: Id) {
+        self.waiting.insert(scope_id);
+        if let Some(entry) = self.args.registry.get(scope_id) {
+            entry
+                .status
+                .waiting_for_store
+                .store(true, Ordering::Release);
+        }
+    }
+
     /// Restarts, from the reopened store, every scope that failed while it could not write.
     async fn restart_waiting(&mut self, myself: &ActorRef<SupervisorMsg>) {
         for scope_id in std::mem::take(&mut self.waiting) {
-            // A scope stopped or forgotten meanwhile stays as it is.
-            if self
-                .args
-                .registry
-                .get(scope_id)
-                .is_none_or(|e| e.actor.is_some())
-            {
+            // A scope started, stopped or forgotten meanwhile stays as it is.
+            let Some(entry) = self.args.registry.get(scope_id) else {
+                continue;
+            };
+            entry
+                .status
+                .waiting_for_store
+                .store(false, Ordering::Release);
+            if entry.actor.is_some() {
                 continue;
             }
             tracing::info!(scope_id, "the store writes again, restarting the scope");
