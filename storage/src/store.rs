@@ -20,7 +20,7 @@ mod member_log;
 mod migrate;
 mod webhooks;
 
-pub use db::{LOCK_WAIT, PROBE_BYTES};
+pub use db::{LOCK_WAIT, PROBE_BYTES, sled_config};
 pub use events::EventBlockSpan;
 
 pub use webhooks::{AcceptedEvent, LinkCode};
@@ -46,8 +46,10 @@ pub struct Store {
     db: db::Db,
     /// Directory of the database, kept for diagnostics.
     path: Arc<PathBuf>,
-    /// Held while a snapshot is written, so that two writers (a scope's task and the task of
-    /// the scope's previous incarnation) never write one generation at once.
+    /// Held while a snapshot is written and while an org's log is read, so that two writers
+    /// (a scope's task and the task of the scope's previous incarnation) never write one
+    /// generation at once, and a reader never meets a manifest whose chunks a writer is
+    /// about to replace.
     snapshots: Arc<std::sync::Mutex<()>>,
 }
 
@@ -80,6 +82,14 @@ impl Store {
         store.check_schema()?;
         store.reconcile_counters()?;
         Ok(store)
+    }
+
+    /// Takes the lock that orders snapshot writes and org log reads. A poisoned lock only
+    /// means another holder panicked; what it left is overwritten or removed by the next one.
+    fn snapshot_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Returns the directory of the store.

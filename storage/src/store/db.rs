@@ -33,8 +33,15 @@ use crate::health::{self, Health};
 /// serves little besides the small records; sled's default (1 GiB) would only cost memory.
 const CACHE_BYTES: u64 = 128 << 20;
 
-/// Size of the probe file written before a reopen: two of sled's 512 KiB log segments, so
-/// that the reopened database can at least start a segment and a snapshot.
+/// sled's segment size for new stores, its largest (16 MiB). sled writes every value above a
+/// quarter of a segment to a file of its own, synchronously, and a 512 KiB segment (its
+/// default) sends every journal record and event block of a bulk batch down that path.
+/// A store keeps the segment size it was created with (sled refuses another one).
+const SEGMENT_BYTES: usize = 16 << 20;
+
+/// Size of the probe file written before a reopen. Not a whole segment: sled fills a segment
+/// as it writes, so 1 MiB free is room for the reopen and the first writes after it, and a
+/// file system with less is still full for any practical purpose.
 pub const PROBE_BYTES: usize = 1 << 20;
 
 /// Name of the probe file in the database's directory (sled ignores files it does not know).
@@ -271,11 +278,7 @@ fn probe(dir: &Path) -> std::io::Result<()> {
 fn open_sled(path: &Path) -> Result<sled::Db> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
-        match sled::Config::new()
-            .path(path)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-        {
+        match sled_config(path).open() {
             Ok(db) => return Ok(db),
             Err(err) if is_lock_contention(&err) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
@@ -283,6 +286,28 @@ fn open_sled(path: &Path) -> Result<sled::Db> {
             Err(err) => return Err(err.into()),
         }
     }
+}
+
+/// Returns the sled configuration of the store at `path`; storage tests that read the
+/// database raw open it with this too, since sled refuses another segment size.
+pub fn sled_config(path: &Path) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(CACHE_BYTES)
+        .segment_size(segment_size(path))
+}
+
+/// Returns the segment size of the store at `path` as sled recorded it in its `conf` file, or
+/// [`SEGMENT_BYTES`] for a new store.
+fn segment_size(path: &Path) -> usize {
+    std::fs::read(path.join("conf"))
+        .ok()
+        .and_then(|conf| {
+            String::from_utf8_lossy(&conf)
+                .lines()
+                .find_map(|line| line.strip_prefix("segment_size: ")?.trim().parse().ok())
+        })
+        .unwrap_or(SEGMENT_BYTES)
 }
 
 /// Returns true for sled's "could not acquire lock" error, which has no variant of its own.
