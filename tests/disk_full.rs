@@ -487,6 +487,32 @@ async fn a_full_disk_is_503_then_the_server_recovers_by_itself() {
             },
         )
         .await;
+    // The member list shows acknowledged members only: no write whose flush failed.
+    let acked: std::collections::HashSet<String> = seen
+        .acked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, ext)| ext.clone())
+        .collect();
+    let mut after = String::new();
+    let mut listed = 0;
+    loop {
+        let page = client
+            .get(&format!("{path}?limit=1000{after}"), &admin)
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        for member in page.body["members"].as_array().unwrap() {
+            let ext = member["external_member_id"].as_str().unwrap();
+            assert!(acked.contains(ext), "{ext} listed but never acknowledged");
+            listed += 1;
+        }
+        match page.body["next_after"].as_u64() {
+            Some(next) => after = format!("&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(listed, acked.len(), "every acknowledged member is listed");
     // Every other path that writes answers the same way.
     let refusals = [
         (
