@@ -450,6 +450,9 @@ impl ScopeState {
         // The view goes out with the write, before the flush: sled shows an applied batch to
         // every store read at once (an import job's progress, a scope record), and a reader
         // that sees those must see the batch's members too. Replies still wait for the flush.
+        // The view before it holds only durable writes; a failed commit puts it back, since a
+        // scope that waits for the store to write again still answers reads from it.
+        let durable_view = self.status.view.load_full();
         let written = match self.store.apply(pending.batch) {
             Ok(()) => {
                 self.status.view.store(Some(Arc::new(self.roster.view())));
@@ -458,6 +461,7 @@ impl ScopeState {
             Err(e) => Err(e),
         };
         if let Err(err) = written {
+            self.status.view.store(durable_view);
             tracing::error!(scope_id = self.id, error = %err, "commit failed, restarting scope");
             for reply in pending.replies {
                 reply(Err("the scope could not persist the operation".into()));
