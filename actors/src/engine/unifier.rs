@@ -1,7 +1,9 @@
 //! The in-memory unification state of one scope: members' linking nodes, the key-node index,
 //! the partition, and its incremental maintenance (SPEC 2.3).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use hashbrown::{HashMap, HashSet};
 
 use super::attribute::{ATTRIBUTE_COUNT, Attribute};
 use super::index::NodeIndex;
