@@ -1,7 +1,12 @@
 //! Translation between stored records and the engine's inputs, shared by the scope actor and
 //! the offline verifier so that both see members exactly alike.
 
-use unify_storage::{IdKind, Member, MemberLinks, ScopeRecord, Store, StoreError, UnifyKeyRecord};
+use std::borrow::Cow;
+
+use unify_storage::{
+    IdKind, Member, MemberLinks, MemberOutline, ScopeRecord, Store, StoreError, StoredMember,
+    UnifyKeyRecord,
+};
 
 use crate::engine::{
     ATTRIBUTE_COUNT, Attribute, Column, Columns, KeySet, KeySetError, LinkValues, Normalizer,
@@ -64,6 +69,26 @@ pub fn fresh_links(normalizer: &Normalizer, stored: MemberLinks) -> Option<LinkV
 /// normalization of the member.
 pub fn current_links(normalizer: &Normalizer, member: &Member, stored: MemberLinks) -> LinkValues {
     fresh_links(normalizer, stored).unwrap_or_else(|| member_links(normalizer, member))
+}
+
+/// [`current_links`] for a member a scope load read as its outline: the stored values,
+/// borrowed, when they are fresh, else a new normalization of the decoded member.
+pub fn outline_links<'a>(
+    normalizer: &Normalizer,
+    outline: &MemberOutline<'a>,
+    stored: &StoredMember,
+) -> Result<[Option<Cow<'a, str>>; ATTRIBUTE_COUNT], StoreError> {
+    if outline.normalizer == normalizer.fingerprint()
+        && outline.link_values.len() == ATTRIBUTE_COUNT
+    {
+        return Ok(std::array::from_fn(|i| {
+            outline.link_values[i].map(Cow::Borrowed)
+        }));
+    }
+    let (member, links) = stored.decode()?;
+    Ok(current_links(normalizer, &member, links)
+        .0
+        .map(|value| value.map(Cow::Owned)))
 }
 
 /// Returns the engine key set of a stored scope; a stored attribute the engine does not know

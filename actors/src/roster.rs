@@ -15,7 +15,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use imbl::OrdMap;
-use unify_storage::{Id, Member, StoreError, StoredMember};
+use unify_storage::{Id, Member, MemberOutline, StoreError, StoredMember};
 
 /// One member of the roster.
 #[derive(Debug, Clone)]
@@ -34,6 +34,14 @@ impl Entry {
         member.profile_id = self.profile_id;
         Ok(member)
     }
+}
+
+/// The fixed identity of a member, as [`Roster::insert`] takes it.
+struct Identity<'a> {
+    id: Id,
+    org_id: Id,
+    channel_id: Option<Id>,
+    external_member_id: &'a str,
 }
 
 /// The members of a scope as of its last durable commit, for readers.
@@ -164,35 +172,81 @@ impl Roster {
     /// Inserts or replaces a member, with its profile id. Its identity and username lookups
     /// follow (an identity never changes: org, channel and external id are fixed at create).
     pub fn put(&mut self, member: &Member, stored: StoredMember) {
-        let id = member.id;
+        self.insert(
+            Identity {
+                id: member.id,
+                org_id: member.org_id,
+                channel_id: member.channel_id,
+                external_member_id: &member.external_member_id,
+            },
+            member.username.as_deref(),
+            member.profile_id,
+            stored,
+        );
+    }
+
+    /// [`Roster::put`] for a member read by a scope load, known by its outline.
+    pub fn put_outline(
+        &mut self,
+        outline: &MemberOutline<'_>,
+        profile_id: Id,
+        stored: StoredMember,
+    ) {
+        self.insert(
+            Identity {
+                id: outline.id,
+                org_id: outline.org_id,
+                channel_id: outline.channel_id,
+                external_member_id: outline.external_member_id,
+            },
+            outline.username,
+            profile_id,
+            stored,
+        );
+    }
+
+    fn insert(
+        &mut self,
+        identity: Identity<'_>,
+        username: Option<&str>,
+        profile_id: Id,
+        stored: StoredMember,
+    ) {
+        let Identity {
+            id,
+            org_id,
+            channel_id,
+            external_member_id,
+        } = identity;
         let previous = self.members.insert(
             id,
             Entry {
-                org_id: member.org_id,
-                channel_id: member.channel_id,
-                profile_id: member.profile_id,
+                org_id,
+                channel_id,
+                profile_id,
                 stored,
             },
         );
-        let old_username = match previous {
-            Some(old) => old.stored.member().ok().and_then(|m| m.username),
+        let old_username: Option<Box<str>> = match &previous {
+            Some(old) => old
+                .stored
+                .outline()
+                .ok()
+                .and_then(|o| o.username.map(Into::into)),
             None => {
-                let hash = self.hasher.hash_one((
-                    member.org_id,
-                    member.channel_id,
-                    member.external_member_id.as_str(),
-                ));
+                let hash = self
+                    .hasher
+                    .hash_one((org_id, channel_id, external_member_id));
                 self.identities.insert_unique(hash, (hash, id), |&(h, _)| h);
                 None
             }
         };
-        if old_username != member.username {
+        if old_username.as_deref() != username {
             if let Some(old) = old_username {
-                self.usernames.remove(&(member.org_id, old.into()));
+                self.usernames.remove(&(org_id, old));
             }
-            if let Some(new) = &member.username {
-                self.usernames
-                    .insert((member.org_id, new.as_str().into()), id);
+            if let Some(new) = username {
+                self.usernames.insert((org_id, new.into()), id);
             }
         }
     }

@@ -129,7 +129,18 @@ impl Unifier {
         limits: Limits,
         members: impl IntoIterator<Item = (MemberId, LinkValues)>,
     ) -> Self {
-        let mut members: Vec<(MemberId, LinkValues)> = members.into_iter().collect();
+        Self::from_values(keys, limits, members.into_iter().map(|(id, v)| (id, v.0)))
+    }
+
+    /// [`Unifier::from_members`] for linking values in any string form, e.g. borrowed from the
+    /// stored members a scope load reads (the index copies each distinct value once).
+    pub fn from_values<V: AsRef<str>>(
+        keys: KeySet,
+        limits: Limits,
+        members: impl IntoIterator<Item = (MemberId, [Option<V>; ATTRIBUTE_COUNT])>,
+    ) -> Self {
+        let mut members: Vec<(MemberId, [Option<V>; ATTRIBUTE_COUNT])> =
+            members.into_iter().collect();
         members.sort_by_key(|(id, _)| *id);
         members.dedup_by(|later, earlier| {
             if later.0 == earlier.0 {
@@ -146,9 +157,9 @@ impl Unifier {
         unifier.slot_of.reserve(members.len());
         for (id, values) in members {
             let mut links = [NO_NODE; ATTRIBUTE_COUNT];
-            for (attribute, value) in Attribute::ALL.into_iter().zip(values.0) {
+            for (attribute, value) in Attribute::ALL.into_iter().zip(values) {
                 if let Some(v) = value {
-                    links[attribute.index()] = unifier.nodes.intern(attribute, &v);
+                    links[attribute.index()] = unifier.nodes.intern(attribute, v.as_ref());
                 }
             }
             let slot = unifier.push(id, links);

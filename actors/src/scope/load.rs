@@ -4,13 +4,16 @@
 use std::collections::{HashMap, VecDeque};
 
 use ractor::ActorProcessingErr;
+use std::borrow::Cow;
+
 use unify_storage::{
-    EventBlockSpan, Id, IdKind, MemberLog, Org, ScopeRecord, Store, StoreError, StoredMember,
+    EventBlockSpan, Id, IdKind, MemberLog, MemberOutline, Org, ScopeRecord, Store, StoreError,
+    StoredMember,
 };
 
 use super::OrgJournal;
-use crate::engine::{LinkValues, Normalizer, Unifier};
-use crate::links::{current_links, scope_keys};
+use crate::engine::{ATTRIBUTE_COUNT, Normalizer, Unifier};
+use crate::links::{outline_links, scope_keys};
 use crate::roster::Roster;
 use crate::settings::Settings;
 
@@ -54,26 +57,27 @@ pub(super) fn load(
     // Orgs' ids interleave in a scope of two orgs.
     members.sort_unstable_by_key(|(id, _)| *id);
     let read = started.elapsed();
-    let decoded = decode_all(&settings.normalizer, members)?;
+    let decoded = decode_all(&settings.normalizer, &members)?;
     let decode = started.elapsed();
-    let mut links = Vec::with_capacity(decoded.len());
-    let mut rest = Vec::with_capacity(decoded.len());
-    for d in decoded {
-        links.push((d.member.id, d.links));
-        rest.push((d.member, d.stored));
-    }
     // The partition and the roster are built side by side on two cores; the roster starts
     // with every member in a profile of its own and then takes the partition's profile ids.
     let (unifier, mut roster) = std::thread::scope(|threads| {
-        let unifying = threads.spawn(|| Unifier::from_members(keys, settings.limits, links));
-        let mut roster = Roster::with_capacity(rest.len());
-        for (mut member, stored) in rest {
-            member.profile_id = member.id;
-            roster.put(&member, stored);
+        let unifying = threads.spawn(|| {
+            let values = decoded.iter().map(|d| {
+                let values: [Option<&str>; ATTRIBUTE_COUNT] =
+                    std::array::from_fn(|i| d.values[i].as_deref());
+                (d.outline.id, values)
+            });
+            Unifier::from_values(keys, settings.limits, values)
+        });
+        let mut roster = Roster::with_capacity(decoded.len());
+        for d in &decoded {
+            roster.put_outline(&d.outline, d.outline.id, d.stored.clone());
         }
         let unifier = unifying.join().expect("the partition thread panicked");
         (unifier, roster)
     });
+    drop(decoded);
     for (id, profile_id) in unifier.profiles() {
         if profile_id != id {
             roster.set_profile(id, profile_id);
@@ -101,18 +105,18 @@ pub(super) fn load(
     })
 }
 
-/// One member as a load keeps it.
-struct Decoded {
-    member: unify_storage::Member,
-    links: LinkValues,
-    stored: StoredMember,
+/// One member as a load reads it, borrowed from its stored bytes.
+struct Decoded<'a> {
+    outline: MemberOutline<'a>,
+    values: [Option<Cow<'a, str>>; ATTRIBUTE_COUNT],
+    stored: &'a StoredMember,
 }
 
-/// Decodes every member (ascending id) and gets its linking values, in parts on all cores.
-fn decode_all(
+/// Reads every member (ascending id) and its linking values, in parts on all cores.
+fn decode_all<'a>(
     normalizer: &Normalizer,
-    members: Vec<(Id, StoredMember)>,
-) -> Result<Vec<Decoded>, StoreError> {
+    members: &'a [(Id, StoredMember)],
+) -> Result<Vec<Decoded<'a>>, StoreError> {
     let parts = std::thread::available_parallelism().map_or(1, |n| n.get());
     let size = members.len().div_ceil(parts).max(1);
     std::thread::scope(|threads| {
@@ -134,12 +138,15 @@ fn decode_all(
     })
 }
 
-fn decode(normalizer: &Normalizer, stored: &StoredMember) -> Result<Decoded, StoreError> {
-    let (member, links) = stored.decode()?;
-    let links = current_links(normalizer, &member, links);
+fn decode<'a>(
+    normalizer: &Normalizer,
+    stored: &'a StoredMember,
+) -> Result<Decoded<'a>, StoreError> {
+    let outline = stored.outline()?;
+    let values = outline_links(normalizer, &outline, stored)?;
     Ok(Decoded {
-        member,
-        links,
-        stored: stored.clone(),
+        outline,
+        values,
+        stored,
     })
 }
