@@ -502,6 +502,54 @@ async fn the_console_shows_a_merge_live_draws_it_and_splits_a_member() {
     until_text(&c, "#feed", |f| f.contains("profile_updated")).await;
     screenshot(&c, "console-scope.png").await;
 
+    // At phone width nothing needs horizontal scrolling.
+    c.set_window_size(390, 844).await.unwrap();
+    let deadline = Instant::now() + BROWSER_DEADLINE;
+    loop {
+        let wide = c
+            .execute(
+                "return [...document.querySelectorAll('body *')]
+                   .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+                   .map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 5);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if wide == json!([]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "wider than a phone: {wide}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.set_window_size(1280, 800).await.unwrap();
+
+    // Import an NDJSON file from the page: its progress and its first error.
+    let file = tempfile::Builder::new()
+        .suffix(".ndjson")
+        .tempfile()
+        .unwrap();
+    let lines = format!(
+        "{}\n{}\n",
+        json!({ "channel_id": t.channel_id, "external_member_id": "imported-1" }),
+        json!({ "channel_id": t.channel_id, "external_member_id": "imported-2", "colour": "red" }),
+    );
+    std::fs::write(file.path(), lines).unwrap();
+    c.goto(&format!("{console}#/import")).await.unwrap();
+    c.wait()
+        .at_most(BROWSER_DEADLINE)
+        .for_element(Locator::Id("import-file"))
+        .await
+        .unwrap()
+        .send_keys(file.path().to_str().unwrap())
+        .await
+        .unwrap();
+    click(&c, "#import button[type=submit]").await;
+    until_text(&c, "#import-status", |s| {
+        s.contains("finished: 1 imported, 1 refused")
+    })
+    .await;
+    until_text(&c, "#import-errors", |e| e.contains("INVALID_ARGUMENT")).await;
+
     c.close().await.unwrap();
     s.stop().await;
 }
