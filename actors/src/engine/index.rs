@@ -65,7 +65,7 @@ impl NodeIndex {
     pub fn find(&self, attribute: Attribute, value: &str) -> Option<NodeId> {
         let hash = self.hasher.hash_one(value);
         self.ids[attribute.index()]
-            .find(hash, |&id| *self.values[id as usize].1 == *value)
+            .find(hash, |&id| self.value(id) == value)
             .copied()
     }
 
