@@ -111,6 +111,17 @@ impl ApiError {
         )
     }
 
+    /// A store that cannot use its files (a full disk, an I/O error): not a bug and not the
+    /// client's fault, so `503 UNAVAILABLE` with `Retry-After`; the log names the cause (`No
+    /// space left on device`), the answer does not.
+    pub fn store_unavailable(detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %detail, "the store cannot write");
+        Self::coded(
+            Code::Unavailable,
+            "the store cannot write at the moment; retry later",
+        )
+    }
+
     /// An internal failure: logged with its detail, answered without it.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
@@ -135,6 +146,7 @@ impl From<OpError> for ApiError {
                     "the service is temporarily unavailable; retry later",
                 )
             }
+            OpError::Storage(err) if err.is_unavailable() => ApiError::store_unavailable(err),
             OpError::Storage(err) => ApiError::internal(err),
         }
     }

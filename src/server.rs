@@ -60,6 +60,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let tokens = Arc::new(Tokens::from_config(&config)?);
+    // Installed before the store opens, so that the store's state gauge is recorded from the
+    // start.
+    let metrics = crate::metrics::handle();
     let runtime = Arc::new(start(&config).await?);
     announce_root_token(&runtime, &tokens)?;
     let (closing_tx, closing) = watch::channel(false);
@@ -67,7 +70,7 @@ pub async fn run(
         runtime: runtime.clone(),
         tokens,
         config: Arc::new(config),
-        metrics: crate::metrics::handle(),
+        metrics,
         closing,
     };
     let addr = listener.local_addr()?;

@@ -107,7 +107,9 @@ pub enum OpError {
     /// The actor that owns the data is restarting, failed, or did not answer in time.
     #[error("{0}")]
     Unavailable(String),
-    /// The store failed; never reported as absence.
+    /// The store failed; never reported as absence. A store that cannot use its files (a
+    /// full disk, an I/O error: [`StoreError::is_unavailable`]) is `UNAVAILABLE`, any other
+    /// store failure `INTERNAL`.
     #[error("storage error: {0}")]
     Storage(#[from] StoreError),
 }
@@ -132,6 +134,7 @@ impl OpError {
             OpError::Conflict { code, .. } => *code,
             OpError::Overloaded => Code::Overloaded,
             OpError::Unavailable(_) => Code::Unavailable,
+            OpError::Storage(err) if err.is_unavailable() => Code::Unavailable,
             OpError::Storage(_) => Code::Internal,
         }
     }
@@ -200,5 +203,16 @@ mod tests {
         }
         assert_eq!(names.len(), 18);
         assert_eq!(Code::TenantMismatch.as_str(), "TENANT_MISMATCH");
+    }
+
+    /// A store that cannot write is the environment's fault: 503, never 500.
+    #[test]
+    fn storage_faults_are_unavailable_other_store_errors_internal() {
+        let full = StoreError::Unavailable {
+            cause: std::io::Error::from_raw_os_error(28),
+        };
+        assert_eq!(OpError::Storage(full).code(), Code::Unavailable);
+        let corrupt = StoreError::Corrupt("bad key".into());
+        assert_eq!(OpError::Storage(corrupt).code(), Code::Internal);
     }
 }

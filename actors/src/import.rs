@@ -25,7 +25,7 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
-use unify_storage::{Id, IdKind, ImportJob, ImportStatus, Store, WriteBatch};
+use unify_storage::{Id, IdKind, ImportJob, ImportStatus, Store, StoreError, WriteBatch};
 
 use crate::clock::now_millis;
 use crate::engine::{ATTRIBUTE_COUNT, Attribute, LinkValues, Normalizer};
@@ -179,7 +179,12 @@ where
     E: std::fmt::Display,
 {
     use tokio::io::AsyncWriteExt;
-    let io = |e: std::io::Error| OpError::Unavailable(format!("writing the import spool: {e}"));
+    // The spool lives in the data directory: a full disk there is the store's fault too.
+    let io = |e: std::io::Error| {
+        OpError::Storage(StoreError::Unavailable {
+            cause: std::io::Error::new(e.kind(), format!("writing the import spool: {e}")),
+        })
+    };
     let dir = path.parent().unwrap_or(path);
     tokio::fs::create_dir_all(dir).await.map_err(io)?;
     let file = tokio::fs::File::create(path).await.map_err(io)?;

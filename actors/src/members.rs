@@ -136,11 +136,14 @@ impl Members {
             .await
     }
 
-    /// Returns the published member view of the org's scope while its actor runs.
+    /// Returns the published member view of the org's scope while its actor runs, or while
+    /// it waits for the store to write again (the view holds only durable writes).
     fn view(&self, org_id: Id) -> Result<Option<Arc<MemberView>>, OpError> {
         let scope_id = self.client.scope_of(org_id)?;
         let status = self.client.entry(scope_id)?.status;
-        if !status.running.load(Ordering::Acquire) {
+        if !status.running.load(Ordering::Acquire)
+            && !status.waiting_for_store.load(Ordering::Acquire)
+        {
             return Ok(None);
         }
         Ok(status.view.load_full())

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use unify_storage::{
-    Account, Channel, Id, ImportJob, LinkCode, Member, Org, ScopeRecord, Source, Store,
+    Account, Channel, Health, Id, ImportJob, LinkCode, Member, Org, ScopeRecord, Source, Store,
 };
 
 use crate::bridge::{Cdh, SyncState};
@@ -131,9 +131,10 @@ impl Runtime {
     // ----------------------------------------------------------------------------------------
     // Readiness.
 
-    /// Returns whether every scope actor is running (none failed, none restarting).
+    /// Returns whether the store can write and every scope actor is running (none failed,
+    /// none restarting).
     pub fn is_ready(&self) -> bool {
-        self.client.all_running()
+        self.store().health() == Health::Ok && self.client.all_running()
     }
 
     /// Returns the ids of scopes marked failed.

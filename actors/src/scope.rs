@@ -468,11 +468,21 @@ impl ScopeState {
         pending.batch.put_event_block(self.id, &pending.records);
         self.trim_events(&mut pending.batch, block);
         pending.batch.put_scope(&self.record);
+        // The view goes out with the write, before the flush: sled shows an applied batch to
+        // every store read at once (an import job's progress, a scope record), and a reader
+        // that sees those must see the batch's members too. Replies still wait for the flush.
+        // The view before it holds only durable writes; a failed commit puts it back, since a
+        // scope that waits for the store to write again still answers reads from it.
+        let durable_view = self.status.view.load_full();
         let written = match self.store.apply(pending.batch) {
-            Ok(()) => self.store.flush_async().await,
+            Ok(()) => {
+                self.status.view.store(Some(Arc::new(self.roster.view())));
+                self.store.flush_async().await
+            }
             Err(e) => Err(e),
         };
         if let Err(err) = written {
+            self.status.view.store(durable_view);
             tracing::error!(scope_id = self.id, error = %err, "commit failed, restarting scope");
             for reply in pending.replies {
                 reply(Err("the scope could not persist the operation".into()));
@@ -487,9 +497,8 @@ impl ScopeState {
         if let Some(block) = block {
             self.event_blocks.push_back(block);
         }
-        // Published before anything is answered: a caller that gets its reply sees its write
-        // in the view, and one that then subscribes does not receive this batch's events live.
-        self.status.view.store(Some(Arc::new(self.roster.view())));
+        // Events go out before anything is answered: a caller that subscribes after its reply
+        // does not receive this batch's events live.
         let has_events = !pending.events.is_empty();
         self.hub.publish(self.id, pending.events);
         self.status

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
-use unify_storage::{Id, Store};
+use unify_storage::{Health, Id, Store, StoreError};
 
 use crate::error::{OpError, found};
 use crate::protocol::ScopeMsg;
@@ -95,7 +95,7 @@ impl ScopeClient {
         let entry = self
             .scopes
             .get(scope_id)
-            .ok_or_else(|| OpError::Unavailable("the scope is not running".into()))?;
+            .ok_or_else(|| self.unavailable("the scope is not running"))?;
         if entry.status.failed.load(Ordering::Acquire) {
             return Err(OpError::Unavailable(
                 "the scope failed and is not restarted".into(),
@@ -211,7 +211,19 @@ impl ScopeClient {
     fn actor(&self, scope_id: Id) -> Result<ActorRef<ScopeMsg>, OpError> {
         self.entry(scope_id)?
             .actor
-            .ok_or_else(|| OpError::Unavailable("the scope is restarting".into()))
+            .ok_or_else(|| self.unavailable("the scope is restarting"))
+    }
+
+    /// Returns the error of a scope that cannot answer: while the store cannot write, the
+    /// store's (the scope failed on it, or waits for it to recover), so that the answer says
+    /// the store cannot write; otherwise `Unavailable(why)`.
+    fn unavailable(&self, why: &str) -> OpError {
+        if self.store.health() == Health::Failed {
+            return OpError::Storage(StoreError::Unavailable {
+                cause: std::io::Error::other(format!("{why}; the store failed and is recovering")),
+            });
+        }
+        OpError::Unavailable(why.to_owned())
     }
 
     /// Calls the scope's actor. A dropped reply (the actor failed mid-batch) or a timeout is
@@ -223,13 +235,12 @@ impl ScopeClient {
         build: impl FnOnce(RpcReplyPort<Result<T, OpError>>) -> ScopeMsg,
     ) -> Result<T, OpError> {
         match self.actor(scope_id)?.call(build, Some(timeout)).await {
+            Ok(CallResult::Success(Err(OpError::Unavailable(why)))) => Err(self.unavailable(&why)),
             Ok(CallResult::Success(result)) => result,
-            Ok(CallResult::Timeout) => Err(OpError::Unavailable(
-                "the scope did not answer in time".into(),
-            )),
-            Ok(CallResult::SenderError) | Err(_) => Err(OpError::Unavailable(
-                "the scope stopped before answering".into(),
-            )),
+            Ok(CallResult::Timeout) => Err(self.unavailable("the scope did not answer in time")),
+            Ok(CallResult::SenderError) | Err(_) => {
+                Err(self.unavailable("the scope stopped before answering"))
+            }
         }
     }
 }

@@ -26,6 +26,9 @@ pub struct ScopeStatus {
     pub starts: AtomicU64,
     /// The actor failed more often than the restart limit allows and is not restarted.
     pub failed: AtomicBool,
+    /// The actor stopped while the store could not write and is restarted once it can;
+    /// meanwhile its last published `view`, durable by construction, still answers reads.
+    pub waiting_for_store: AtomicBool,
     /// Bulk imports running into the scope (their members are not all unified yet).
     pub imports: AtomicUsize,
     /// The scope's members as of its last durable commit; `None` while the actor loads.

@@ -3,6 +3,12 @@
 //! mailbox, so callers of a failed actor see their reply port dropped (`Unavailable`) at once;
 //! restarts are capped per time window, after which the scope is marked failed.
 //!
+//! A scope that fails while the store cannot write (its commit met a full disk or an I/O
+//! error) is not restarted at once and does not count against the cap: its memory may hold the
+//! batch that failed, and a load would read the failed database, which may still hold that
+//! batch too. It waits until the store has reopened itself ([`Health::Ok`]), and is then
+//! restarted from what is durable.
+//!
 //! [`SupervisorHandle`] is how the runtime and the services start and stop scopes. Above the
 //! scope actor; it imports no service.
 
@@ -14,7 +20,7 @@ use std::time::Instant;
 use ractor::{
     Actor, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SupervisionEvent,
 };
-use unify_storage::{Id, Store};
+use unify_storage::{Health, Id, Store};
 
 use crate::error::OpError;
 use crate::hub::Hub;
@@ -113,6 +119,8 @@ pub enum SupervisorMsg {
         forget: bool,
         reply: RpcReplyPort<()>,
     },
+    /// The store can write again: restarts the scopes that wait for it.
+    StoreRecovered,
 }
 
 /// Start-up arguments of the supervisor.
@@ -138,6 +146,10 @@ pub struct SupervisorState {
     restarts: HashMap<Id, VecDeque<Instant>>,
     /// Scopes being stopped on purpose: their termination is not a failure.
     stopping: HashSet<Id>,
+    /// Scopes that failed while the store could not write, restarted once it can.
+    waiting: HashSet<Id>,
+    /// Sends [`SupervisorMsg::StoreRecovered`] whenever the store turns `Ok`.
+    health_watch: tokio::task::JoinHandle<()>,
 }
 
 impl Actor for Supervisor {
@@ -151,11 +163,14 @@ impl Actor for Supervisor {
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let scopes = args.store.list_scopes()?;
+        let health_watch = watch_health(&args.store, myself.clone());
         let mut state = SupervisorState {
             args,
             children: HashMap::new(),
             restarts: HashMap::new(),
             stopping: HashSet::new(),
+            waiting: HashSet::new(),
+            health_watch,
         };
         for scope in scopes {
             // A scope that cannot load is marked failed; the others still start.
@@ -193,7 +208,17 @@ impl Actor for Supervisor {
                 }
                 let _ = reply.send(());
             }
+            SupervisorMsg::StoreRecovered => state.restart_waiting(&myself).await,
         }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.health_watch.abort();
         Ok(())
     }
 
@@ -215,6 +240,12 @@ impl Actor for Supervisor {
             return Ok(());
         }
         state.args.registry.set_actor(scope_id, None);
+        if state.args.store.health() == Health::Failed {
+            tracing::warn!(scope_id, reason = ?failure,
+                "scope actor stopped while the store cannot write, restarting it once it can");
+            state.wait_for_store(scope_id);
+            return Ok(());
+        }
         tracing::warn!(scope_id, reason = ?failure, "scope actor stopped unexpectedly, restarting");
         if state.allow_restart(scope_id) {
             if let Err(err) = state.spawn(&myself, scope_id).await {
@@ -252,14 +283,54 @@ impl SupervisorState {
             Ok((actor, _)) => {
                 self.children.insert(actor.get_id(), scope_id);
                 status.failed.store(false, Ordering::Release);
+                status.waiting_for_store.store(false, Ordering::Release);
                 status.starts.fetch_add(1, Ordering::AcqRel);
                 self.args.registry.set_actor(scope_id, Some(actor));
                 Ok(())
+            }
+            Err(err) if self.args.store.health() == Health::Failed => {
+                tracing::warn!(scope_id, error = %err,
+                    "scope failed to start while the store cannot write, starting it once it can");
+                self.wait_for_store(scope_id);
+                Err(err.into())
             }
             Err(err) => {
                 tracing::error!(scope_id, error = %err, "scope failed to start");
                 status.failed.store(true, Ordering::Release);
                 Err(err.into())
+            }
+        }
+    }
+
+    /// Leaves a scope stopped until the store can write again; its published view keeps
+    /// answering reads meanwhile.
+    fn wait_for_store(&mut self, scope_id: Id) {
+        self.waiting.insert(scope_id);
+        if let Some(entry) = self.args.registry.get(scope_id) {
+            entry
+                .status
+                .waiting_for_store
+                .store(true, Ordering::Release);
+        }
+    }
+
+    /// Restarts, from the reopened store, every scope that failed while it could not write.
+    async fn restart_waiting(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        for scope_id in std::mem::take(&mut self.waiting) {
+            // A scope started, stopped or forgotten meanwhile stays as it is.
+            let Some(entry) = self.args.registry.get(scope_id) else {
+                continue;
+            };
+            entry
+                .status
+                .waiting_for_store
+                .store(false, Ordering::Release);
+            if entry.actor.is_some() {
+                continue;
+            }
+            tracing::info!(scope_id, "the store writes again, restarting the scope");
+            if let Err(err) = self.spawn(myself, scope_id).await {
+                tracing::error!(scope_id, error = %err, "scope restart failed");
             }
         }
     }
@@ -278,6 +349,24 @@ impl SupervisorState {
         times.push_back(now);
         times.len() as u32 <= self.args.settings.restart_limit
     }
+}
+
+/// Returns a task that tells the supervisor each time the store turns `Ok` again; it ends
+/// with the store or the supervisor.
+fn watch_health(store: &Store, supervisor: ActorRef<SupervisorMsg>) -> tokio::task::JoinHandle<()> {
+    let mut health = store.watch_health();
+    tokio::spawn(async move {
+        while health.changed().await.is_ok() {
+            let ok = *health.borrow_and_update() == Health::Ok;
+            if ok
+                && supervisor
+                    .send_message(SupervisorMsg::StoreRecovered)
+                    .is_err()
+            {
+                return;
+            }
+        }
+    })
 }
 
 /// The running supervisor: starts and stops scope actors on request.

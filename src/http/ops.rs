@@ -36,7 +36,7 @@ async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
-/// Readiness: the store is open and every scope actor is running.
+/// Readiness: the store can write and every scope actor is running.
 #[utoipa::path(get, path = "/readyz", tag = "operation", security(),
     responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -44,7 +44,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
         return axum::Json(Health { status: "ready" }).into_response();
     }
     let failed = state.runtime.failed_scopes();
-    let message = if failed.is_empty() {
+    let message = if state.runtime.store().health() == unify_storage::Health::Failed {
+        "the store cannot write; it reopens itself once it can".to_owned()
+    } else if failed.is_empty() {
         "scope actors are starting".to_owned()
     } else {
         format!("scopes failed: {failed:?}")

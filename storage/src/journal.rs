@@ -108,7 +108,8 @@ impl OrgLog {
 /// replicated log on an external database) can stand behind the same calls. [`crate::Store`]
 /// implements it on sled.
 pub trait MemberLog {
-    /// Reads the snapshot and journal of org `org_id`.
+    /// Reads the snapshot and journal of org `org_id`, whole even while a snapshot of the org
+    /// is being written.
     fn read_org(&self, org_id: Id) -> Result<OrgLog>;
 
     /// Writes `members` (ascending id) as org `org_id`'s new snapshot, including the journal up

@@ -9,6 +9,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod health;
 pub mod journal;
 pub mod keys;
 pub mod records;
@@ -17,6 +18,7 @@ pub mod stored_member;
 
 pub use codec::FORMAT_VERSION;
 pub use error::{Result, StoreError};
+pub use health::Health;
 pub use journal::{MemberLog, MemberWrite, OrgLog, SnapshotManifest};
 pub use records::*;
 pub use store::{AcceptedEvent, EventBlockSpan, LinkCode, SCHEMA_VERSION, Store, WriteBatch};

@@ -10,22 +10,24 @@ use std::fmt;
 use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod db;
 mod events;
 mod member_log;
 mod migrate;
 mod webhooks;
 
+pub use db::{LOCK_WAIT, PROBE_BYTES, sled_config};
 pub use events::EventBlockSpan;
 
 pub use webhooks::{AcceptedEvent, LinkCode};
 
 use crate::codec;
 use crate::error::{Result, StoreError};
+use crate::health::Health;
 use crate::keys;
 use crate::records::{
     Account, Channel, DeliveryRecord, Id, IdKind, ImportJob, Org, OutboxEntry, ScopeRecord,
@@ -36,48 +38,18 @@ use crate::records::{
 /// being misread.
 pub const SCHEMA_VERSION: u32 = 2;
 
-/// sled's page cache. Reads of members are answered from the scopes' memory, so the cache
-/// serves little besides the small records; sled's default (1 GiB) would only cost memory.
-const CACHE_BYTES: u64 = 128 << 20;
-
-/// How long [`Store::open`] waits for a file lock that is still held.
-pub const LOCK_WAIT: Duration = Duration::from_secs(3);
-
-/// Returns the sled database at `path`, retrying while its file lock is held (see
-/// [`Store::open`]).
-fn open_db(path: &Path) -> Result<sled::Db> {
-    let deadline = Instant::now() + LOCK_WAIT;
-    loop {
-        match sled::Config::new()
-            .path(path)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-        {
-            Ok(db) => return Ok(db),
-            Err(err) if is_lock_contention(&err) && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(err) => return Err(err.into()),
-        }
-    }
-}
-
-/// Returns true for sled's "could not acquire lock" error, which has no variant of its own.
-fn is_lock_contention(err: &sled::Error) -> bool {
-    matches!(err, sled::Error::Io(io)
-        if io.kind() == std::io::ErrorKind::Other
-            && io.to_string().contains("could not acquire lock"))
-}
-
 /// Handle to the embedded database. Cheap to clone: clones share one sled instance.
 #[derive(Clone)]
 pub struct Store {
-    /// The sled database; every record lives in its default tree (see [`crate::keys`]).
-    db: sled::Db,
+    /// The sled database; every record lives in its default tree (see [`crate::keys`]). Every
+    /// call goes through [`db::Db`], which classifies errors and reopens a failed database.
+    db: db::Db,
     /// Directory of the database, kept for diagnostics.
     path: Arc<PathBuf>,
-    /// Held while a snapshot is written, so that two writers (a scope's task and the task of
-    /// the scope's previous incarnation) never write one generation at once.
+    /// Held while a snapshot is written and while an org's log is read, so that two writers
+    /// (a scope's task and the task of the scope's previous incarnation) never write one
+    /// generation at once, and a reader never meets a manifest whose chunks a writer is
+    /// about to replace.
     snapshots: Arc<std::sync::Mutex<()>>,
 }
 
@@ -99,9 +71,9 @@ impl Store {
     /// sled releases its file lock from background threads shortly after the last handle of a
     /// database is dropped, so opening retries a held lock for up to [`LOCK_WAIT`]: a close
     /// followed by a reopen in the same process (a restart in tests) then succeeds, while a
-    /// store held by another process still fails with [`StoreError::Io`].
+    /// store held by another process still fails.
     pub fn open(path: &Path) -> Result<Store> {
-        let db = open_db(path)?;
+        let db = db::Db::open(path)?;
         let store = Store {
             db,
             path: Arc::new(path.to_path_buf()),
@@ -112,9 +84,29 @@ impl Store {
         Ok(store)
     }
 
+    /// Takes the lock that orders snapshot writes and org log reads. A poisoned lock only
+    /// means another holder panicked; what it left is overwritten or removed by the next one.
+    fn snapshot_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Returns the directory of the store.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Returns whether the store can write: `Failed` from its first I/O error until it has
+    /// reopened itself (see [`crate::health`]).
+    pub fn health(&self) -> Health {
+        self.db.health()
+    }
+
+    /// Returns a receiver of every change of [`Store::health`] (the supervisor restarts the
+    /// scopes that failed once the store is `Ok` again).
+    pub fn watch_health(&self) -> tokio::sync::watch::Receiver<Health> {
+        self.db.watch_health()
     }
 
     /// Checks the stored schema version, writing it into a store that is still empty.
@@ -285,9 +277,9 @@ impl Store {
                 flushed?;
                 Ok(())
             }
-            Err(join) => Err(StoreError::Io(sled::Error::Io(std::io::Error::other(
-                format!("the flush task failed: {join}"),
-            )))),
+            Err(join) => Err(StoreError::Unavailable {
+                cause: std::io::Error::other(format!("the flush task failed: {join}")),
+            }),
         }
     }
 

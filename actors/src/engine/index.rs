@@ -4,58 +4,70 @@
 use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable, hash_table::Entry};
+use smallvec::SmallVec;
 
 use super::attribute::{ATTRIBUTE_COUNT, Attribute};
 use super::partition::NodeId;
 
 /// Interns key nodes and indexes which member slots hold each one.
 ///
-/// Each value is held once, in `values`; the per-attribute tables hold node ids and look the
-/// value up there (a map keyed by the value would hold every value twice, and a scope holds
-/// millions of them). The hasher is randomly seeded, since values come from users.
+/// Each value is held once, in one arena of text; the per-attribute tables hold node ids and
+/// look the value up there (a map keyed by the value would hold every value twice, and a
+/// scope holds millions of them). Most values are held by one member or a few, so a node's
+/// holders are kept inline up to four. Nodes are never dropped, so neither is their text.
+/// The hasher is randomly seeded, since values come from users.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct NodeIndex {
     ids: [HashTable<NodeId>; ATTRIBUTE_COUNT],
     hasher: DefaultHashBuilder,
-    values: Vec<(Attribute, Box<str>)>,
-    holders: Vec<Vec<u32>>,
+    /// The text of every node, back to back.
+    text: String,
+    /// Per node: its attribute and where its value lies in `text`.
+    values: Vec<(Attribute, Span)>,
+    holders: Vec<SmallVec<[u32; 4]>>,
+}
+
+/// Where a value lies in [`NodeIndex::text`].
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    fn of(self, text: &str) -> &str {
+        &text[self.start as usize..(self.start + self.len) as usize]
+    }
 }
 
 impl NodeIndex {
     /// Returns the node of a normalized value, creating it if new.
     pub fn intern(&mut self, attribute: Attribute, value: &str) -> NodeId {
-        self.intern_value(attribute, value)
-    }
-
-    /// Returns the node of a normalized value, creating it from `value` itself (no copy) if new.
-    pub fn intern_owned(&mut self, attribute: Attribute, value: String) -> NodeId {
-        self.intern_value(attribute, value)
-    }
-
-    fn intern_value<V: AsRef<str> + Into<Box<str>>>(
-        &mut self,
-        attribute: Attribute,
-        value: V,
-    ) -> NodeId {
         let NodeIndex {
             ids,
             hasher,
+            text,
             values,
             holders,
         } = self;
-        let hash = hasher.hash_one(value.as_ref());
+        let hash = hasher.hash_one(value);
         let entry = ids[attribute.index()].entry(
             hash,
-            |&id| *values[id as usize].1 == *value.as_ref(),
-            |&id| hasher.hash_one(&*values[id as usize].1),
+            |&id| values[id as usize].1.of(text) == value,
+            |&id| hasher.hash_one(values[id as usize].1.of(text)),
         );
         match entry {
             Entry::Occupied(found) => *found.get(),
             Entry::Vacant(vacant) => {
                 let id = NodeId::try_from(values.len()).expect("fewer than 2^32 - 2 key nodes");
+                let span = Span {
+                    start: u32::try_from(text.len()).expect("less than 4 GiB of key values"),
+                    len: value.len() as u32,
+                };
+                text.push_str(value);
                 vacant.insert(id);
-                values.push((attribute, value.into()));
-                holders.push(Vec::new());
+                values.push((attribute, span));
+                holders.push(SmallVec::new());
                 id
             }
         }
@@ -74,7 +86,7 @@ impl NodeIndex {
     }
 
     pub fn value(&self, node: NodeId) -> &str {
-        &self.values[node as usize].1
+        self.values[node as usize].1.of(&self.text)
     }
 
     /// Returns the number of interned nodes.

@@ -6,7 +6,7 @@
 //! position in order is the same as processing each cluster in ascending id order, because
 //! clusters never interact.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use super::attribute::{ATTRIBUTE_COUNT, Attribute};
 

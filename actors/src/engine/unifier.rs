@@ -1,7 +1,9 @@
 //! The in-memory unification state of one scope: members' linking nodes, the key-node index,
 //! the partition, and its incremental maintenance (SPEC 2.3).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use hashbrown::{HashMap, HashSet};
 
 use super::attribute::{ATTRIBUTE_COUNT, Attribute};
 use super::index::NodeIndex;
@@ -146,7 +148,7 @@ impl Unifier {
             let mut links = [NO_NODE; ATTRIBUTE_COUNT];
             for (attribute, value) in Attribute::ALL.into_iter().zip(values.0) {
                 if let Some(v) = value {
-                    links[attribute.index()] = unifier.nodes.intern_owned(attribute, v);
+                    links[attribute.index()] = unifier.nodes.intern(attribute, &v);
                 }
             }
             let slot = unifier.push(id, links);
@@ -154,6 +156,15 @@ impl Unifier {
         }
         unifier.rebuild();
         unifier
+    }
+
+    /// Returns every member with its profile id, ascending member id.
+    pub fn profiles(&self) -> impl Iterator<Item = (MemberId, ProfileId)> + '_ {
+        self.ids
+            .iter()
+            .zip(&self.profile)
+            .filter(|&(&id, _)| id != 0)
+            .map(|(&id, &profile)| (id, profile))
     }
 
     pub fn keys(&self) -> &KeySet {

@@ -40,10 +40,8 @@ impl Store {
     }
 
     /// Deletes every snapshot chunk of `org_id` that `keep` does not name: leftovers of a
-    /// snapshot whose writing was interrupted. Chunks of a newer generation than `keep`'s are
-    /// left alone: they may belong to a snapshot being written right now (by a scope actor
-    /// that was restarted or lost the org while its snapshot ran), which names them next;
-    /// should that write never finish, the next snapshot of that generation overwrites them.
+    /// snapshot whose writing was interrupted by a crash. Called under the snapshot lock, so
+    /// no snapshot of this process is being written meanwhile.
     fn delete_stale_chunks(&self, org_id: Id, keep: Option<SnapshotManifest>) -> Result<()> {
         let prefix = keys::id_key(keys::SNAPSHOT_CHUNK, org_id);
         let mut batch = sled::Batch::default();
@@ -56,9 +54,7 @@ impl Store {
                 .and_then(|b| <[u8; 4]>::try_from(b).ok())
                 .map(u32::from_be_bytes)
                 .ok_or_else(|| StoreError::Corrupt(format!("snapshot chunk key {key:?}")))?;
-            let current = keep.map_or(0, |m| m.generation);
-            let kept = generation > current
-                || keep.is_some_and(|m| m.generation == generation && chunk < m.chunks);
+            let kept = keep.is_some_and(|m| m.generation == generation && chunk < m.chunks);
             if !kept {
                 batch.remove(key);
                 stale += 1;
@@ -74,6 +70,9 @@ impl Store {
 
 impl MemberLog for Store {
     fn read_org(&self, org_id: Id) -> Result<OrgLog> {
+        // A snapshot installed between reading its manifest and its chunks (or the journal it
+        // prunes) would leave this read torn, so reads wait for a snapshot being written.
+        let _reading = self.snapshot_lock();
         let manifest = self.snapshot_manifest(org_id)?;
         let mut log = OrgLog {
             manifest,
@@ -132,11 +131,7 @@ impl MemberLog for Store {
         upto: u64,
         members: &mut dyn Iterator<Item = StoredMember>,
     ) -> Result<SnapshotManifest> {
-        // A poisoned lock only means another writer panicked; its leftovers are overwritten.
-        let _writing = self
-            .snapshots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _writing = self.snapshot_lock();
         let previous = self.snapshot_manifest(org_id)?;
         let generation = previous.map_or(1, |m| m.generation + 1);
         let mut manifest = SnapshotManifest {
