@@ -39,7 +39,12 @@ fn start(dir: &Path) -> (Child, Duration) {
     let port = free_port();
     let started = Instant::now();
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
