@@ -48,6 +48,10 @@ pub enum Command {
         /// The token's subject.
         #[arg(long, default_value = "cli")]
         sub: String,
+        /// Prints a sign-in link for the console instead: `http://LISTEN/console#token=...`
+        /// (the token in the fragment, which browsers never send to a server).
+        #[arg(long)]
+        console: bool,
         #[arg(long)]
         config: Option<PathBuf>,
         #[arg(long)]

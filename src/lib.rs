@@ -15,3 +15,10 @@ pub mod synth;
 pub mod watch;
 
 pub use server::run;
+
+/// Returns the console sign-in link for a server listening on `listen`: the token travels in
+/// the URL fragment, which a browser keeps to itself (never in a query string, hence never in
+/// a request line or an access log).
+pub fn console_link(listen: &str, token: &str) -> String {
+    format!("http://{listen}/console#token={token}")
+}

@@ -75,6 +75,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             orgs,
             ttl,
             sub,
+            console,
             config,
             data_dir,
         } => {
@@ -83,10 +84,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("--account is required for admin and agent tokens");
             }
             let tokens = Tokens::from_config(&config)?;
-            println!(
-                "{}",
-                tokens.issue(&sub, role, account, orgs, parse_ttl(&ttl)?)?
-            );
+            let token = tokens.issue(&sub, role, account, orgs, parse_ttl(&ttl)?)?;
+            if console {
+                println!("{}", unify::console_link(&config.listen, &token));
+            } else {
+                println!("{token}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { config, data_dir } => {

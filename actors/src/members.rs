@@ -11,12 +11,12 @@ use std::sync::atomic::Ordering;
 
 use unify_storage::{Channel, Id, Member};
 
-use crate::engine::Explanation;
+use crate::engine::{Attribute, Explanation};
 use crate::error::{OpError, found};
 use crate::events::Reason;
 use crate::member::{Identity, IdentityHandle, MemberRegistry};
 use crate::ops::{MemberOp, NewMember};
-use crate::protocol::{ProfileView, ScopeMsg};
+use crate::protocol::{MemberGraph, ProfileView, ScopeMsg};
 use crate::roster::MemberView;
 use crate::scope_client::ScopeClient;
 
@@ -248,6 +248,45 @@ impl Members {
                 org_id,
                 member_id,
                 other,
+                reply,
+            })
+            .await
+    }
+
+    /// Lists the org's members holding the key node `(attribute, normalize(value))`
+    /// ascending after `after` (SPEC 4.4); a value that does not link finds nothing.
+    pub async fn find_by_key(
+        &self,
+        org_id: Id,
+        attribute: Attribute,
+        value: String,
+        after: Id,
+        limit: usize,
+    ) -> Result<Vec<Member>, OpError> {
+        self.client
+            .call_admitted(org_id, false, |reply| ScopeMsg::KeyHolders {
+                org_id,
+                attribute,
+                value,
+                after,
+                limit,
+                reply,
+            })
+            .await
+    }
+
+    /// Returns the graph of the member's cluster, at most `max_members` members (SPEC 4.5).
+    pub async fn graph(
+        &self,
+        org_id: Id,
+        member_id: Id,
+        max_members: usize,
+    ) -> Result<MemberGraph, OpError> {
+        self.client
+            .call_admitted(org_id, false, |reply| ScopeMsg::Graph {
+                org_id,
+                member_id,
+                max_members,
                 reply,
             })
             .await

@@ -20,7 +20,7 @@ use unify_storage::{
 use crate::bridge::{Cdh, SyncState};
 pub use crate::channel::{CHANNEL_TYPES, NewChannel};
 use crate::directory::{ChannelPatch, Directory};
-use crate::engine::{DryRun, Explanation, HotValue, KeySet, UnifyKey};
+use crate::engine::{Attribute, DryRun, Explanation, HotValue, KeySet, UnifyKey};
 use crate::error::OpError;
 use crate::event_log::EventLog;
 use crate::hub::Hub;
@@ -29,7 +29,7 @@ use crate::key_change::KeyChange;
 use crate::member::{Identity, IdentityHandle};
 use crate::members::Members;
 use crate::ops::{MemberOp, NewMember};
-use crate::protocol::{ProfileView, ScopeMsg};
+use crate::protocol::{MemberGraph, ProfileView, ScopeMsg};
 use crate::provision::{Acceptance, ChannelEvent, Provisioner};
 use crate::reshape::Reshape;
 use crate::scope_client::ScopeClient;
@@ -288,6 +288,30 @@ impl Runtime {
         other: Id,
     ) -> Result<Explanation, OpError> {
         self.members.explain(org_id, member_id, other).await
+    }
+
+    /// Lists the org's members holding the key node `(attribute, normalize(value))`.
+    pub async fn find_by_key(
+        &self,
+        org_id: Id,
+        attribute: Attribute,
+        value: String,
+        after: Id,
+        limit: usize,
+    ) -> Result<Vec<Member>, OpError> {
+        self.members
+            .find_by_key(org_id, attribute, value, after, limit)
+            .await
+    }
+
+    /// Returns the graph of the member's cluster, at most `max_members` members.
+    pub async fn graph(
+        &self,
+        org_id: Id,
+        member_id: Id,
+        max_members: usize,
+    ) -> Result<MemberGraph, OpError> {
+        self.members.graph(org_id, member_id, max_members).await
     }
 
     /// Returns whether no operation on the member is queued or running.

@@ -46,6 +46,7 @@ use crate::status::ScopeStatus;
 /// the outcome of the commit.
 type Deferred = Box<dyn FnOnce(Result<(), String>) + Send>;
 
+mod graph;
 mod import_chunk;
 mod load;
 mod provision;
@@ -360,6 +361,26 @@ impl Actor for Scope {
                 reply,
             } => {
                 let result = state.explain(org_id, member_id, other);
+                state.respond(reply, result);
+            }
+            ScopeMsg::KeyHolders {
+                org_id,
+                attribute,
+                value,
+                after,
+                limit,
+                reply,
+            } => {
+                let result = state.key_holders(org_id, attribute, &value, after, limit);
+                state.respond(reply, result);
+            }
+            ScopeMsg::Graph {
+                org_id,
+                member_id,
+                max_members,
+                reply,
+            } => {
+                let result = state.graph(org_id, member_id, max_members);
                 state.respond(reply, result);
             }
             ScopeMsg::DryRun { keys, reply } => {

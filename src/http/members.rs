@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use super::auth::Caller;
 use super::extract::{Json, Path, Query, double_option};
-use super::params::{JobPath, MemberPath, OrgPath};
+use super::params::{AttributeName, JobPath, MemberPath, OrgPath};
 use super::shapes::{MemberView, apply_member_op};
 use super::state::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -73,6 +73,33 @@ struct ListQuery {
     /// Page size, 100 when absent.
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// With `value`: finds the members holding the key node `(attribute, normalize(value))`
+    /// (SPEC 2.1); not combined with `channel_id` or `external_member_id`.
+    #[param(value_type = Option<AttributeName>)]
+    attribute: Option<AttributeName>,
+    /// With `attribute`: the key value as written (`0912 345 678` finds `+886912345678`); a
+    /// value that does not link finds nothing.
+    value: Option<String>,
+}
+
+impl ListQuery {
+    /// Returns the key node asked for, if any, refusing a half or mixed query.
+    fn key(&mut self) -> ApiResult<Option<(AttributeName, String)>> {
+        match (self.attribute.take(), self.value.take()) {
+            (None, None) => Ok(None),
+            (Some(_), None) | (None, Some(_)) => {
+                Err(ApiError::invalid("attribute and value are given together"))
+            }
+            (Some(_), Some(_))
+                if self.channel_id.is_some() || self.external_member_id.is_some() =>
+            {
+                Err(ApiError::invalid(
+                    "attribute and value do not combine with channel_id or external_member_id",
+                ))
+            }
+            (Some(attribute), Some(value)) => Ok(Some((attribute, value))),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -82,7 +109,8 @@ pub struct MemberPage {
     pub next_after: Option<Id>,
 }
 
-/// Lists the org's members by ascending id, or finds one by identity.
+/// Lists the org's members by ascending id, finds one by identity, or finds those holding a
+/// key value.
 #[utoipa::path(get, path = "/chat/members", tag = "members",
     params(OrgPath, ListQuery),
     responses((status = 200, body = MemberPage), (status = "4XX", body = ErrorBody)))]
@@ -90,7 +118,7 @@ async fn list_members(
     State(state): State<AppState>,
     caller: Caller,
     Path(p): Path<OrgPath>,
-    Query(q): Query<ListQuery>,
+    Query(mut q): Query<ListQuery>,
 ) -> ApiResult<axum::Json<MemberPage>> {
     let org = caller.org(&state, p.org_id)?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
@@ -99,16 +127,27 @@ async fn list_members(
             "limit must be between 1 and {MAX_LIMIT}"
         )));
     }
-    let page = state
-        .runtime
-        .find_members(
-            org.id,
-            q.channel_id,
-            q.external_member_id.as_deref(),
-            q.after.unwrap_or(0),
-            limit,
-        )
-        .await?;
+    let after = q.after.unwrap_or(0);
+    let page = match q.key()? {
+        Some((attribute, value)) => {
+            state
+                .runtime
+                .find_by_key(org.id, attribute.0, value, after, limit)
+                .await?
+        }
+        None => {
+            state
+                .runtime
+                .find_members(
+                    org.id,
+                    q.channel_id,
+                    q.external_member_id.as_deref(),
+                    after,
+                    limit,
+                )
+                .await?
+        }
+    };
     let next_after = (page.len() == limit)
         .then(|| page.last().map(|m| m.id))
         .flatten();

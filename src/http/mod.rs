@@ -4,7 +4,7 @@
 //! `body_timeout`) sit in front of them.
 //!
 //! Dependencies inside `http/` point one way: the resource modules (`accounts`, `admin`,
-//! `channels`, `members`, `unification`, `webhooks`, `ws`, `ops`) may use the leaves `state`,
+//! `channels`, `members`, `unification`, `webhooks`, `ws`, `ops`, `console`) may use the leaves `state`,
 //! `shapes`, `params`, `extract` and `auth`, and call the runtime through `AppState`; no
 //! resource module imports another, and the leaves import no resource module.
 
@@ -13,6 +13,7 @@ pub mod admin;
 pub mod auth;
 pub mod body_timeout;
 pub mod channels;
+pub mod console;
 pub mod extract;
 pub mod idle;
 pub mod limits;
@@ -86,6 +87,9 @@ pub fn router(state: AppState) -> Router {
             async move { axum::Json(doc.as_ref().clone()) }
         }),
     )
+    .route("/console", axum::routing::get(console::index))
+    .route("/console/", axum::routing::get(console::index))
+    .route("/console/{*path}", axum::routing::get(console::asset))
     .fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)
     .layer(DefaultBodyLimit::max(BODY_LIMIT))

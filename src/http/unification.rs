@@ -36,6 +36,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(update_key))
         .routes(routes!(unification))
         .routes(routes!(unify_profile))
+        .routes(routes!(profile_graph))
         .routes(routes!(explain))
         .routes(routes!(uni))
         .routes(routes!(change_unification))
@@ -354,6 +355,145 @@ async fn unify_profile(
         line_id,
         connect_id,
         updated_at: unify_actors::clock::rfc3339(profile.view.updated_at),
+    }))
+}
+
+/// Members a graph shows when `limit` is not given.
+const GRAPH_DEFAULT_MEMBERS: usize = 200;
+/// Largest `limit` of a graph.
+const GRAPH_MAX_MEMBERS: usize = 1000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct GraphQuery {
+    /// Most members shown (nearest to the member first), 200 when absent.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+}
+
+/// A node of the graph: a member (`member_id`, `profile_id`, names) or a key node
+/// (`attribute`, normalized `value`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GraphNodeView {
+    /// `member:<member_id>` or `key:<attribute>:<normalized value>` (the step of an explain
+    /// path names the same node).
+    pub id: String,
+    /// `member` or `key`.
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<Id>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile_id: Option<Id>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<Id>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_member_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attribute: Option<AttributeName>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// A followed link: the member holds the key node and joined the profile owning it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GraphEdge {
+    pub from: String,
+    pub to: String,
+}
+
+/// A refused link: the member holds the key node, but joining its owner's profile was refused.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GraphRefused {
+    pub from: String,
+    pub to: String,
+    /// `distinct_conflict` or `max_profile_size`.
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GraphView {
+    pub profile_id: Id,
+    pub nodes: Vec<GraphNodeView>,
+    pub edges: Vec<GraphEdge>,
+    pub refused: Vec<GraphRefused>,
+    /// The cluster has more members than `limit`; the nearest ones are shown.
+    pub truncated: bool,
+}
+
+fn key_node_id(attribute: unify_actors::engine::Attribute, value: &str) -> String {
+    format!("key:{attribute}:{value}")
+}
+
+/// The members of the member's cluster, their key nodes, links and refused links, for drawing.
+#[utoipa::path(get, path = "/chat/members/{member_id}/unify-profile/graph", tag = "unification",
+    params(MemberPath, GraphQuery),
+    responses((status = 200, body = GraphView), (status = "4XX", body = ErrorBody)))]
+async fn profile_graph(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<MemberPath>,
+    Query(q): Query<GraphQuery>,
+) -> ApiResult<axum::Json<GraphView>> {
+    let org = caller.org(&state, p.org_id)?;
+    let limit = q.limit.unwrap_or(GRAPH_DEFAULT_MEMBERS);
+    if limit == 0 || limit > GRAPH_MAX_MEMBERS {
+        return Err(ApiError::invalid(format!(
+            "limit must be between 1 and {GRAPH_MAX_MEMBERS}"
+        )));
+    }
+    let g = state.runtime.graph(org.id, p.member_id, limit).await?;
+    let members = g.members.into_iter().map(|m| GraphNodeView {
+        id: format!("member:{}", m.id),
+        kind: "member",
+        member_id: Some(m.id),
+        profile_id: Some(m.profile_id),
+        org_id: Some(m.org_id),
+        external_member_id: Some(m.external_member_id),
+        display_name: m.display_name,
+        original_name: m.original_name,
+        attribute: None,
+        value: None,
+    });
+    let keys = g.graph.keys.iter().map(|k| GraphNodeView {
+        id: key_node_id(k.attribute, &k.value),
+        kind: "key",
+        member_id: None,
+        profile_id: None,
+        org_id: None,
+        external_member_id: None,
+        display_name: None,
+        original_name: None,
+        attribute: Some(AttributeName(k.attribute)),
+        value: Some(k.value.clone()),
+    });
+    let mut edges = Vec::new();
+    let mut refused = Vec::new();
+    for link in &g.graph.links {
+        let key = &g.graph.keys[link.key];
+        let (from, to) = (
+            format!("member:{}", link.member),
+            key_node_id(key.attribute, &key.value),
+        );
+        match link.refused {
+            None => edges.push(GraphEdge { from, to }),
+            Some(why) => refused.push(GraphRefused {
+                from,
+                to,
+                reason: why.as_str(),
+            }),
+        }
+    }
+    Ok(axum::Json(GraphView {
+        profile_id: g.graph.profile_id,
+        nodes: members.chain(keys).collect(),
+        edges,
+        refused,
+        truncated: g.graph.truncated,
     }))
 }
 

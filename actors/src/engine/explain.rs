@@ -99,7 +99,7 @@ impl Unifier {
     }
 
     /// Reruns the partition of a cluster, recording every refused link.
-    fn refusals(&self, cluster: &[u32]) -> Vec<RefusedLink> {
+    pub(super) fn refusals(&self, cluster: &[u32]) -> Vec<RefusedLink> {
         let plan = self.plan(&self.keys);
         let mut owners = self.sparse_owners(cluster, &plan);
         let subset = Subset {

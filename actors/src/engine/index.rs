@@ -73,6 +73,14 @@ impl NodeIndex {
         }
     }
 
+    /// Returns the node of a normalized value, if some member ever held it.
+    pub fn find(&self, attribute: Attribute, value: &str) -> Option<NodeId> {
+        let hash = self.hasher.hash_one(value);
+        self.ids[attribute.index()]
+            .find(hash, |&id| self.value(id) == value)
+            .copied()
+    }
+
     pub fn attribute(&self, node: NodeId) -> Attribute {
         self.values[node as usize].0
     }

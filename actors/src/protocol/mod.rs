@@ -13,7 +13,7 @@ use crate::error::OpError;
 
 pub use self::import::{ImportChunk, Prepared};
 pub use self::provision::{EventProfile, Provisioned, Redemption, Sender};
-pub use self::scope::{ProfileView, ScopeMsg};
+pub use self::scope::{MemberGraph, ProfileView, ScopeMsg};
 
 /// The reply port of a scope call.
 pub type Reply<T> = RpcReplyPort<Result<T, OpError>>;

@@ -10,7 +10,7 @@ use unify_storage::{Id, Member, ScopeRecord};
 use super::Reply;
 use super::import::ImportChunk;
 use super::provision::{EventProfile, Provisioned, Redemption, Sender};
-use crate::engine::{DryRun, Explanation, HotValue, KeySet, MergedView};
+use crate::engine::{Attribute, ClusterGraph, DryRun, Explanation, HotValue, KeySet, MergedView};
 use crate::error::OpError;
 use crate::events::Reason;
 use crate::key_change::KeyChange;
@@ -23,6 +23,14 @@ pub struct ProfileView {
     pub unify_scope_id: Id,
     pub member_ids: Vec<Id>,
     pub view: MergedView,
+}
+
+/// The drawable graph of a member's cluster, with the records of the members it shows (in the
+/// graph's order).
+#[derive(Debug, Clone)]
+pub struct MemberGraph {
+    pub graph: ClusterGraph,
+    pub members: Vec<Member>,
 }
 
 /// Messages of the scope actor.
@@ -83,6 +91,23 @@ pub enum ScopeMsg {
         member_id: Id,
         other: Id,
         reply: Reply<Explanation>,
+    },
+    /// The org's members holding the key node `(attribute, normalize(value))`, ascending,
+    /// after `after`, at most `limit`.
+    KeyHolders {
+        org_id: Id,
+        attribute: Attribute,
+        value: String,
+        after: Id,
+        limit: usize,
+        reply: Reply<Vec<Member>>,
+    },
+    /// The graph of the member's cluster, at most `max_members` members.
+    Graph {
+        org_id: Id,
+        member_id: Id,
+        max_members: usize,
+        reply: Reply<MemberGraph>,
     },
     DryRun {
         keys: KeySet,
