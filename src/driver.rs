@@ -3,7 +3,7 @@
 //! change/cancel unification, deletes, imports, key changes), printing one JSON [`Line`] per
 //! attempt and per acknowledged write. On start it first prints the served state (the keys,
 //! every member, every import job), then `ready`; with `settle` it waits for the import jobs
-//! to finish before that and exits after it.
+//! and re-unification to finish before that and exits after it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -193,7 +193,8 @@ pub async fn run(config: Config, options: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until no import job of the org is running (they resume after a restart).
+/// Waits until no import job of the org is running (they resume after a restart) and its
+/// scope has no pending re-unification, so that the served profiles are final.
 async fn settle(runtime: &Runtime, org: Id) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while runtime
@@ -201,10 +202,11 @@ async fn settle(runtime: &Runtime, org: Id) -> anyhow::Result<()> {
         .list_import_jobs()?
         .iter()
         .any(|j| j.org_id == org && j.status == ImportStatus::Running)
+        || !runtime.scope_merge_state(org)?
     {
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
-            "import jobs still running"
+            "import jobs or re-unification still running"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use unify::driver::{KEY_SETS, Line, Op, unify_keys};
-use unify_actors::engine::KeySet;
+use unify_actors::engine::{KeySet, Unifier};
 use unify_storage::{Id, Member, MemberLog, Store};
 
 const BIN: &str = env!("CARGO_BIN_EXE_unify");
@@ -252,6 +252,48 @@ impl Model {
     }
 }
 
+/// The members in a printed state.
+fn served_members(state: &[Line]) -> Vec<Member> {
+    state
+        .iter()
+        .filter_map(|l| match l {
+            Line::Member(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Checks that the served profile ids are those of a full rebuild of the served members
+/// under the served keys (with the configuration the driver loads, from the same directory).
+fn assert_profiles_rebuild(served: &[Member], keys: &[String]) {
+    let overrides = unify::config::Overrides {
+        listen: None,
+        data_dir: None,
+    };
+    let config = unify::config::Config::load(None, &overrides).unwrap();
+    let normalizer = config.normalizer().unwrap();
+    let keys = KeySet::new(unify_keys(keys)).unwrap();
+    let links = served
+        .iter()
+        .map(|m| (m.id, unify_actors::links::member_links(&normalizer, m)));
+    let full = Unifier::from_members(keys, config.limits(), links);
+    let profiles: HashSet<Id> = served.iter().map(|m| m.profile_id).collect();
+    for m in served {
+        assert_eq!(
+            Some(m.profile_id),
+            full.profile_of(m.id),
+            "served profile of member {}",
+            m.id
+        );
+    }
+    assert!(
+        profiles.len() < served.len(),
+        "some members are unified ({} profiles of {} members)",
+        profiles.len(),
+        served.len()
+    );
+}
+
 /// Whether two records of a member agree (profile ids are derived and may move).
 fn same(a: &Member, b: &Member) -> bool {
     let mut a = a.clone();
@@ -336,9 +378,15 @@ fn pump(
     wrap: impl Fn(String) -> Out + Send + 'static,
 ) {
     std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(wrap(line)).is_err() {
+        let mut stream = BufReader::new(stream);
+        let mut line = String::new();
+        // A line cut short by the kill was never printed whole: it is dropped.
+        while stream
+            .read_line(&mut line)
+            .is_ok_and(|_| line.ends_with('\n'))
+        {
+            line.pop();
+            if tx.send(wrap(std::mem::take(&mut line))).is_err() {
                 return;
             }
         }
@@ -485,7 +533,9 @@ fn acknowledged_writes_survive_30_rounds_of_sigkill_under_mixed_load() {
         "the settling driver exits 0"
     );
     assert!(ready, "the settling driver printed its state");
+    let served = served_members(&state);
     model.served(state, true);
+    assert_profiles_rebuild(&served, &model.keys);
 
     let verify = Command::new(BIN)
         .args(["verify", "--data-dir"])
