@@ -86,6 +86,12 @@ pub enum Command {
         data_dir: PathBuf,
         #[arg(long, default_value_t = 8)]
         writers: usize,
+        /// Journal bytes of an org after which a snapshot is written (default: the config's).
+        #[arg(long)]
+        snapshot_min_bytes: Option<u64>,
+        /// Waits for import jobs, prints the served state and exits instead of writing.
+        #[arg(long)]
+        settle: bool,
     },
     /// Prints deterministic synthetic members as NDJSON.
     Gen {

@@ -104,9 +104,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::CrashDriver { data_dir, writers } => {
+        Command::CrashDriver {
+            data_dir,
+            writers,
+            snapshot_min_bytes,
+            settle,
+        } => {
             let config = load(None, None, Some(data_dir))?;
-            runtime()?.block_on(unify::driver::run(config, writers))?;
+            let options = unify::driver::Options {
+                writers,
+                snapshot_min_bytes,
+                settle,
+            };
+            runtime()?.block_on(unify::driver::run(config, options))?;
             Ok(ExitCode::SUCCESS)
         }
     }

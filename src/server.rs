@@ -41,13 +41,19 @@ pub fn settings(config: &Config) -> anyhow::Result<Settings> {
 
 /// Opens the store in the configured data directory (creating it) and starts the runtime.
 pub async fn start(config: &Config) -> anyhow::Result<Runtime> {
+    start_with(config, settings(config)?).await
+}
+
+/// Like [`start`], with the runtime settings given (the crash driver sets a finer snapshot
+/// bound than the configuration's whole MiB).
+pub async fn start_with(config: &Config, settings: Settings) -> anyhow::Result<Runtime> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let dir = config.data_dir.join("store");
     let store = tokio::task::spawn_blocking(move || Store::open(&dir))
         .await?
         .context("cannot open the store")?;
-    Runtime::start(store, settings(config)?)
+    Runtime::start(store, settings)
         .await
         .context("cannot start the runtime")
 }

@@ -17,9 +17,10 @@
 //! (a chunk is a `protocol` message, answered within its own timeout); it never imports the
 //! runtime.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
@@ -69,6 +70,33 @@ pub struct Imports {
     client: Arc<ScopeClient>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    running: Arc<RunningJobs>,
+}
+
+/// The jobs driven by this process, each as its last applied chunk left it. A chunk's job
+/// record can be read from the store as soon as the scope has applied its batch, before the
+/// batch is flushed and its members are published; the status of a running job is answered
+/// from here, so it never reports lines that are not yet durable and served.
+#[derive(Debug, Default)]
+struct RunningJobs(std::sync::Mutex<HashMap<Id, ImportJob>>);
+
+impl RunningJobs {
+    fn get(&self, job_id: Id) -> Option<ImportJob> {
+        let jobs = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        jobs.get(&job_id).cloned()
+    }
+
+    fn set(&self, job: &ImportJob) {
+        let mut jobs = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        jobs.insert(job.id, job.clone());
+    }
+
+    /// Forgets a job whose driver ended: its last record is durable by then (a chunk is
+    /// answered after its flush, a failure is recorded with one), so the store answers.
+    fn remove(&self, job_id: Id) {
+        let mut jobs = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        jobs.remove(&job_id);
+    }
 }
 
 impl Imports {
@@ -77,6 +105,7 @@ impl Imports {
             client,
             stop: watch::channel(false).0,
             tasks: Mutex::default(),
+            running: Arc::default(),
         }
     }
 
@@ -85,7 +114,13 @@ impl Imports {
         let stop = self.stop.subscribe();
         // Taken before the task starts, so the merge state is unfinished once the job exists.
         let guard = self.client.import_guard(job.org_id);
-        let task = tokio::spawn(drive(self.client.clone(), job, stop, guard));
+        self.running.set(&job);
+        let (client, running) = (self.client.clone(), self.running.clone());
+        let task = tokio::spawn(async move {
+            let job_id = job.id;
+            drive(client, job, stop, guard, &running).await;
+            running.remove(job_id);
+        });
         let mut tasks = self.tasks.lock().await;
         tasks.retain(|t| !t.is_finished());
         tasks.push(task);
@@ -153,7 +188,10 @@ impl Imports {
 
     /// Returns an org's import job.
     pub fn status(&self, org_id: Id, job_id: Id) -> Result<ImportJob, OpError> {
-        let job = found(self.client.store().get_import_job(job_id), "import job")?;
+        let job = match self.running.get(job_id) {
+            Some(job) => job,
+            None => found(self.client.store().get_import_job(job_id), "import job")?,
+        };
         if job.org_id != org_id {
             return Err(OpError::NotFound("import job"));
         }
@@ -357,6 +395,7 @@ async fn drive(
     job: ImportJob,
     mut stop: watch::Receiver<bool>,
     _guard: ImportGuard,
+    running: &RunningJobs,
 ) {
     let job_id = job.id;
     let path = spool_path(client.store(), job_id);
@@ -403,7 +442,10 @@ async fn drive(
         }
         let last = chunk.last;
         match apply(&client, job.org_id, chunk, &mut stop).await {
-            Applied::Job(updated) => job = updated,
+            Applied::Job(updated) => {
+                running.set(&updated);
+                job = updated;
+            }
             Applied::Stopped => return,
             Applied::Failed(err) => {
                 fail(client.store(), job, err.to_string()).await;

@@ -552,6 +552,7 @@ impl ScopeState {
             let (store, view, myself, upto) =
                 (self.store.clone(), view, myself.clone(), journal.seq);
             let scope_id = self.id;
+            tracing::info!(scope_id, org_id, upto, "snapshot started");
             tokio::task::spawn_blocking(move || {
                 let started = std::time::Instant::now();
                 let mut members = view
