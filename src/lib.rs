@@ -16,6 +16,9 @@ pub mod watch;
 
 pub use server::run;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Returns the console sign-in link for a server listening on `listen`: the token travels in
 /// the URL fragment, which a browser keeps to itself (never in a query string, hence never in
 /// a request line or an access log).
