@@ -1,7 +1,7 @@
 //! P2 (SPEC 9): bulk import of 1M members into a fresh store, durable, with peak RSS.
 //!
 //! `cargo bench --bench import` (set `UNIFY_BENCH_MEMBERS` to change the size and
-//! `UNIFY_BENCH_CHUNK` the lines per chunk, default `job_chunk`). The members
+//! `UNIFY_BENCH_CHUNK` the lines per chunk, default `import_chunk`). The members
 //! come from `unify gen` (seed 42) spread over three channels of one caac org whose scope has
 //! the keys of P1 (email, mobile, distinct custom id). The body is generated to a file first,
 //! then streamed to `Runtime::start_import` in 64 KiB pieces, as an HTTP body arrives; the
@@ -59,7 +59,7 @@ async fn run() {
         .ok()
         .and_then(|v| v.parse().ok())
     {
-        settings.job_chunk = chunk;
+        settings.import_chunk = chunk;
     }
     let rt = Runtime::start(store, settings)
         .await

@@ -133,6 +133,7 @@ pub struct RuntimeConfig {
     pub restart_limit: u32,
     pub restart_window_s: u64,
     pub job_chunk: usize,
+    pub import_chunk: usize,
     pub snapshot_min_mb: u64,
 }
 

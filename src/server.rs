@@ -31,6 +31,7 @@ pub fn settings(config: &Config) -> anyhow::Result<Settings> {
         restart_limit: rt.restart_limit,
         restart_window: Duration::from_secs(rt.restart_window_s),
         job_chunk: rt.job_chunk,
+        import_chunk: rt.import_chunk,
         snapshot_min_bytes: rt.snapshot_min_mb.max(1) << 20,
         events_retain: config.events.retain,
         cdh_enabled: config.cdh_settings().is_some(),

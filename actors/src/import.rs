@@ -411,7 +411,7 @@ async fn drive(
             return;
         }
     };
-    let chunk_size = client.settings().job_chunk.clamp(1, MAX_CHUNK);
+    let chunk_size = client.settings().import_chunk.clamp(1, MAX_CHUNK);
     let prepare = |mut reader: SpoolReader, client: Arc<ScopeClient>| {
         tokio::task::spawn_blocking(move || {
             let chunk = reader.chunk(job_id, chunk_size, &client.settings().normalizer);

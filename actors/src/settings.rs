@@ -23,6 +23,8 @@ pub struct Settings {
     pub restart_window: Duration,
     /// Members rewritten per chunk of a scope-wide job.
     pub job_chunk: usize,
+    /// Lines per import chunk (clamped to 1..=5000): one journal record and one commit each.
+    pub import_chunk: usize,
     /// Events retained per scope.
     pub events_retain: u64,
     /// Journal bytes of an org after which a new snapshot is written in the background (at
@@ -126,6 +128,7 @@ impl Default for Settings {
             restart_limit: 5,
             restart_window: Duration::from_secs(60),
             job_chunk: 1_000,
+            import_chunk: 5_000,
             events_retain: 100_000,
             snapshot_min_bytes: 64 << 20,
             cdh_enabled: false,

@@ -17,9 +17,11 @@ use unify_actors::runtime::Runtime;
 use unify_actors::settings::Settings;
 use unify_storage::{Id, ImportJob, ImportStatus, Source};
 
-fn settings(job_chunk: usize) -> Settings {
+/// Settings whose import chunks (and job chunks) hold `chunk` lines.
+fn settings(chunk: usize) -> Settings {
     Settings {
-        job_chunk,
+        job_chunk: chunk,
+        import_chunk: chunk,
         call_timeout: Duration::from_secs(30),
         ..Settings::default()
     }
