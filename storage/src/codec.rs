@@ -38,29 +38,10 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// Returns the value decoded from `bytes`, refusing an unknown format version, a truncated
 /// value and trailing bytes with [`StoreError::Codec`].
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    let type_name = std::any::type_name::<T>();
-    let Some((&version, body)) = bytes.split_first() else {
-        return Err(StoreError::Codec(format!("empty value for {type_name}")));
-    };
-    if version != FORMAT_VERSION {
-        return Err(StoreError::Codec(format!(
-            "unknown format version {version} for {type_name} (expected {FORMAT_VERSION})"
-        )));
-    }
-    let config = bincode::config::standard().with_limit::<MAX_DECODE_BYTES>();
-    let (value, read) = bincode::serde::decode_from_slice(body, config)
-        .map_err(|err| StoreError::Codec(format!("decoding {type_name}: {err}")))?;
-    if read != body.len() {
-        return Err(StoreError::Codec(format!(
-            "{} trailing bytes after {type_name}",
-            body.len() - read
-        )));
-    }
-    Ok(value)
+    decode_borrowed(bytes)
 }
 
-/// Decodes a value that borrows its strings from `bytes` (version byte included), with the
-/// checks of [`decode`].
+/// [`decode`] for a value that may borrow its strings from `bytes`.
 pub fn decode_borrowed<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
     let type_name = std::any::type_name::<T>();
     let Some((&version, body)) = bytes.split_first() else {
