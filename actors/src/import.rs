@@ -99,6 +99,15 @@ impl RunningJobs {
     }
 }
 
+/// Removes a job from [`RunningJobs`] when dropped.
+struct Forget(Arc<RunningJobs>, Id);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        self.0.remove(self.1);
+    }
+}
+
 impl Imports {
     pub fn new(client: Arc<ScopeClient>) -> Imports {
         Imports {
@@ -117,9 +126,9 @@ impl Imports {
         self.running.set(&job);
         let (client, running) = (self.client.clone(), self.running.clone());
         let task = tokio::spawn(async move {
-            let job_id = job.id;
+            // Forgotten however the driver ends, a panic included.
+            let _forget = Forget(running.clone(), job.id);
             drive(client, job, stop, guard, &running).await;
-            running.remove(job_id);
         });
         let mut tasks = self.tasks.lock().await;
         tasks.retain(|t| !t.is_finished());

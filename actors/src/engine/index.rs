@@ -60,8 +60,9 @@ impl NodeIndex {
             Entry::Occupied(found) => *found.get(),
             Entry::Vacant(vacant) => {
                 let id = NodeId::try_from(values.len()).expect("fewer than 2^32 - 2 key nodes");
+                u32::try_from(text.len() + value.len()).expect("less than 4 GiB of key values");
                 let span = Span {
-                    start: u32::try_from(text.len()).expect("less than 4 GiB of key values"),
+                    start: text.len() as u32,
                     len: value.len() as u32,
                 };
                 text.push_str(value);
