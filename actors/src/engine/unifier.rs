@@ -169,15 +169,6 @@ impl Unifier {
         unifier
     }
 
-    /// Returns every member with its profile id, ascending member id.
-    pub fn profiles(&self) -> impl Iterator<Item = (MemberId, ProfileId)> + '_ {
-        self.ids
-            .iter()
-            .zip(&self.profile)
-            .filter(|&(&id, _)| id != 0)
-            .map(|(&id, &profile)| (id, profile))
-    }
-
     pub fn keys(&self) -> &KeySet {
         &self.keys
     }

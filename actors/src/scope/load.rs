@@ -78,7 +78,7 @@ pub(super) fn load(
         (unifier, roster)
     });
     drop(decoded);
-    for (id, profile_id) in unifier.profiles() {
+    for (id, profile_id) in unifier.partition() {
         if profile_id != id {
             roster.set_profile(id, profile_id);
         }
