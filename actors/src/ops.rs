@@ -79,25 +79,11 @@ pub fn new_member(
     mut new: NewMember,
     now: Millis,
 ) -> Member {
+    let ext = std::mem::take(&mut new.external_member_id);
     let mut member = Member {
-        id,
-        org_id,
-        source,
-        channel_id: new.channel_id,
-        external_member_id: std::mem::take(&mut new.external_member_id),
         original_name: new.original_name.take(),
-        display_name: None,
-        username: None,
-        display_email: None,
-        display_mobile: None,
-        custom_id: None,
-        line_id: None,
-        connect_id: None,
-        manual_unification: false,
-        profile_id: id,
         last_message_at: new.last_message_at,
-        created_at: now,
-        updated_at: now,
+        ..Member::new(id, org_id, source, new.channel_id, ext, now)
     };
     for column in Column::ALL {
         *member.column_mut(column) = new.column_mut(column).take();

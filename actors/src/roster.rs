@@ -294,24 +294,8 @@ mod tests {
 
     fn member(id: Id, ext: &str, username: Option<&str>) -> Member {
         Member {
-            id,
-            org_id: 1,
-            source: Source::Caac,
-            channel_id: Some(2),
-            external_member_id: ext.into(),
-            original_name: None,
-            display_name: None,
             username: username.map(Into::into),
-            display_email: None,
-            display_mobile: None,
-            custom_id: None,
-            line_id: None,
-            connect_id: None,
-            manual_unification: false,
-            profile_id: id,
-            last_message_at: None,
-            created_at: 0,
-            updated_at: 0,
+            ..Member::new(id, 1, Source::Caac, Some(2), ext.into(), 0)
         }
     }
 

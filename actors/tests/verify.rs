@@ -70,24 +70,8 @@ fn member(id: Id, org_id: Id, email: Option<&str>) -> Member {
         (Source::Maac, None)
     };
     Member {
-        id,
-        org_id,
-        source,
-        channel_id,
-        external_member_id: format!("ext-{id}"),
-        original_name: None,
-        display_name: None,
-        username: None,
         display_email: email.map(str::to_owned),
-        display_mobile: None,
-        custom_id: None,
-        line_id: None,
-        connect_id: None,
-        manual_unification: false,
-        profile_id: id,
-        last_message_at: None,
-        created_at: 0,
-        updated_at: 0,
+        ..Member::new(id, org_id, source, channel_id, format!("ext-{id}"), 0)
     }
 }
 

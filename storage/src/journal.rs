@@ -227,26 +227,7 @@ mod tests {
     use crate::records::{Member, MemberLinks, Source};
 
     fn stored(id: Id) -> StoredMember {
-        let member = Member {
-            id,
-            org_id: 1,
-            source: Source::Maac,
-            channel_id: None,
-            external_member_id: format!("m{id}"),
-            original_name: None,
-            display_name: None,
-            username: None,
-            display_email: None,
-            display_mobile: None,
-            custom_id: None,
-            line_id: None,
-            connect_id: None,
-            manual_unification: false,
-            profile_id: id,
-            last_message_at: None,
-            created_at: 0,
-            updated_at: 0,
-        };
+        let member = Member::new(id, 1, Source::Maac, None, format!("m{id}"), 0);
         let links = MemberLinks {
             normalizer: 0,
             values: vec![None; 6],

@@ -105,6 +105,40 @@ pub struct Member {
     pub updated_at: Millis,
 }
 
+impl Member {
+    /// Returns a member with its identity only: no names, no unify-key values, not locked, in
+    /// a profile of its own, created and updated at `now`.
+    pub fn new(
+        id: Id,
+        org_id: Id,
+        source: Source,
+        channel_id: Option<Id>,
+        external_member_id: String,
+        now: Millis,
+    ) -> Member {
+        Member {
+            id,
+            org_id,
+            source,
+            channel_id,
+            external_member_id,
+            original_name: None,
+            display_name: None,
+            username: None,
+            display_email: None,
+            display_mobile: None,
+            custom_id: None,
+            line_id: None,
+            connect_id: None,
+            manual_unification: false,
+            profile_id: id,
+            last_message_at: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// A member's linking values as its scope normalized them, stored with the member
 /// ([`crate::StoredMember`]) so that loading a scope does not re-run normalization
 /// (phone-number parsing dominates it). A cache keyed by the normalizer's fingerprint, not

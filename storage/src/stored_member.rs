@@ -228,24 +228,11 @@ mod tests {
 
     fn member(id: Id, channel: Option<Id>, ext: &str) -> Member {
         Member {
-            id,
-            org_id: 70_000,
-            source: Source::Caac,
-            channel_id: channel,
-            external_member_id: ext.into(),
             original_name: Some("Ann".into()),
-            display_name: None,
-            username: None,
             display_email: Some("ann@example.com".into()),
-            display_mobile: None,
-            custom_id: None,
-            line_id: None,
-            connect_id: None,
-            manual_unification: false,
             profile_id: 3,
-            last_message_at: None,
-            created_at: 1,
             updated_at: 2,
+            ..Member::new(id, 70_000, Source::Caac, channel, ext.into(), 1)
         }
     }
 
