@@ -38,34 +38,17 @@ impl Store {
             .map(|item| keys::read_u64(&item?.0, 9))
             .collect()
     }
+}
 
-    /// Deletes every snapshot chunk of `org_id` that `keep` does not name: leftovers of a
-    /// snapshot whose writing was interrupted by a crash. Called under the snapshot lock, so
-    /// no snapshot of this process is being written meanwhile.
-    fn delete_stale_chunks(&self, org_id: Id, keep: Option<SnapshotManifest>) -> Result<()> {
-        let prefix = keys::id_key(keys::SNAPSHOT_CHUNK, org_id);
-        let mut batch = sled::Batch::default();
-        let mut stale = 0;
-        for item in self.db.scan_prefix(prefix) {
-            let (key, _) = item?;
-            let generation = keys::read_u64(&key, 9)?;
-            let chunk = key
-                .get(17..21)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map(u32::from_be_bytes)
-                .ok_or_else(|| StoreError::Corrupt(format!("snapshot chunk key {key:?}")))?;
-            let kept = keep.is_some_and(|m| m.generation == generation && chunk < m.chunks);
-            if !kept {
-                batch.remove(key);
-                stale += 1;
-            }
-        }
-        if stale > 0 {
-            tracing::info!(org_id, chunks = stale, "removing leftover snapshot chunks");
-            self.db.apply_batch(batch)?;
-        }
-        Ok(())
-    }
+/// Returns `(generation, chunk)` of a snapshot chunk key.
+fn chunk_key(key: &[u8]) -> Result<(u64, u32)> {
+    let generation = keys::read_u64(key, 9)?;
+    let chunk = key
+        .get(17..21)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt(format!("snapshot chunk key {key:?}")))?;
+    Ok((generation, chunk))
 }
 
 impl MemberLog for Store {
@@ -78,26 +61,51 @@ impl MemberLog for Store {
             manifest,
             ..OrgLog::default()
         };
+        // One pass over the org's chunks reads the manifest's, in order, and finds the rest:
+        // leftovers of a snapshot whose writing a crash interrupted (no snapshot of this
+        // process is being written meanwhile: the lock above), removed below.
+        let lacks = |m: SnapshotManifest, chunk: u32| {
+            StoreError::Corrupt(format!(
+                "org {org_id}: snapshot {} lacks chunk {chunk}",
+                m.generation
+            ))
+        };
+        let mut stale = sled::Batch::default();
+        let mut stale_chunks = 0;
+        let mut next = 0;
         if let Some(m) = manifest {
             log.snapshot.reserve(m.members as usize);
-            for chunk in 0..m.chunks {
-                let key = keys::snapshot_chunk(org_id, m.generation, chunk);
-                let bytes = self.db.get(key)?.ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "org {org_id}: snapshot {} lacks chunk {chunk}",
-                        m.generation
-                    ))
-                })?;
-                for write in journal::unframe(&bytes)? {
-                    match write {
-                        MemberWrite::Put(stored) => log.snapshot.push(stored),
-                        MemberWrite::Delete(id) => {
-                            return Err(StoreError::Corrupt(format!(
-                                "org {org_id}: snapshot chunk {chunk} deletes member {id}"
-                            )));
-                        }
+        }
+        for item in self
+            .db
+            .scan_prefix(keys::id_key(keys::SNAPSHOT_CHUNK, org_id))
+        {
+            let (key, bytes) = item?;
+            let (generation, chunk) = chunk_key(&key)?;
+            let Some(m) = manifest.filter(|m| m.generation == generation && chunk < m.chunks)
+            else {
+                stale.remove(key);
+                stale_chunks += 1;
+                continue;
+            };
+            if chunk != next {
+                return Err(lacks(m, next));
+            }
+            next += 1;
+            for write in journal::unframe(&bytes)? {
+                match write {
+                    MemberWrite::Put(stored) => log.snapshot.push(stored),
+                    MemberWrite::Delete(id) => {
+                        return Err(StoreError::Corrupt(format!(
+                            "org {org_id}: snapshot chunk {chunk} deletes member {id}"
+                        )));
                     }
                 }
+            }
+        }
+        if let Some(m) = manifest {
+            if next < m.chunks {
+                return Err(lacks(m, next));
             }
             if log.snapshot.len() as u64 != m.members {
                 return Err(StoreError::Corrupt(format!(
@@ -121,7 +129,14 @@ impl MemberLog for Store {
             log.journal_bytes += value.len() as u64;
             log.journal.push((seq, journal::unframe(&value)?));
         }
-        self.delete_stale_chunks(org_id, manifest)?;
+        if stale_chunks > 0 {
+            tracing::info!(
+                org_id,
+                chunks = stale_chunks,
+                "removing leftover snapshot chunks"
+            );
+            self.db.apply_batch(stale)?;
+        }
         Ok(log)
     }
 
