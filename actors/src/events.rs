@@ -97,9 +97,10 @@ pub fn profile_events(
             *moved_in.entry(to).or_default() += 1;
         }
     }
+    let mut members = unifier.members_of(touched.keys().copied());
     let mut events = Vec::new();
     for (profile, mut previous) in touched {
-        let member_ids = unifier.profile_members(profile);
+        let member_ids = members.remove(&profile).unwrap_or_default();
         let moved_in = moved_in.get(&profile).copied().unwrap_or(0);
         if member_ids.len() > moved_in {
             previous.insert(profile);

@@ -1,7 +1,7 @@
 //! Worked examples of each rule of SPEC 2 and the properties that prove the law
 //! "incremental maintenance equals a full rebuild".
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
@@ -401,6 +401,8 @@ fn limits_strategy() -> impl Strategy<Value = Limits> {
 #[derive(Debug, Clone)]
 enum Op {
     Create(Raw),
+    /// Creates several members at once, above every id (a bulk import chunk).
+    CreateMany(Vec<Raw>),
     /// Creates a member with an id below the largest, as integrate produces.
     CreateBelow(Raw),
     Update(usize, Raw),
@@ -414,6 +416,7 @@ enum Op {
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => raw_strategy().prop_map(Op::Create),
+        2 => proptest::collection::vec(raw_strategy(), 0..8).prop_map(Op::CreateMany),
         1 => raw_strategy().prop_map(Op::CreateBelow),
         3 => (any::<usize>(), raw_strategy()).prop_map(|(i, r)| Op::Update(i, r)),
         1 => (any::<usize>(), proptest::sample::select(&Attribute::ALL[..5]), proptest::sample::select(&["a@x.com", "0912345678", "C1", "L1", "K1"][..]))
@@ -451,6 +454,19 @@ fn apply(op: Op, model: &mut Model, next_id: &mut MemberId, u: &mut Unifier) -> 
             *next_id += 2;
             model.insert(*next_id, (raw, false));
             upsert(model, u, *next_id)
+        }
+        Op::CreateMany(raws) => {
+            let ids: Vec<MemberId> = raws
+                .into_iter()
+                .map(|raw| {
+                    *next_id += 2;
+                    model.insert(*next_id, (raw, false));
+                    *next_id
+                })
+                .collect();
+            let values: Vec<LinkValues> = ids.iter().map(|id| links(&model[id].0, false)).collect();
+            let members: Vec<(MemberId, &LinkValues)> = ids.iter().copied().zip(&values).collect();
+            u.insert_new(&members)
         }
         Op::CreateBelow(raw) => match (1..*next_id).rev().find(|id| !model.contains_key(id)) {
             Some(id) => {
@@ -534,6 +550,11 @@ proptest! {
             }
             let now = profiles(&u);
             prop_assert_eq!(&now, &rebuild(u.keys(), limits, &model), "after {:?}", op);
+            let all: BTreeSet<ProfileId> = now.iter().map(|&(_, p)| p).collect();
+            let mut members = u.members_of(all.iter().copied());
+            for &p in &all {
+                prop_assert_eq!(members.remove(&p).unwrap_or_default(), u.profile_members(p));
+            }
             prop_assert_eq!(now, seen.iter().map(|(m, p)| (*m, *p)).collect::<Vec<_>>());
         }
     }

@@ -238,6 +238,59 @@ impl Unifier {
         self.recompute(&affected)
     }
 
+    /// Creates members not in the scope yet, all at once: the result is that of upserting
+    /// them one by one, with one walk and one recompute of the clusters they touch instead of
+    /// one per member (a bulk import). Members already present, or ids that are not above
+    /// every id in the scope and ascending, take the one-by-one path.
+    pub fn insert_new(&mut self, members: &[(MemberId, &LinkValues)]) -> Delta {
+        let last = self.ids.iter().rev().find(|&&id| id != 0).copied();
+        let ascending = members.windows(2).all(|w| w[0].0 < w[1].0);
+        let above = members
+            .first()
+            .is_none_or(|&(first, _)| last.is_none_or(|last| last < first));
+        if !ascending || !above {
+            return self.upsert_each(members);
+        }
+        let mut slots = Vec::with_capacity(members.len());
+        let mut crossed = false;
+        for &(member, values) in members {
+            let links = self.intern(values);
+            let slot = self.push(member, links);
+            crossed |= self.attach(slot);
+            slots.push(slot);
+        }
+        let mut delta = if crossed {
+            self.rebuild()
+        } else {
+            let affected = self.cluster(&slots);
+            self.recompute(&affected)
+        };
+        delta.full = false;
+        delta
+    }
+
+    /// Upserts members one by one, folding the deltas into one: each moved member's first
+    /// origin and last destination, ascending, members that came back where they were left
+    /// out.
+    fn upsert_each(&mut self, members: &[(MemberId, &LinkValues)]) -> Delta {
+        let mut moved: HashMap<MemberId, (Option<ProfileId>, Option<ProfileId>)> = HashMap::new();
+        for &(member, values) in members {
+            for m in self.upsert(member, values).moves {
+                moved
+                    .entry(m.member)
+                    .and_modify(|e| e.1 = m.to)
+                    .or_insert((m.from, m.to));
+            }
+        }
+        let mut moves: Vec<Move> = moved
+            .into_iter()
+            .filter(|(_, (from, to))| from != to)
+            .map(|(member, (from, to))| Move { member, from, to })
+            .collect();
+        moves.sort_by_key(|m| m.member);
+        Delta { moves, full: false }
+    }
+
     /// Erases a member and recomputes its old clusters.
     pub fn remove(&mut self, member: MemberId) -> Delta {
         let Some(slot) = self.slot_of.remove(&member) else {
@@ -349,6 +402,31 @@ impl Unifier {
         members
     }
 
+    /// Returns the members of each of `profiles` that exists, ascending: one walk for all of
+    /// them, where [`Unifier::profile_members`] per profile would allocate a walk each.
+    pub fn members_of(
+        &self,
+        profiles: impl IntoIterator<Item = ProfileId>,
+    ) -> HashMap<ProfileId, Vec<MemberId>> {
+        let wanted: HashSet<ProfileId> = profiles.into_iter().collect();
+        let seeds: Vec<u32> = wanted
+            .iter()
+            .filter_map(|p| self.slot_of.get(p).copied())
+            .filter(|&s| wanted.contains(&self.profile[s as usize]))
+            .collect();
+        let mut members: HashMap<ProfileId, Vec<MemberId>> = HashMap::new();
+        for slot in self.reachable(&seeds, |s| wanted.contains(&self.profile[s as usize])) {
+            members
+                .entry(self.profile[slot as usize])
+                .or_default()
+                .push(self.ids[slot as usize]);
+        }
+        for list in members.values_mut() {
+            list.sort_unstable();
+        }
+        members
+    }
+
     /// Returns the hot values of key attributes, most held first.
     pub fn hot_values(&self) -> Vec<HotValue> {
         let mut hot: Vec<HotValue> = self
@@ -396,8 +474,12 @@ impl Unifier {
     /// accepted by `keep`; the cluster of the seeds when `keep` accepts everything.
     pub(super) fn reachable(&self, seeds: &[u32], keep: impl Fn(u32) -> bool) -> Vec<u32> {
         let attributes: Vec<usize> = self.keys.attributes().map(Attribute::index).collect();
-        let mut seen: HashSet<u32> = seeds.iter().copied().filter(|&s| keep(s)).collect();
-        let mut seen_nodes: HashSet<NodeId> = HashSet::new();
+        // Sized for the usual walk, where most seeds link to few others: a bulk import walks
+        // from thousands of seeds at once.
+        let mut seen: HashSet<u32> = HashSet::with_capacity(seeds.len() * 2);
+        seen.extend(seeds.iter().copied().filter(|&s| keep(s)));
+        let mut seen_nodes: HashSet<NodeId> =
+            HashSet::with_capacity(seeds.len() * attributes.len());
         let mut queue: Vec<u32> = seen.iter().copied().collect();
         while let Some(slot) = queue.pop() {
             for &a in &attributes {

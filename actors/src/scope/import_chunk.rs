@@ -9,7 +9,7 @@ use unify_storage::{
 
 use super::{Reply, ScopeState};
 use crate::clock::{now_millis, rfc3339};
-use crate::engine::{Delta, Move};
+use crate::engine::LinkValues;
 use crate::error::OpError;
 use crate::events::{EventBody, Reason, profile_events};
 use crate::links::stored_links;
@@ -97,19 +97,12 @@ impl ScopeState {
             .allocate_ids(IdKind::Member, fresh.len() as u64)
             .map_err(|e| ActorProcessingErr::from(e.to_string()))?;
         let now = now_millis();
-        // First origin and last destination of every member that moved during the chunk.
-        let mut moved: HashMap<Id, (Option<Id>, Option<Id>)> = HashMap::new();
-        let mut created = Vec::with_capacity(fresh.len());
-        for (&i, id) in fresh.iter().zip(ids) {
-            let delta = self.unifier.upsert(id, &chunk.members[i].links);
-            for m in delta.moves {
-                moved
-                    .entry(m.member)
-                    .and_modify(|e| e.1 = m.to)
-                    .or_insert((m.from, m.to));
-            }
-            created.push((id, i));
-        }
+        let created: Vec<(Id, usize)> = ids.zip(fresh).collect();
+        let upserts: Vec<(Id, &LinkValues)> = created
+            .iter()
+            .map(|&(id, i)| (id, &chunk.members[i].links))
+            .collect();
+        let delta = self.unifier.insert_new(&upserts);
         done += created.len() as u64;
         for &(id, i) in &created {
             let mut member =
@@ -120,13 +113,6 @@ impl ScopeState {
             self.roster.put(&member, stored.clone());
             self.pending.writes.push((org_id, MemberWrite::Put(stored)));
         }
-        let mut moves: Vec<Move> = moved
-            .into_iter()
-            .map(|(member, (from, to))| Move { member, from, to })
-            .filter(|m| m.from != m.to)
-            .collect();
-        moves.sort_by_key(|m| m.member);
-        let delta = Delta { moves, full: false };
         self.apply_moves(&delta);
         for body in profile_events(&delta, &self.unifier, Reason::Import, &rfc3339(now)) {
             self.emit(body);
