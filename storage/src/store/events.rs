@@ -98,11 +98,42 @@ impl WriteBatch {
             return self;
         };
         let key = keys::event_block(scope_id, first.seq, last.seq);
-        self.insert_record(&key, &events)
+        self.insert(&key, &codec::encode_packed(&events))
     }
 
     /// Removes an event block, for retention.
     pub fn delete_event_block(&mut self, scope_id: Id, span: EventBlockSpan) -> &mut Self {
         self.remove(&keys::event_block(scope_id, span.first, span.last))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<EventRecord> {
+        seqs.map(|seq| EventRecord {
+            scope_id: 7,
+            seq,
+            payload: format!(r#"{{"seq":{seq},"type":"profile_updated"}}"#),
+        })
+        .collect()
+    }
+
+    #[test]
+    fn blocks_written_plain_by_an_earlier_build_and_packed_read_as_one_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (old, new) = (events(1..=3), events(4..=6));
+        let mut batch = WriteBatch::new();
+        // An earlier build wrote event blocks plain (format version 1).
+        batch.insert(&keys::event_block(7, 1, 3), &codec::encode(&old));
+        batch.put_event_block(7, &new);
+        store.apply(batch).unwrap();
+        let raw = store.db.get(keys::event_block(7, 4, 6)).unwrap().unwrap();
+        assert_eq!(raw[0], codec::PACKED_VERSION);
+        let all: Vec<EventRecord> = old.into_iter().chain(new).collect();
+        assert_eq!(store.events_after(7, 0, 100).unwrap(), all);
+        assert_eq!(store.events_after(7, 2, 2).unwrap(), all[2..4]);
     }
 }
