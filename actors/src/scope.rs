@@ -157,7 +157,13 @@ pub struct ScopeState {
     pending: Pending,
     flush_scheduled: bool,
     job: Option<Job>,
+    /// While an import is streaming chunks in (until its last chunk, or a pause of
+    /// [`IMPORT_PAUSE`] after its latest one), snapshots wait: see `snapshot_if_due`.
+    importing_until: Option<std::time::Instant>,
 }
+
+/// How long after an import chunk the import counts as still streaming.
+const IMPORT_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl std::fmt::Debug for ScopeState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -223,6 +229,7 @@ impl Actor for Scope {
             pending: Pending::default(),
             flush_scheduled: false,
             job,
+            importing_until: None,
         })
     }
 
@@ -538,7 +545,19 @@ impl ScopeState {
 
     /// Starts writing a snapshot of every org whose journal has grown past the bound, from the
     /// last published view (exactly what the journal holds up to its last durable record).
+    ///
+    /// Not while an import streams in: a snapshot then would be outgrown by the import within
+    /// seconds and written again, at the cost of writing every member once more and of holding
+    /// an old view of the whole roster while it is written; and replaying an import's journal
+    /// records at a restart costs what reading the same members from a snapshot does. The
+    /// snapshot follows the import's last chunk.
     fn snapshot_if_due(&mut self, myself: &ActorRef<ScopeMsg>) {
+        if let Some(until) = self.importing_until {
+            if std::time::Instant::now() < until {
+                return;
+            }
+            self.importing_until = None;
+        }
         let min = self.settings.snapshot_min_bytes;
         for (&org_id, journal) in &mut self.journals {
             let bound = min.max(journal.snapshot_bytes);

@@ -46,6 +46,8 @@ impl ScopeState {
             return Ok(());
         }
         let mut job = stored;
+        self.importing_until =
+            (!chunk.last).then(|| std::time::Instant::now() + super::IMPORT_PAUSE);
         let (done, refused) = self.import_members(org_id, chunk)?;
         chunk.apply_to(&mut job, done, refused);
         self.emit(EventBody::MergeProgress {
