@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use unify_storage::{
@@ -160,6 +160,10 @@ pub struct ScopeState {
     /// While an import is streaming chunks in (until its last chunk, or a pause of
     /// [`IMPORT_PAUSE`] after its latest one), snapshots wait: see `snapshot_if_due`.
     importing_until: Option<std::time::Instant>,
+    /// Set when the actor stops: a snapshot being written gives up (the journal holds it all).
+    snapshot_cancel: Arc<AtomicBool>,
+    /// The snapshot tasks started, awaited when the actor stops.
+    snapshot_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// How long after an import chunk the import counts as still streaming.
@@ -230,6 +234,8 @@ impl Actor for Scope {
             flush_scheduled: false,
             job,
             importing_until: None,
+            snapshot_cancel: Arc::new(AtomicBool::new(false)),
+            snapshot_tasks: Vec::new(),
         })
     }
 
@@ -256,8 +262,15 @@ impl Actor for Scope {
         state: &mut ScopeState,
     ) -> Result<(), ActorProcessingErr> {
         state.status.running.store(false, Ordering::Release);
+        // A snapshot being written gives up at its next chunk, so that the stop does not wait
+        // for a whole one, and the store is not written once the actor is gone.
+        state.snapshot_cancel.store(true, Ordering::Release);
         // A graceful stop commits what was handled; its callers are waiting for the answer.
-        state.commit().await
+        let committed = state.commit().await;
+        for task in state.snapshot_tasks.drain(..) {
+            let _ = task.await;
+        }
+        committed
     }
 
     async fn handle(
@@ -571,31 +584,45 @@ impl ScopeState {
             let (store, view, myself, upto) =
                 (self.store.clone(), view, myself.clone(), journal.seq);
             let scope_id = self.id;
+            let cancel = self.snapshot_cancel.clone();
             tracing::info!(scope_id, org_id, upto, "snapshot started");
-            tokio::task::spawn_blocking(move || {
-                let started = std::time::Instant::now();
-                let mut members = view
-                    .entries()
-                    .filter(|(_, e)| e.org_id == org_id)
-                    .map(|(_, e)| e.stored.clone());
-                let result = store
-                    .write_snapshot(org_id, upto, &mut members)
-                    .map_err(|e| e.to_string());
-                match &result {
-                    Ok(m) => tracing::info!(
-                        scope_id,
-                        org_id,
-                        upto,
-                        members = m.members,
-                        bytes = m.bytes,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "snapshot written"
-                    ),
-                    Err(error) => tracing::error!(scope_id, org_id, %error, "snapshot failed"),
-                }
-                // The actor may be gone (stopped or restarted): the snapshot stands anyway.
-                let _ = myself.send_message(ScopeMsg::SnapshotDone { org_id, result });
-            });
+            self.snapshot_tasks.retain(|task| !task.is_finished());
+            self.snapshot_tasks
+                .push(tokio::task::spawn_blocking(move || {
+                    let started = std::time::Instant::now();
+                    let mut members = view
+                        .entries()
+                        .filter(|(_, e)| e.org_id == org_id)
+                        .map(|(_, e)| e.stored.clone());
+                    let result =
+                        match store.write_snapshot_unless(org_id, upto, &mut members, &cancel) {
+                            Ok(Some(manifest)) => Ok(manifest),
+                            Ok(None) => {
+                                tracing::info!(
+                                    scope_id,
+                                    org_id,
+                                    upto,
+                                    "snapshot given up: the scope stops"
+                                );
+                                return;
+                            }
+                            Err(e) => Err(e.to_string()),
+                        };
+                    match &result {
+                        Ok(m) => tracing::info!(
+                            scope_id,
+                            org_id,
+                            upto,
+                            members = m.members,
+                            bytes = m.bytes,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "snapshot written"
+                        ),
+                        Err(error) => tracing::error!(scope_id, org_id, %error, "snapshot failed"),
+                    }
+                    // The actor may be gone (stopped or restarted): the snapshot stands anyway.
+                    let _ = myself.send_message(ScopeMsg::SnapshotDone { org_id, result });
+                }));
         }
     }
 

@@ -16,6 +16,7 @@
 //! the length (u32 LE) and bytes of the [`StoredMember`].
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
@@ -120,7 +121,23 @@ pub trait MemberLog {
         org_id: Id,
         upto: u64,
         members: &mut dyn Iterator<Item = StoredMember>,
-    ) -> Result<SnapshotManifest>;
+    ) -> Result<SnapshotManifest> {
+        let never = AtomicBool::new(false);
+        self.write_snapshot_unless(org_id, upto, members, &never)
+            .map(|written| written.expect("a snapshot nothing cancels is written"))
+    }
+
+    /// [`MemberLog::write_snapshot`] that gives up, returning `None`, once `cancel` is set
+    /// before its manifest is installed (a scope stopping does not wait for a whole snapshot:
+    /// the journal still holds everything). What it wrote by then is a leftover that the next
+    /// read of the org removes.
+    fn write_snapshot_unless(
+        &self,
+        org_id: Id,
+        upto: u64,
+        members: &mut dyn Iterator<Item = StoredMember>,
+        cancel: &AtomicBool,
+    ) -> Result<Option<SnapshotManifest>>;
 }
 
 /// Returns the framed form of `writes` (a journal record).

@@ -510,6 +510,35 @@ fn write_snapshot_prunes_the_journal_and_the_previous_chunks() {
 }
 
 #[test]
+fn a_cancelled_snapshot_installs_nothing_and_leaves_the_journal_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let big = |id: u64| {
+        let mut m = member(id, 1, None, &format!("ext-{id}"));
+        m.original_name = Some("x".repeat(1_000));
+        m
+    };
+    let all: Vec<Member> = (1..=9_000).map(big).collect();
+    journal(&store, 1, 1, &all.iter().map(put).collect::<Vec<_>>());
+    // Cancelled after the first of its (4 MiB) chunks is written.
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let mut members = all.iter().enumerate().map(|(i, m)| {
+        if i == 5_000 {
+            cancel.store(true, std::sync::atomic::Ordering::Release);
+        }
+        stored(m)
+    });
+    let written = store
+        .write_snapshot_unless(1, 1, &mut members, &cancel)
+        .unwrap();
+    assert_eq!(written, None);
+    assert_eq!(store.journal_seqs(1).unwrap(), vec![1]);
+    assert_eq!(members_of(&store, 1), all);
+    // The chunk written before the cancel was a leftover, removed by that read.
+    assert!(chunk_keys(store, dir.path(), 1).is_empty());
+}
+
+#[test]
 fn leftover_chunks_of_an_interrupted_snapshot_are_ignored_and_cleaned() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();

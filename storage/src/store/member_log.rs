@@ -1,6 +1,8 @@
 //! The sled implementation of [`MemberLog`]: per org, a manifest, chunked snapshots and a
 //! journal of framed member writes (see [`crate::journal`] and the key table of [`keys`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::{Store, WriteBatch};
 use crate::codec;
 use crate::error::{Result, StoreError};
@@ -140,12 +142,13 @@ impl MemberLog for Store {
         Ok(log)
     }
 
-    fn write_snapshot(
+    fn write_snapshot_unless(
         &self,
         org_id: Id,
         upto: u64,
         members: &mut dyn Iterator<Item = StoredMember>,
-    ) -> Result<SnapshotManifest> {
+        cancel: &AtomicBool,
+    ) -> Result<Option<SnapshotManifest>> {
         let _writing = self.snapshot_lock();
         let previous = self.snapshot_manifest(org_id)?;
         let generation = previous.map_or(1, |m| m.generation + 1);
@@ -168,6 +171,9 @@ impl MemberLog for Store {
                     continue;
                 }
             }
+            if cancel.load(Ordering::Acquire) {
+                return Ok(None);
+            }
             let framed = journal::frame_members(&chunk);
             manifest.members += chunk.len() as u64;
             manifest.bytes += framed.len() as u64;
@@ -180,6 +186,9 @@ impl MemberLog for Store {
             chunk_bytes = 0;
         }
         self.db.flush()?;
+        if cancel.load(Ordering::Acquire) {
+            return Ok(None);
+        }
         // Then the manifest, with the removal of what it replaces, in one atomic write.
         let mut batch = sled::Batch::default();
         batch.insert(&keys::snapshot(org_id), codec::encode(&manifest));
@@ -194,7 +203,7 @@ impl MemberLog for Store {
         }
         self.db.apply_batch(batch)?;
         self.db.flush()?;
-        Ok(manifest)
+        Ok(Some(manifest))
     }
 }
 
