@@ -579,6 +579,7 @@ fn acknowledged_writes_survive_30_rounds_of_sigkill_under_mixed_load() {
         keys: KEY_SETS[0].iter().map(|k| (*k).to_owned()).collect(),
         ..Model::default()
     };
+    model.events.retain = EVENTS_RETAIN.parse().unwrap();
     let cdh = cdh::StandIn::start();
     let mut deliveries = cdh::Deliveries::default();
     let mut startup = Duration::from_millis(300);

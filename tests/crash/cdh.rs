@@ -132,7 +132,7 @@ impl Deliveries {
             assert_eq!(batch.key, format!("{scope_id}-{first}-{last}"));
             assert!(
                 seqs.windows(2).all(|w| w[1] == w[0] + 1),
-                "batch {} is not in seq order: {seqs:?}",
+                "batch {} is not consecutive seqs: {seqs:?}",
                 batch.key
             );
             for event in list {

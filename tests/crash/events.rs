@@ -9,6 +9,8 @@ use serde_json::Value;
 
 #[derive(Debug, Default)]
 pub struct Events {
+    /// Events the driver retains.
+    pub retain: u64,
     /// Every seq seen (live, replayed or delivered), with its payload.
     payloads: BTreeMap<u64, Value>,
     /// Seqs received live, over every run: each one must reach the CDH.
@@ -74,6 +76,11 @@ impl Events {
             seqs.first(),
             seqs.last()
         );
+        if let (Some(oldest), Some(newest)) = (oldest, newest) {
+            // The last `retain` events are retained, no fewer.
+            let expected = (newest + 1).saturating_sub(self.retain).max(1);
+            assert_eq!(oldest, expected, "oldest retained of {newest} events");
+        }
         if let Some(known) = self.known_at_start {
             // With the replay contiguous, every known seq from `oldest` on is in it.
             assert!(
