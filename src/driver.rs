@@ -87,6 +87,9 @@ pub enum Line {
     Lagged,
     /// A retained event, replayed from the store on start (state printed on start).
     Replayed { seq: u64, payload: String },
+    /// An event read from the log while the load runs (as a websocket `?since=` replay
+    /// would read it).
+    Read { seq: u64, payload: String },
     /// The replay is complete: it held every retained event from `oldest` to `newest`
     /// (state printed on start).
     Retained {
@@ -202,11 +205,12 @@ pub async fn run(config: Config, options: Options) -> anyhow::Result<()> {
         settle(&runtime, org, scope).await?;
     }
     let served = print_state(&runtime, org).await?;
-    events::print_replay(runtime.event_log(), scope).await?;
+    let replayed = events::print_replay(runtime.event_log(), scope).await?;
     Line::Ready.print();
     if options.settle {
         return Ok(());
     }
+    events::follow(runtime.event_log().clone(), scope, replayed);
     let members: Vec<Id> = served.iter().map(|m| m.id).collect();
     let run: u32 = rand::rng().random();
     let writers = options.writers.max(1);

@@ -198,7 +198,7 @@ impl Model {
                     .insert(state.member.as_ref().unwrap().id, state);
                 "provisioned"
             }
-            line @ (Line::Event { .. } | Line::Lagged) => {
+            line @ (Line::Event { .. } | Line::Lagged | Line::Read { .. }) => {
                 self.event(line);
                 return false;
             }
@@ -238,6 +238,7 @@ impl Model {
         match line {
             Line::Event { seq, payload } => self.events.live(seq, &payload),
             Line::Lagged => self.events.lagged(),
+            Line::Read { seq, payload } => self.events.read(seq, &payload),
             other => panic!("not an event line: {other:?}"),
         }
     }
@@ -691,11 +692,12 @@ fn acknowledged_writes_survive_30_rounds_of_sigkill_under_mixed_load() {
     );
     let events = &model.events;
     eprintln!(
-        "events: {} live ({} lags), {} replayed, oldest retained {}; cdh: {} batches, {} resent, \
+        "events: {} live ({} lags), {} replayed, {} read, oldest retained {}; cdh: {} batches, {} resent, \
          {} events delivered; webhooks: {} duplicates, {} after a kill",
         events.live.len(),
         events.lagged,
         events.replayed,
+        events.read,
         events.max_oldest,
         deliveries.batches,
         deliveries.redeliveries,

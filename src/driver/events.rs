@@ -2,6 +2,8 @@
 //! replay of the retained ones, read as the websocket's `?since=` path reads them (through the
 //! runtime's event log), so that the crash test can check that what was published survives.
 
+use std::time::Duration;
+
 use tokio::sync::broadcast::error::RecvError;
 use unify_actors::event_log::EventLog;
 use unify_actors::hub::Subscription;
@@ -14,6 +16,9 @@ const REPLAY_CHUNK: usize = 1024;
 
 /// Replays attempted before the driver gives up on a log trimmed under it.
 const REPLAY_ATTEMPTS: usize = 8;
+
+/// Pause of the log follower when it has read everything.
+const FOLLOW_IDLE: Duration = Duration::from_millis(1);
 
 /// Prints every event of the subscription as it arrives, `lagged` when it fell behind.
 pub fn print_live(mut live: Subscription) {
@@ -32,11 +37,41 @@ pub fn print_live(mut live: Subscription) {
     });
 }
 
+/// Reads the log after `after` over and over as a websocket client replaying `?since=` does
+/// while the load runs, and prints every event read: whatever a client can read must be
+/// durable, like what is published.
+pub fn follow(log: EventLog, scope_id: Id, after: u64) {
+    tokio::spawn(async move {
+        let mut cursor = after;
+        loop {
+            let chunk = match log.after(scope_id, cursor, REPLAY_CHUNK).await {
+                Ok(chunk) => chunk,
+                Err(err) => {
+                    tracing::warn!(scope_id, error = %err, "following the event log failed");
+                    Vec::new()
+                }
+            };
+            if chunk.is_empty() {
+                tokio::time::sleep(FOLLOW_IDLE).await;
+            }
+            for record in chunk {
+                cursor = record.seq;
+                Line::Read {
+                    seq: record.seq,
+                    payload: record.payload,
+                }
+                .print();
+            }
+        }
+    });
+}
+
 /// Prints the scope's retained events from the oldest one to the newest one at the start of
 /// the replay, then `retained` with those bounds: the test expects every seq between them.
 /// Events trimmed before the first read (retention moves with every commit) make it start
 /// again from the new oldest event.
-pub async fn print_replay(log: &EventLog, scope_id: Id) -> anyhow::Result<()> {
+/// Returns the newest seq replayed.
+pub async fn print_replay(log: &EventLog, scope_id: Id) -> anyhow::Result<u64> {
     'attempt: for _ in 0..REPLAY_ATTEMPTS {
         let Some(oldest) = log.oldest_seq(scope_id).await? else {
             Line::Retained {
@@ -44,7 +79,7 @@ pub async fn print_replay(log: &EventLog, scope_id: Id) -> anyhow::Result<()> {
                 newest: None,
             }
             .print();
-            return Ok(());
+            return Ok(0);
         };
         let newest = log.newest_seq(scope_id).await?.unwrap_or(oldest);
         let mut replayed = Vec::new();
@@ -77,7 +112,7 @@ pub async fn print_replay(log: &EventLog, scope_id: Id) -> anyhow::Result<()> {
             newest: Some(newest),
         }
         .print();
-        return Ok(());
+        return Ok(newest);
     }
     anyhow::bail!("the event log of scope {scope_id} kept being trimmed during the replay")
 }

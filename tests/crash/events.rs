@@ -21,6 +21,8 @@ pub struct Events {
     known_at_start: Option<u64>,
     pub lagged: usize,
     pub replayed: usize,
+    /// Events read from the log during the runs.
+    pub read: usize,
     /// The newest oldest retained seq a replay started from.
     pub max_oldest: u64,
 }
@@ -53,6 +55,12 @@ impl Events {
         self.last_live = Some(seq);
         self.live.insert(seq);
         self.record(seq, parse(payload), "live");
+    }
+
+    /// An event a client read from the log during the run: it must be durable too.
+    pub fn read(&mut self, seq: u64, payload: &str) {
+        self.read += 1;
+        self.record(seq, parse(payload), "read");
     }
 
     /// The live subscription fell behind: the next event may follow a gap.
