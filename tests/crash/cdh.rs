@@ -20,6 +20,10 @@ pub const TOKEN: &str = "crash-cdh";
 /// Every this many batches is answered 503, so that retries happen besides the kills.
 const FAIL_EVERY: u64 = 7;
 
+/// How long the stand-in takes to answer a batch it recorded: a kill in between leaves a
+/// batch delivered that the driver must send again.
+const ANSWER_DELAY: std::time::Duration = std::time::Duration::from_millis(3);
+
 /// A batch as received, in arrival order.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -93,6 +97,7 @@ async fn receive(
         body,
         ok,
     });
+    tokio::time::sleep(ANSWER_DELAY).await;
     if ok {
         StatusCode::OK
     } else {
@@ -113,6 +118,8 @@ pub struct Deliveries {
     pub delivered: BTreeSet<u64>,
     pub batches: usize,
     pub redeliveries: usize,
+    /// Resends of a batch already answered 2xx: only a crash causes those.
+    pub redeliveries_after_crash: usize,
 }
 
 impl Deliveries {
@@ -143,6 +150,7 @@ impl Deliveries {
                 Some((key, before)) if *key == batch.key => {
                     assert_eq!(before, &seqs, "batch {key} resent with other events");
                     self.redeliveries += 1;
+                    self.redeliveries_after_crash += usize::from(self.last_ok);
                 }
                 Some((key, before)) => {
                     assert!(
