@@ -92,6 +92,12 @@ pub enum Command {
         /// Waits for import jobs, prints the served state and exits instead of writing.
         #[arg(long)]
         settle: bool,
+        /// Events retained per scope (default: the config's `events.retain`).
+        #[arg(long)]
+        events_retain: Option<u64>,
+        /// First CDH retry delay in milliseconds (default: the config's).
+        #[arg(long)]
+        cdh_retry_ms: Option<u64>,
     },
     /// Prints deterministic synthetic members as NDJSON.
     Gen {

@@ -1,14 +1,16 @@
 //! A load driver for the crash test (`unify crash-driver`, hidden): it runs the runtime
 //! in-process and applies a mixed load as fast as it can (creates, patches, uni,
-//! change/cancel unification, deletes, imports, key changes), printing one JSON [`Line`] per
-//! attempt and per acknowledged write. On start it first prints the served state (the keys,
-//! every member, every import job), then `ready`; with `settle` it waits for the import jobs
-//! and re-unification to finish before that and exits after it.
+//! change/cancel unification, deletes, imports, key changes, channel webhook events with
+//! re-sends), printing one JSON [`Line`] per attempt and per acknowledged write. Its scope is
+//! CDH-connected (a caac and a maac org) when a CDH is configured. It prints every event it
+//! sees live (see `events`). On start it first prints the served state (the keys, every
+//! member, every import job, the replay of the retained events), then `ready`; with `settle`
+//! it waits for the import jobs, re-unification, provisioning and CDH delivery to finish
+//! before that and exits after it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use unify_actors::engine::{Attribute, UnifyKey};
@@ -18,6 +20,9 @@ use unify_storage::{Id, ImportStatus, Member, Source};
 
 use crate::config::Config;
 use crate::server;
+
+mod events;
+mod hooks;
 
 /// Key lists the driver switches between; `!` marks the distinct key.
 pub const KEY_SETS: [&[&str]; 3] = [
@@ -75,6 +80,28 @@ pub enum Line {
     },
     /// An import job seen finished.
     ImportFinished { job_id: Id, done: u64, failed: u64 },
+    /// An event of the scope received live (published after its batch was durable), with
+    /// its frame.
+    Event { seq: u64, payload: String },
+    /// The live subscription fell behind: events before the next one were skipped.
+    Lagged,
+    /// A retained event, replayed from the store on start (state printed on start).
+    Replayed { seq: u64, payload: String },
+    /// An event read from the log while the load runs (as a websocket `?since=` replay
+    /// would read it).
+    Read { seq: u64, payload: String },
+    /// The replay is complete: it held every retained event from `oldest` to `newest`
+    /// (state printed on start).
+    Retained {
+        oldest: Option<u64>,
+        newest: Option<u64>,
+    },
+    /// A channel webhook event (from sender `identity`) is about to be sent.
+    TryHook { event_id: String, identity: String },
+    /// The webhook's answer: `accepted`, `duplicate` or `status <code>`.
+    Hooked { event_id: String, answer: String },
+    /// The member provisioned by an accepted webhook event, first seen.
+    Provisioned(Member),
 }
 
 impl Line {
@@ -150,6 +177,10 @@ pub struct Options {
     pub snapshot_min_bytes: Option<u64>,
     /// Waits for the import jobs, prints the state and exits instead of writing.
     pub settle: bool,
+    /// Overrides `events.retain`, so that a short run already trims the event log.
+    pub events_retain: Option<u64>,
+    /// Overrides the first CDH retry delay (the cap is ten times it).
+    pub cdh_retry_ms: Option<u64>,
 }
 
 /// Prints the state, then runs `writers` concurrent writers until the process is killed.
@@ -158,16 +189,29 @@ pub async fn run(config: Config, options: Options) -> anyhow::Result<()> {
     if let Some(bytes) = options.snapshot_min_bytes {
         settings.snapshot_min_bytes = bytes;
     }
-    let runtime = Arc::new(server::start_with(&config, settings).await?);
-    let (org, channel) = world(&runtime).await?;
-    if options.settle {
-        settle(&runtime, org).await?;
+    if let Some(retain) = options.events_retain {
+        settings.events_retain = retain;
     }
-    let members = print_state(&runtime, org).await?;
+    if let (Some(ms), Some(cdh)) = (options.cdh_retry_ms, settings.cdh.as_mut()) {
+        cdh.retry_base = Duration::from_millis(ms);
+        cdh.retry_max = Duration::from_millis(ms * 10);
+    }
+    let runtime = Arc::new(server::start_with(&config, settings).await?);
+    let World { org, channel } = world(&runtime).await?;
+    let scope = runtime.scope_of(org)?;
+    // Subscribed before the replay is read, so that replay and live events meet.
+    events::print_live(runtime.hub().subscribe(scope));
+    if options.settle {
+        settle(&runtime, org, scope).await?;
+    }
+    let served = print_state(&runtime, org).await?;
+    let replayed = events::print_replay(runtime.event_log(), scope).await?;
     Line::Ready.print();
     if options.settle {
         return Ok(());
     }
+    events::follow(runtime.event_log().clone(), scope, replayed);
+    let members: Vec<Id> = served.iter().map(|m| m.id).collect();
     let run: u32 = rand::rng().random();
     let writers = options.writers.max(1);
     let mut tasks = Vec::new();
@@ -187,34 +231,48 @@ pub async fn run(config: Config, options: Options) -> anyhow::Result<()> {
         };
         tasks.push(tokio::spawn(writer.run(w == 0)));
     }
+    let hooks = hooks::Hooks::new(&config, runtime.clone(), org, channel, run, &served)?;
+    tasks.push(tokio::spawn(hooks.run()));
     for t in tasks {
         t.await??;
     }
     Ok(())
 }
 
-/// Waits until no import job of the org is running (they resume after a restart) and its
-/// scope has no pending re-unification, so that the served profiles are final.
-async fn settle(runtime: &Runtime, org: Id) -> anyhow::Result<()> {
+/// Waits until no import job of the org is running (they resume after a restart), its
+/// scope has no pending re-unification, no accepted channel event waits for provisioning
+/// and the CDH outbox is empty, so that the served profiles are final and every event is
+/// delivered.
+async fn settle(runtime: &Runtime, org: Id, scope: Id) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while runtime
-        .store()
-        .list_import_jobs()?
-        .iter()
-        .any(|j| j.org_id == org && j.status == ImportStatus::Running)
-        || !runtime.scope_merge_state(org)?
-    {
+    let store = runtime.store();
+    let busy = || -> anyhow::Result<bool> {
+        let importing = store
+            .list_import_jobs()?
+            .iter()
+            .any(|j| j.org_id == org && j.status == ImportStatus::Running);
+        let provisioning = store
+            .scan_accepted_events()
+            .collect::<Result<Vec<_>, _>>()?
+            .iter()
+            .any(|e| e.pending.is_some());
+        Ok(importing
+            || provisioning
+            || !runtime.scope_merge_state(org)?
+            || store.outbox_len(scope)? > 0)
+    };
+    while busy()? {
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
-            "import jobs or re-unification still running"
+            "import jobs, re-unification, provisioning or cdh delivery still running"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
 }
 
-/// Prints the served keys, members and import jobs; returns the member ids.
-async fn print_state(runtime: &Runtime, org: Id) -> anyhow::Result<Vec<Id>> {
+/// Prints the served keys, members and import jobs; returns the members.
+async fn print_state(runtime: &Runtime, org: Id) -> anyhow::Result<Vec<Member>> {
     let setting = runtime.setting(org).await?;
     Line::Keys(setting.keys.iter().map(key_name).collect()).print();
     let mut ids = Vec::new();
@@ -224,8 +282,8 @@ async fn print_state(runtime: &Runtime, org: Id) -> anyhow::Result<Vec<Id>> {
         let Some(last) = page.last() else { break };
         after = last.id;
         for m in page {
-            ids.push(m.id);
-            Line::Member(m).print();
+            Line::Member(m.clone()).print();
+            ids.push(m);
         }
     }
     for job in runtime.store().list_import_jobs()? {
@@ -387,37 +445,64 @@ impl Writer {
     }
 }
 
-/// Returns the caac org and channel, creating them (with keys) on the first run.
-async fn world(runtime: &Runtime) -> anyhow::Result<(Id, Id)> {
+/// What the driver writes to: the caac org and its channel.
+struct World {
+    org: Id,
+    channel: Id,
+}
+
+/// The tenant of the driver's channel (auto-provisioning needs one).
+const TENANT: &str = "t-crash";
+
+/// Returns the caac org and channel. On the first run it creates them with the first key list
+/// and, when a CDH is configured, a maac org and integrates them; each step is skipped when a
+/// previous run made it.
+async fn world(runtime: &Runtime) -> anyhow::Result<World> {
     let store = runtime.store();
-    if let Some(account) = store.list_accounts()?.first() {
-        let org = store
-            .orgs_of_account(account.id)?
-            .into_iter()
-            .find(|o| o.source == Source::Caac)
-            .context("driver org missing")?;
-        let channel = store
-            .channels_of_org(org.id)?
-            .first()
-            .context("driver channel missing")?
-            .id;
-        return Ok((org.id, channel));
-    }
-    let account = runtime.create_account("crash").await?;
-    let org = runtime
-        .create_org(account.id, Source::Caac, "chat", None)
-        .await?;
-    let channel = runtime
-        .create_channel(
-            org.id,
-            NewChannel {
+    let account = match store.list_accounts()?.first() {
+        Some(account) => account.clone(),
+        None => runtime.create_account("crash").await?,
+    };
+    let orgs = store.orgs_of_account(account.id)?;
+    let of_source = |source: Source| orgs.iter().find(|o| o.source == source).cloned();
+    let org = match of_source(Source::Caac) {
+        Some(org) => org,
+        None => {
+            let org = runtime
+                .create_org(account.id, Source::Caac, "chat", None)
+                .await?;
+            let keys: Vec<String> = KEY_SETS[0].iter().map(|k| (*k).to_owned()).collect();
+            runtime.set_keys(org.id, unify_keys(&keys)).await?;
+            org
+        }
+    };
+    let channel = match store.channels_of_org(org.id)?.first() {
+        Some(channel) => channel.id,
+        None => {
+            let new = NewChannel {
                 name: "line".into(),
                 channel_type: "line".into(),
-                ..NewChannel::default()
-            },
-        )
-        .await?;
-    let keys: Vec<String> = KEY_SETS[0].iter().map(|k| (*k).to_owned()).collect();
-    runtime.set_keys(org.id, unify_keys(&keys)).await?;
-    Ok((org.id, channel.id))
+                tenant_key: Some(TENANT.into()),
+                auto_provision: true,
+                contact_api: None,
+            };
+            runtime.create_channel(org.id, new).await?.id
+        }
+    };
+    if runtime.settings().cdh.is_some() {
+        if of_source(Source::Maac).is_none() {
+            runtime
+                .create_org(account.id, Source::Maac, "marketing", None)
+                .await?;
+        }
+        if store.get_scope(org.scope_id)?.org_ids.len() < 2 {
+            let keys = runtime.setting(org.id).await?.keys;
+            let names: Vec<String> = keys.iter().map(key_name).collect();
+            runtime.integrate(account.id, unify_keys(&names)).await?;
+        }
+    }
+    Ok(World {
+        org: org.id,
+        channel,
+    })
 }

@@ -109,12 +109,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             writers,
             snapshot_min_bytes,
             settle,
+            events_retain,
+            cdh_retry_ms,
         } => {
             let config = load(None, None, Some(data_dir))?;
             let options = unify::driver::Options {
                 writers,
                 snapshot_min_bytes,
                 settle,
+                events_retain,
+                cdh_retry_ms,
             };
             runtime()?.block_on(unify::driver::run(config, options))?;
             Ok(ExitCode::SUCCESS)

@@ -1,8 +1,21 @@
 //! The binary under `kill -9`: 30 rounds of a mixed load (creates, patches, uni,
-//! change/cancel unification, deletes, imports, key changes) killed after a number of
-//! acknowledged writes, during start-up and while a snapshot is written. Every start prints
-//! the served state, which is checked against a model of the acknowledged writes; at the end
-//! `unify verify` passes and the store holds exactly the modelled members.
+//! change/cancel unification, deletes, imports, key changes, channel webhook events and their
+//! re-sends) on a CDH-connected scope, killed after a number of acknowledged writes, during
+//! start-up and while a snapshot is written. Every start prints the served state, which is
+//! checked against a model of the acknowledged writes, and the replay of the retained events,
+//! which must hold every event seen before (live or by the stand-in CDH) that is still
+//! retained, with its payload. Live events come in seq order without gaps; a seq never
+//! changes its payload; the CDH receives the events in order, a redelivery only as first sent,
+//! and at the end every event seen live; an accepted webhook event is a duplicate ever after
+//! and provisions one member once. At the end `unify verify` passes and the store holds
+//! exactly the modelled members.
+
+#[path = "crash/cdh.rs"]
+mod cdh;
+#[path = "crash/events.rs"]
+mod events;
+#[path = "crash/hooks.rs"]
+mod hooks;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
@@ -19,6 +32,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_unify");
 
 /// Journal bytes after which the driver writes a snapshot: a few hundred operations.
 const SNAPSHOT_MIN_BYTES: &str = "65536";
+
+/// Events the driver retains per scope: the log is trimmed within a few rounds.
+const EVENTS_RETAIN: &str = "4000";
 
 /// How long anything the test waits for may take on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -71,6 +87,14 @@ struct Model {
     imports: HashMap<Id, Import>,
     /// Counts of acknowledged writes by kind.
     acks: HashMap<&'static str, usize>,
+    /// The scope's events seen so far.
+    events: events::Events,
+    /// The webhook events sent.
+    hooks: hooks::Hooks,
+    /// The member id of every webhook sender provisioned.
+    provisioned: HashMap<String, Id>,
+    /// The round under way.
+    round: u64,
 }
 
 impl Model {
@@ -149,6 +173,35 @@ impl Model {
                 import.finished = true;
                 "import finished"
             }
+            Line::TryHook { event_id, identity } => {
+                self.hooks.tried(event_id, identity);
+                return false;
+            }
+            Line::Hooked { event_id, answer } => {
+                match self.hooks.answered(&event_id, &answer, self.round) {
+                    Some(kind) => kind,
+                    None => return false,
+                }
+            }
+            Line::Provisioned(m) => {
+                assert!(
+                    self.hooks.is_sender(&m.external_member_id),
+                    "member {} provisioned for no event",
+                    m.id
+                );
+                self.adopt(&m);
+                let state = Modelled {
+                    member: Some(m),
+                    pending: None,
+                };
+                self.members
+                    .insert(state.member.as_ref().unwrap().id, state);
+                "provisioned"
+            }
+            line @ (Line::Event { .. } | Line::Lagged | Line::Read { .. }) => {
+                self.event(line);
+                return false;
+            }
             other => panic!("state line {other:?} after ready"),
         };
         *self.acks.entry(kind).or_default() += 1;
@@ -164,10 +217,30 @@ impl Model {
         state
     }
 
-    /// Records a member id seen for the first time; panics if the id was seen before.
+    /// Records a member id seen for the first time; panics if the id was seen before, or if
+    /// it is a webhook sender's and the sender had a member before.
     fn adopt(&mut self, m: &Member) {
         let before = self.ids.insert(m.id, m.external_member_id.clone());
         assert!(before.is_none(), "member id {} reused ({before:?})", m.id);
+        if self.hooks.is_sender(&m.external_member_id) {
+            let before = self.provisioned.insert(m.external_member_id.clone(), m.id);
+            assert!(
+                before.is_none(),
+                "sender {} provisioned twice: members {before:?} and {}",
+                m.external_member_id,
+                m.id
+            );
+        }
+    }
+
+    /// Handles a live event line.
+    fn event(&mut self, line: Line) {
+        match line {
+            Line::Event { seq, payload } => self.events.live(seq, &payload),
+            Line::Lagged => self.events.lagged(),
+            Line::Read { seq, payload } => self.events.read(seq, &payload),
+            other => panic!("not an event line: {other:?}"),
+        }
     }
 
     /// Checks the state a driver served on start against the model, then takes it as the
@@ -175,6 +248,8 @@ impl Model {
     fn served(&mut self, state: Vec<Line>, settled: bool) {
         let mut served = HashMap::new();
         let mut jobs = HashMap::new();
+        let mut replay = Vec::new();
+        let mut retained = None;
         for line in state {
             match line {
                 Line::Keys(keys) => {
@@ -198,9 +273,13 @@ impl Model {
                 } => {
                     jobs.insert(job_id, (finished, done, failed));
                 }
+                Line::Replayed { seq, payload } => replay.push((seq, payload)),
+                Line::Retained { oldest, newest } => retained = Some((oldest, newest)),
                 other => panic!("unexpected state line {other:?}"),
             }
         }
+        let (oldest, newest) = retained.expect("the state ends with the replay's bounds");
+        self.events.replay(replay, oldest, newest);
         for (id, state) in &mut self.members {
             let now = served.remove(id);
             match (&state.member, &now) {
@@ -225,7 +304,7 @@ impl Model {
         for (id, m) in served {
             let ext = &m.external_member_id;
             assert!(
-                self.tried.contains(ext) || ext.starts_with("imp-"),
+                self.tried.contains(ext) || ext.starts_with("imp-") || self.hooks.is_sender(ext),
                 "member {id} ({ext}) was never written"
             );
             self.adopt(&m);
@@ -324,11 +403,14 @@ struct Driver {
 }
 
 impl Driver {
-    fn spawn(dir: &Path, settle: bool) -> Driver {
+    fn spawn(dir: &Path, cdh_url: &str, settle: bool) -> Driver {
         let mut cmd = Command::new(BIN);
         cmd.args(["crash-driver", "--snapshot-min-bytes", SNAPSHOT_MIN_BYTES])
+            .args(["--events-retain", EVENTS_RETAIN, "--cdh-retry-ms", "20"])
             .arg("--data-dir")
             .arg(dir)
+            .env("UNIFY_CDH_URL", cdh_url)
+            .env("UNIFY_CDH_TOKEN", cdh::TOKEN)
             .env("RUST_LOG", "warn,unify_actors::scope=info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -426,7 +508,11 @@ impl Round {
                 model.served(std::mem::take(state), false);
                 false
             }
-            line @ (Line::Keys(_) | Line::Member(_) | Line::Job { .. }) => {
+            line @ (Line::Keys(_)
+            | Line::Member(_)
+            | Line::Job { .. }
+            | Line::Replayed { .. }
+            | Line::Retained { .. }) => {
                 state.push(line);
                 false
             }
@@ -455,8 +541,9 @@ fn field(log: &str, name: &str) -> u64 {
 }
 
 /// Runs one driver until `kill` says, kills it with SIGKILL and reads what it printed before.
-fn round(dir: &Path, kill: Kill, startup: Duration, model: &mut Model) -> Round {
-    let mut driver = Driver::spawn(dir, false);
+fn round(dir: &Path, cdh_url: &str, kill: Kill, startup: Duration, model: &mut Model) -> Round {
+    model.events.new_run();
+    let mut driver = Driver::spawn(dir, cdh_url, false);
     let mut round = Round::default();
     let mut state = Vec::new();
     let spawned = driver.spawned;
@@ -493,16 +580,21 @@ fn acknowledged_writes_survive_30_rounds_of_sigkill_under_mixed_load() {
         keys: KEY_SETS[0].iter().map(|k| (*k).to_owned()).collect(),
         ..Model::default()
     };
+    model.events.retain = EVENTS_RETAIN.parse().unwrap();
+    let cdh = cdh::StandIn::start();
+    let mut deliveries = cdh::Deliveries::default();
     let mut startup = Duration::from_millis(300);
     let (mut startup_kills, mut snapshot_kills) = (0, 0);
     for r in 0..30u64 {
+        model.round = r;
         let kill = match r % 4 {
             _ if r == 0 => Kill::AfterAcks(300),
             1 => Kill::DuringStartup([0.1, 0.5, 0.9, 0.3, 0.7, 0.05, 0.6, 0.4][r as usize / 4]),
             3 => Kill::DuringSnapshot([0, 1, 3, 0, 6, 2, 0, 10][r as usize / 4]),
             _ => Kill::AfterAcks(100 + (r as usize * 71) % 250),
         };
-        let seen = round(dir.path(), kill, startup, &mut model);
+        let seen = round(dir.path(), &cdh.url, kill, startup, &mut model);
+        deliveries.check(cdh.take(), &mut model.events);
         match (seen.ready_after, kill) {
             (None, _) => startup_kills += 1,
             // Measured only where the test read the output as it came.
@@ -517,12 +609,17 @@ fn acknowledged_writes_survive_30_rounds_of_sigkill_under_mixed_load() {
         }
         eprintln!("round {r}: {kill:?} ready after {:?}", seen.ready_after);
     }
-    let mut settle = Driver::spawn(dir.path(), true);
+    model.round = 30;
+    model.events.new_run();
+    let mut settle = Driver::spawn(dir.path(), &cdh.url, true);
     let mut state = Vec::new();
     let mut ready = false;
     while let Some(out) = settle.next() {
         match out {
             Out::Line(line) if *line == Line::Ready => ready = true,
+            Out::Line(line) if matches!(*line, Line::Event { .. } | Line::Lagged) => {
+                model.event(*line)
+            }
             Out::Line(line) => state.push(*line),
             Out::Log(log) => assert!(!log.contains("ERROR"), "driver: {log}"),
             Out::Closed => unreachable!(),
@@ -536,6 +633,26 @@ fn acknowledged_writes_survive_30_rounds_of_sigkill_under_mixed_load() {
     let served = served_members(&state);
     model.served(state, true);
     assert_profiles_rebuild(&served, &model.keys);
+    // The settling driver waited for the outbox to drain.
+    deliveries.check(cdh.take(), &mut model.events);
+    let undelivered: Vec<u64> = model
+        .events
+        .live
+        .difference(&deliveries.delivered)
+        .copied()
+        .collect();
+    assert!(
+        undelivered.is_empty(),
+        "{} events seen live never reached the cdh: {:?}",
+        undelivered.len(),
+        &undelivered[..undelivered.len().min(20)]
+    );
+    for sender in model.hooks.accepted_senders() {
+        assert!(
+            model.provisioned.contains_key(sender),
+            "the accepted event of {sender} was never provisioned"
+        );
+    }
 
     let verify = Command::new(BIN)
         .args(["verify", "--data-dir"])
@@ -573,8 +690,43 @@ fn acknowledged_writes_survive_30_rounds_of_sigkill_under_mixed_load() {
         "acknowledged {:?}; kills during start-up {startup_kills}, during snapshots {snapshot_kills}",
         model.acks
     );
+    let events = &model.events;
+    eprintln!(
+        "events: {} live ({} lags), {} replayed, {} read, oldest retained {}; \
+         cdh: {} batches, {} resent ({} after a crash), {} events delivered; \
+         webhooks: {} duplicates, {} after a kill",
+        events.live.len(),
+        events.lagged,
+        events.replayed,
+        events.read,
+        events.max_oldest,
+        deliveries.batches,
+        deliveries.redeliveries,
+        deliveries.redeliveries_after_crash,
+        deliveries.delivered.len(),
+        model.hooks.duplicates,
+        model.hooks.duplicates_after_kill
+    );
+    assert!(events.max_oldest > 1, "the event log was never trimmed");
+    assert!(
+        deliveries.redeliveries_after_crash > 0,
+        "no delivered cdh batch was resent after a kill"
+    );
+    assert!(
+        model.hooks.duplicates_after_kill > 0,
+        "no event accepted before a kill was re-sent after it"
+    );
     for kind in [
-        "create", "patch", "uni", "change", "cancel", "delete", "keys",
+        "create",
+        "patch",
+        "uni",
+        "change",
+        "cancel",
+        "delete",
+        "keys",
+        "hook accepted",
+        "hook duplicate",
+        "provisioned",
     ] {
         assert!(
             model.acks.get(kind).copied().unwrap_or(0) > 0,

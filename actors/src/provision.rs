@@ -573,8 +573,9 @@ impl Provisioner {
         }
     }
 
-    /// Marks an accepted event provisioned. Not flushed: should the mark be lost in a crash,
-    /// the event is provisioned again, which finds the same member.
+    /// Marks an accepted event provisioned. Not flushed: the scope already marked an event it
+    /// provisioned in the write that provisioned it (see [`Sender::event`]); for the others
+    /// (skipped, dropped) a mark lost in a crash only means they are looked at again.
     fn finish(&self, record: &AcceptedEvent) {
         let mut batch = WriteBatch::new();
         batch.put_accepted_event(&AcceptedEvent {
@@ -620,6 +621,7 @@ impl Provisioner {
                 ),
                 _ => None,
             },
+            event: Some(job.record.clone()),
         };
         let link_code = event.link_code();
         if link_code.is_none() && !channel.auto_provision {

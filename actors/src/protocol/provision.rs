@@ -4,7 +4,7 @@
 //! A leaf: it imports no actor and no service.
 
 use serde::{Deserialize, Serialize};
-use unify_storage::{Id, Member, Millis};
+use unify_storage::{AcceptedEvent, Id, Member, Millis};
 
 /// Profile values carried by an event, or fetched from the channel's contact API.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -28,6 +28,11 @@ pub struct Sender {
     pub external_member_id: String,
     pub name: Option<String>,
     pub last_message_at: Option<Millis>,
+    /// The accepted webhook event being provisioned: the scope marks it provisioned in the
+    /// atomic write that holds its effect, so that a crash never leaves it pending once its
+    /// effect is durable (it would be provisioned again after the restart, over whatever was
+    /// written to the member since).
+    pub event: Option<AcceptedEvent>,
 }
 
 /// The member provisioning found or created.

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use ractor::ActorProcessingErr;
-use unify_storage::{Id, LinkCode, Member};
+use unify_storage::{AcceptedEvent, Id, LinkCode, Member};
 
 use super::ScopeState;
 use crate::clock::now_millis;
@@ -42,8 +42,32 @@ macro_rules! attempt {
 
 impl ScopeState {
     /// Finds or creates the sender's member and, unless it is manually unified, writes the
-    /// profile's values onto it.
+    /// profile's values onto it; the sender's event is marked provisioned in the same batch.
     pub(super) fn provision(
+        &mut self,
+        sender: Sender,
+        profile: Option<EventProfile>,
+    ) -> Step<Provisioned> {
+        let event = sender.event.clone();
+        let provisioned = self.provision_sender(sender, profile)?;
+        if provisioned.is_ok() {
+            self.mark_provisioned(event);
+        }
+        Ok(provisioned)
+    }
+
+    /// Stages the accepted event as provisioned, in the batch that holds its effect (or, when
+    /// provisioning changed nothing, alone: the reply then waits for it to be durable).
+    fn mark_provisioned(&mut self, event: Option<AcceptedEvent>) {
+        if let Some(event) = event {
+            self.pending.batch.put_accepted_event(&AcceptedEvent {
+                pending: None,
+                ..event
+            });
+        }
+    }
+
+    fn provision_sender(
         &mut self,
         sender: Sender,
         profile: Option<EventProfile>,
@@ -182,9 +206,18 @@ impl ScopeState {
     }
 
     /// Redeems a link code: the sender's member (created if needed) is change-unified onto
-    /// the code member's highest-priority editable unify-key value, and the code is used up in
-    /// the same atomic write.
+    /// the code member's highest-priority editable unify-key value, and the code is used up
+    /// and the sender's event marked provisioned in the same atomic write.
     pub(super) fn redeem_link_code(&mut self, sender: Sender, code: String) -> Step<Redemption> {
+        let event = sender.event.clone();
+        let redemption = self.redeem(sender, code)?;
+        if redemption.is_ok() {
+            self.mark_provisioned(event);
+        }
+        Ok(redemption)
+    }
+
+    fn redeem(&mut self, sender: Sender, code: String) -> Step<Redemption> {
         let now = now_millis();
         let record = match self.pending.provision.codes.get(&code) {
             Some(record) => Some(record.clone()),
