@@ -74,7 +74,16 @@ impl Runtime {
             .await?,
         );
         let cdh = Cdh::start(store.clone(), &settings, hub.clone()).await?;
-        let event_log = EventLog::new(store.clone(), settings.events_retain);
+        let durable = registry.clone();
+        let event_log = EventLog::new(
+            store.clone(),
+            settings.events_retain,
+            Arc::new(move |scope_id| {
+                durable
+                    .get(scope_id)
+                    .map_or(u64::MAX, |scope| scope.status.durable_seq.get())
+            }),
+        );
         let client = Arc::new(ScopeClient::new(store, settings, registry));
         let members = Arc::new(Members::new(client.clone()));
         let provisioner = Provisioner::new(client.clone(), members.clone())?;

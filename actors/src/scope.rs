@@ -218,6 +218,10 @@ impl Actor for Scope {
             .members
             .store(loaded.unifier.len() as u64, Ordering::Release);
         args.status.view.store(Some(Arc::new(loaded.roster.view())));
+        // What the load read is durable once flushed: a previous incarnation may have written
+        // a batch that its failure kept from being flushed.
+        args.store.flush_async().await?;
+        args.status.durable_seq.set(loaded.record.last_seq);
         Ok(ScopeState {
             id,
             store: args.store,
@@ -517,6 +521,7 @@ impl ScopeState {
         if let Some(block) = block {
             self.event_blocks.push_back(block);
         }
+        self.status.durable_seq.set(self.record.last_seq);
         // Events go out before anything is answered: a caller that subscribes after its reply
         // does not receive this batch's events live.
         let has_events = !pending.events.is_empty();

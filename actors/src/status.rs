@@ -34,6 +34,33 @@ pub struct ScopeStatus {
     /// The scope's members as of its last durable commit; `None` while the actor loads.
     /// Member reads take it without a message to the actor.
     pub view: ArcSwapOption<MemberView>,
+    /// The seq of the scope's last durable event: see [`DurableSeq`].
+    pub durable_seq: DurableSeq,
+}
+
+/// The seq of a scope's last durable event, where reads of its event log stop: the store shows
+/// a batch's event block as soon as the batch is written, before the flush that makes it
+/// durable, and a replayed event must never be one a crash can still take back (its seq would
+/// be reused for another event). Unbounded until the scope's actor has loaded in this process,
+/// since whatever a store holds when it opens is durable.
+#[derive(Debug)]
+pub struct DurableSeq(AtomicU64);
+
+impl Default for DurableSeq {
+    fn default() -> Self {
+        DurableSeq(AtomicU64::new(u64::MAX))
+    }
+}
+
+impl DurableSeq {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Records that every event up to `seq` is durable.
+    pub fn set(&self, seq: u64) {
+        self.0.store(seq, Ordering::Release);
+    }
 }
 
 impl ScopeStatus {
