@@ -17,7 +17,7 @@
 //! (a chunk is a `protocol` message, answered within its own timeout); it never imports the
 //! runtime.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError};
@@ -41,6 +41,10 @@ use crate::scope_client::{ImportGuard, ScopeClient};
 /// Most lines per chunk. Larger chunks are no faster (the store's write path dominates) but
 /// hold far more memory: 50k-line chunks doubled the peak RSS of a 200k-member import.
 pub const MAX_CHUNK: usize = 5_000;
+
+/// Chunks a driver keeps sent and unanswered: two, so that the scope applies one while the
+/// store writes the other.
+const AHEAD: usize = 2;
 
 /// Longest wait for the scope to apply one chunk; a chunk that is answered later is detected
 /// by its position and not applied twice.
@@ -402,7 +406,7 @@ impl SpoolReader {
 async fn drive(
     client: Arc<ScopeClient>,
     job: ImportJob,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     _guard: ImportGuard,
     running: &RunningJobs,
 ) {
@@ -429,39 +433,61 @@ async fn drive(
     };
     let mut next = Some(prepare(reader, client.clone()));
     let mut job = job;
-    while let Some(pending) = next.take() {
-        let (reader, chunk) = match pending.await {
-            Ok((reader, Ok(chunk))) => (reader, chunk),
-            Ok((_, Err(err))) => {
-                fail(
-                    client.store(),
-                    job,
-                    format!("reading the spooled body: {err}"),
-                )
-                .await;
-                return;
+    // Chunks sent and not answered yet, oldest first: the scope unifies one while its commit
+    // lane writes the one before. Answers are taken in order.
+    let mut sent: VecDeque<JoinHandle<Applied>> = VecDeque::new();
+    loop {
+        while sent.len() < AHEAD
+            && let Some(pending) = next.take()
+        {
+            let (reader, chunk) = match pending.await {
+                Ok((reader, Ok(chunk))) => (reader, chunk),
+                Ok((_, Err(err))) => {
+                    settle(sent).await;
+                    fail(
+                        client.store(),
+                        job,
+                        format!("reading the spooled body: {err}"),
+                    )
+                    .await;
+                    return;
+                }
+                Err(err) => {
+                    tracing::error!(job_id, error = %err, "import chunk preparation failed");
+                    return;
+                }
+            };
+            if !chunk.last {
+                next = Some(prepare(reader, client.clone()));
             }
-            Err(err) => {
-                tracing::error!(job_id, error = %err, "import chunk preparation failed");
-                return;
-            }
-        };
-        if !chunk.last {
-            next = Some(prepare(reader, client.clone()));
+            let (client, mut stop) = (client.clone(), stop.clone());
+            let org_id = job.org_id;
+            sent.push_back(tokio::spawn(async move {
+                apply(&client, org_id, chunk, &mut stop).await
+            }));
         }
-        let last = chunk.last;
-        match apply(&client, job.org_id, chunk, &mut stop).await {
-            Applied::Job(updated) => {
+        let Some(oldest) = sent.pop_front() else {
+            break;
+        };
+        match oldest.await {
+            Ok(Applied::Job(updated)) => {
                 running.set(&updated);
                 job = updated;
             }
-            Applied::Stopped => return,
-            Applied::Failed(err) => {
+            Ok(Applied::Stopped) => return,
+            Ok(Applied::Failed(err)) => {
+                // The chunks sent behind it are answered first, so that none is applied after
+                // the job is marked failed.
+                settle(sent).await;
                 fail(client.store(), job, err.to_string()).await;
                 return;
             }
+            Err(err) => {
+                tracing::error!(job_id, error = %err, "import chunk task failed");
+                return;
+            }
         }
-        if last || job.status != ImportStatus::Running {
+        if job.status != ImportStatus::Running {
             break;
         }
         if *stop.borrow() {
@@ -476,6 +502,13 @@ async fn drive(
             "import finished"
         );
         let _ = tokio::fs::remove_file(&path).await;
+    }
+}
+
+/// Waits for the answers of chunks sent ahead, ignoring them.
+async fn settle(sent: VecDeque<JoinHandle<Applied>>) {
+    for chunk in sent {
+        let _ = chunk.await;
     }
 }
 

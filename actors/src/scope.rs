@@ -38,9 +38,10 @@ use crate::hub::Hub;
 use crate::links::{key_records, member_links, stored_links};
 use crate::ops::{self, MemberOp, NewMember};
 use crate::protocol::{ProfileView, Reply, ScopeMsg};
-use crate::roster::Roster;
+use crate::roster::{MemberView, Roster};
 use crate::settings::Settings;
 use crate::status::ScopeStatus;
+use lane::{Commit, Lane};
 
 /// A reply whose value is ready but which is sent only once the batch is durable; it is given
 /// the outcome of the commit.
@@ -48,6 +49,7 @@ type Deferred = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 mod graph;
 mod import_chunk;
+mod lane;
 mod load;
 mod provision;
 
@@ -78,8 +80,6 @@ struct Pending {
     writes: Vec<(Id, MemberWrite)>,
     /// The running job finishes when this batch is durable.
     finishes_job: bool,
-    /// Link codes claimed by provisioning in this batch.
-    provision: provision::Staged,
 }
 
 impl Pending {
@@ -96,6 +96,8 @@ impl Pending {
 struct OrgJournal {
     /// Seq of its last durable journal record.
     seq: u64,
+    /// Seq of its last journal record handed to the commit lane.
+    assigned: u64,
     /// Bytes journaled since the last snapshot.
     since_snapshot: u64,
     /// Size of the last snapshot.
@@ -146,7 +148,6 @@ pub struct ScopeState {
     store: Store,
     settings: Arc<Settings>,
     status: Arc<ScopeStatus>,
-    hub: Hub,
     record: ScopeRecord,
     orgs: HashMap<Id, Org>,
     roster: Roster,
@@ -164,6 +165,15 @@ pub struct ScopeState {
     snapshot_cancel: Arc<AtomicBool>,
     /// The snapshot tasks started, awaited when the actor stops.
     snapshot_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Where committed batches are written, flushed and answered.
+    lane: Lane,
+    /// Link codes provisioning claimed in batches the lane may not have written yet.
+    staged: provision::Staged,
+    /// The members as of the last batch the lane made durable (what a snapshot writes).
+    durable_view: Option<Arc<MemberView>>,
+    /// Import jobs as this actor last staged them: the store shows a chunk's job record only
+    /// once the lane has written it, and the next chunk may arrive before.
+    import_jobs: HashMap<Id, unify_storage::ImportJob>,
 }
 
 /// How long after an import chunk the import counts as still streaming.
@@ -186,10 +196,12 @@ impl Actor for Scope {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<ScopeMsg>,
+        myself: ActorRef<ScopeMsg>,
         args: ScopeArgs,
     ) -> Result<ScopeState, ActorProcessingErr> {
         args.status.running.store(false, Ordering::Release);
+        // An earlier incarnation's commit lane may still be writing what it was handed.
+        let lane_lock = args.status.lane_lock.clone().lock_owned().await;
         let store = args.store.clone();
         let settings = args.settings.clone();
         let id = args.scope_id;
@@ -222,12 +234,20 @@ impl Actor for Scope {
         // a batch that its failure kept from being flushed.
         args.store.flush_async().await?;
         args.status.durable_seq.set(loaded.record.last_seq);
+        let durable_view = args.status.view.load_full();
+        let lane = Lane::start(
+            id,
+            args.store.clone(),
+            args.status.clone(),
+            args.hub.clone(),
+            myself,
+            lane_lock,
+        );
         Ok(ScopeState {
             id,
             store: args.store,
             settings: args.settings,
             status: args.status,
-            hub: args.hub,
             record: loaded.record,
             orgs: loaded.orgs,
             roster: loaded.roster,
@@ -240,6 +260,10 @@ impl Actor for Scope {
             importing_until: None,
             snapshot_cancel: Arc::new(AtomicBool::new(false)),
             snapshot_tasks: Vec::new(),
+            lane,
+            staged: provision::Staged::default(),
+            durable_view,
+            import_jobs: HashMap::new(),
         })
     }
 
@@ -271,6 +295,7 @@ impl Actor for Scope {
         state.snapshot_cancel.store(true, Ordering::Release);
         // A graceful stop commits what was handled; its callers are waiting for the answer.
         let committed = state.commit().await;
+        state.lane.close().await;
         for task in state.snapshot_tasks.drain(..) {
             let _ = task.await;
         }
@@ -287,6 +312,12 @@ impl Actor for Scope {
             ScopeMsg::Flush => state.commit().await?,
             ScopeMsg::JobChunk => state.job_chunk(&myself)?,
             ScopeMsg::SnapshotDone { org_id, result } => state.snapshot_done(org_id, result),
+            ScopeMsg::Committed {
+                journaled,
+                block,
+                view,
+            } => state.committed(journaled, block, view),
+            ScopeMsg::CommitFailed { error } => return Err(error.into()),
             ScopeMsg::FindIdentity {
                 org_id,
                 channel_id,
@@ -444,7 +475,7 @@ impl ScopeState {
     /// Sends a reply now when nothing is pending (or it is an error), else once the pending
     /// batch is durable.
     fn respond<T: Send + 'static>(&mut self, reply: Reply<T>, result: Result<T, OpError>) {
-        if self.pending.is_empty() || result.is_err() {
+        if (self.pending.is_empty() && self.lane.is_idle()) || result.is_err() {
             let _ = reply.send(result);
             return;
         }
@@ -464,7 +495,8 @@ impl ScopeState {
         Ok(())
     }
 
-    /// Writes the pending batch atomically, flushes, then publishes and replies.
+    /// Hands the pending batch to the commit lane, which writes it atomically, flushes, then
+    /// publishes and replies (see `lane.rs`); waits only while the lane is full.
     async fn commit(&mut self) -> Result<(), ActorProcessingErr> {
         self.flush_scheduled = false;
         if self.pending.is_empty() {
@@ -478,9 +510,11 @@ impl ScopeState {
         let mut journaled = Vec::with_capacity(by_org.len());
         for (org_id, writes) in &by_org {
             let journal = self.journals.entry(*org_id).or_default();
-            let seq = journal.seq + 1;
-            let bytes = pending.batch.append_journal(*org_id, seq, writes);
-            journaled.push((*org_id, seq, bytes as u64));
+            journal.assigned = journal.assigned.max(journal.seq) + 1;
+            let bytes = pending
+                .batch
+                .append_journal(*org_id, journal.assigned, writes);
+            journaled.push((*org_id, journal.assigned, bytes as u64));
         }
         let block = match (pending.records.first(), pending.records.last()) {
             (Some(first), Some(last)) => Some(EventBlockSpan {
@@ -492,27 +526,30 @@ impl ScopeState {
         pending.batch.put_event_block(self.id, &pending.records);
         self.trim_events(&mut pending.batch, block);
         pending.batch.put_scope(&self.record);
-        // The view goes out with the write, before the flush: sled shows an applied batch to
-        // every store read at once (an import job's progress, a scope record), and a reader
-        // that sees those must see the batch's members too. Replies still wait for the flush.
-        // The view before it holds only durable writes; a failed commit puts it back, since a
-        // scope that waits for the store to write again still answers reads from it.
-        let durable_view = self.status.view.load_full();
-        let written = match self.store.apply(pending.batch) {
-            Ok(()) => {
-                self.status.view.store(Some(Arc::new(self.roster.view())));
-                self.store.flush_async().await
-            }
-            Err(e) => Err(e),
+        let has_events = !pending.events.is_empty();
+        let commit = Commit {
+            batch: pending.batch,
+            view: Arc::new(self.roster.view()),
+            last_seq: self.record.last_seq,
+            events: pending.events,
+            replies: pending.replies,
+            members: self.unifier.len() as u64,
+            finishes_job: pending.finishes_job,
+            notify_outbox: self.settings.cdh_enabled && self.record.org_ids.len() > 1 && has_events,
+            journaled,
+            block,
         };
-        if let Err(err) = written {
-            self.status.view.store(durable_view);
-            tracing::error!(scope_id = self.id, error = %err, "commit failed, restarting scope");
-            for reply in pending.replies {
-                reply(Err("the scope could not persist the operation".into()));
-            }
-            return Err(err.into());
-        }
+        self.lane.submit(commit).await
+    }
+
+    /// Records a batch the lane made durable: its journal records and event block count, and
+    /// its view is what the next snapshot writes.
+    fn committed(
+        &mut self,
+        journaled: Vec<(Id, u64, u64)>,
+        block: Option<EventBlockSpan>,
+        view: Arc<MemberView>,
+    ) {
         for (org_id, seq, bytes) in journaled {
             let journal = self.journals.entry(org_id).or_default();
             journal.seq = seq;
@@ -521,25 +558,11 @@ impl ScopeState {
         if let Some(block) = block {
             self.event_blocks.push_back(block);
         }
-        self.status.durable_seq.set(self.record.last_seq);
-        // Events go out before anything is answered: a caller that subscribes after its reply
-        // does not receive this batch's events live.
-        let has_events = !pending.events.is_empty();
-        self.hub.publish(self.id, pending.events);
-        self.status
-            .members
-            .store(self.unifier.len() as u64, Ordering::Release);
-        if pending.finishes_job {
-            self.status.job_active.store(false, Ordering::Release);
+        self.durable_view = Some(view);
+        if self.lane.is_idle() && self.pending.is_empty() {
+            // Everything staged is in the store now: reads of it need no overlay.
+            self.staged = provision::Staged::default();
         }
-        for reply in pending.replies {
-            reply(Ok(()));
-        }
-        if self.settings.cdh_enabled && self.record.org_ids.len() > 1 && has_events {
-            // The batch made outbox entries durable: the bridge delivers them now.
-            self.hub.notify_outbox();
-        }
-        Ok(())
     }
 
     /// Deletes the event blocks that fall wholly out of retention once `adding` is written,
@@ -582,7 +605,7 @@ impl ScopeState {
             if journal.snapshotting.is_some() || journal.since_snapshot < bound {
                 continue;
             }
-            let Some(view) = self.status.view.load_full() else {
+            let Some(view) = self.durable_view.clone() else {
                 return;
             };
             journal.snapshotting = Some(journal.since_snapshot);

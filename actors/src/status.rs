@@ -1,6 +1,7 @@
 //! Per-scope counters shared between the runtime and the scope actor, readable without a
 //! message (merge state, backpressure, readiness) and surviving actor restarts.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwapOption;
@@ -36,6 +37,9 @@ pub struct ScopeStatus {
     pub view: ArcSwapOption<MemberView>,
     /// The seq of the scope's last durable event: see [`DurableSeq`].
     pub durable_seq: DurableSeq,
+    /// Held by the scope's commit lane while it writes; an actor taking over the scope takes
+    /// it before loading, so that it never loads while an earlier lane still writes.
+    pub lane_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The seq of a scope's last durable event, where reads of its event log stop: the store shows

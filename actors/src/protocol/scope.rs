@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use unify_storage::{Id, Member, ScopeRecord};
+use unify_storage::{EventBlockSpan, Id, Member, ScopeRecord};
 
 use super::Reply;
 use super::import::ImportChunk;
@@ -15,6 +15,7 @@ use crate::error::OpError;
 use crate::events::Reason;
 use crate::key_change::KeyChange;
 use crate::ops::{MemberOp, NewMember};
+use crate::roster::MemberView;
 
 /// The unified profile of a member (SPEC 2.4).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +133,18 @@ pub enum ScopeMsg {
     SnapshotDone {
         org_id: Id,
         result: Result<unify_storage::SnapshotManifest, String>,
+    },
+    /// A batch handed to the commit lane is durable and answered (sent by the lane): per org
+    /// its journal record's seq and size, its event block, the members it left.
+    Committed {
+        journaled: Vec<(Id, u64, u64)>,
+        block: Option<EventBlockSpan>,
+        view: Arc<MemberView>,
+    },
+    /// The commit lane could not write a batch (sent by the lane): the actor fails, to be
+    /// restarted from the store.
+    CommitFailed {
+        error: String,
     },
     /// Finds or creates a channel sender's member and enriches it (SPEC 6).
     Provision {

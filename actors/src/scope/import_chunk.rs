@@ -25,7 +25,11 @@ impl ScopeState {
         chunk: &ImportChunk,
         reply: Reply<ImportJob>,
     ) -> Result<(), ActorProcessingErr> {
-        let stored = match self.store.get_import_job(chunk.job_id) {
+        let stored = match self.import_jobs.get(&chunk.job_id) {
+            Some(job) => Ok(job.clone()),
+            None => self.store.get_import_job(chunk.job_id),
+        };
+        let stored = match stored {
             Ok(job) if job.org_id == org_id => job,
             Ok(_) => {
                 let _ = reply.send(Err(OpError::NotFound("import job")));
@@ -36,9 +40,17 @@ impl ScopeState {
                 return Ok(());
             }
         };
+        if stored.status == ImportStatus::Running && stored.position < chunk.from {
+            // A chunk sent ahead of one that is not applied (the scope restarted meanwhile):
+            // the driver sends it again after that one.
+            let _ = reply.send(Err(OpError::Unavailable(
+                "an earlier chunk of the import is not applied yet".into(),
+            )));
+            return Ok(());
+        }
         if stored.status != ImportStatus::Running || stored.position != chunk.from {
             // A retry of a chunk already applied.
-            let _ = reply.send(Ok(stored));
+            self.respond(reply, Ok(stored));
             return Ok(());
         }
         if !self.orgs.contains_key(&org_id) {
@@ -56,6 +68,11 @@ impl ScopeState {
             is_finished: job.status != ImportStatus::Running,
         });
         self.pending.batch.put_import_job(&job);
+        if job.status == ImportStatus::Running {
+            self.import_jobs.insert(job.id, job.clone());
+        } else {
+            self.import_jobs.remove(&job.id);
+        }
         self.respond(reply, Ok(job));
         self.commit().await
     }

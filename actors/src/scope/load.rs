@@ -47,6 +47,7 @@ pub(super) fn load(
             org_id,
             OrgJournal {
                 seq: log.last_seq(),
+                assigned: log.last_seq(),
                 since_snapshot: log.journal_bytes,
                 snapshot_bytes: log.manifest.map_or(0, |m| m.bytes),
                 snapshotting: None,

@@ -20,10 +20,10 @@ use crate::provision::{username_base, username_candidate};
 /// Username candidates probed before provisioning gives up (`base`, `base-2`, ...).
 const MAX_USERNAME_PROBES: u32 = 10_000;
 
-/// What provisioning staged in the pending batch, read before the store.
+/// What provisioning staged in batches the store may not show yet, read before the store.
 #[derive(Debug, Default)]
 pub(super) struct Staged {
-    /// Link codes redeemed in this batch.
+    /// Link codes redeemed.
     codes: HashMap<String, LinkCode>,
 }
 
@@ -219,7 +219,7 @@ impl ScopeState {
 
     fn redeem(&mut self, sender: Sender, code: String) -> Step<Redemption> {
         let now = now_millis();
-        let record = match self.pending.provision.codes.get(&code) {
+        let record = match self.staged.codes.get(&code) {
             Some(record) => Some(record.clone()),
             None => attempt!(self.store.get_link_code(&code)),
         };
@@ -271,7 +271,7 @@ impl ScopeState {
         record.used_by = Some(member.id);
         record.used_at = Some(now);
         self.pending.batch.put_link_code(&record);
-        self.pending.provision.codes.insert(code, record);
+        self.staged.codes.insert(code, record);
         Ok(Ok(Redemption::Joined {
             target: target.id,
             member: Box::new(member),

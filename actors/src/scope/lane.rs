@@ -1,0 +1,198 @@
+//! The scope's commit lane (pipelined group commit): the batches the actor stages are written,
+//! flushed and answered here, in order, on a thread of their own, while the actor goes on
+//! handling the next messages. A bulk import's next chunk is unified while the previous one is
+//! written, so the scope uses a second core instead of waiting for the store.
+//!
+//! What a batch's writer promises stays as it was: its view is published once the store holds
+//! the batch, and its events, its replies and the scope's durable event seq follow the flush.
+//! When a write or a flush fails, the view is put back to the last durable one, the batch and
+//! every batch behind it are answered with an error and never written, and the actor is told to
+//! fail (`ScopeMsg::CommitFailed`), so that it is restarted from what the store holds. At most
+//! [`DEPTH`] batches wait in the lane; the actor waits for room beyond that.
+//!
+//! A lane outlives the actor that started it until it has written what it was given; the next
+//! incarnation of the scope loads only after that (the lane holds the scope's `lane_lock`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ractor::{ActorProcessingErr, ActorRef};
+use tokio::sync::{OwnedMutexGuard, mpsc};
+use unify_storage::{EventBlockSpan, Id, Store, WriteBatch};
+
+use super::Deferred;
+use crate::events::Event;
+use crate::hub::Hub;
+use crate::protocol::ScopeMsg;
+use crate::roster::MemberView;
+use crate::status::ScopeStatus;
+
+/// Batches that may wait in the lane behind the one being written.
+const DEPTH: usize = 2;
+
+/// A batch handed to the lane, with what follows its flush.
+pub(super) struct Commit {
+    pub batch: WriteBatch,
+    /// The members once the batch is written.
+    pub view: Arc<MemberView>,
+    /// The scope's last event seq once the batch is written.
+    pub last_seq: u64,
+    pub events: Vec<Event>,
+    pub replies: Vec<Deferred>,
+    pub members: u64,
+    /// The running scope-wide job finishes with this batch.
+    pub finishes_job: bool,
+    /// The batch holds outbox entries for the CDH bridge.
+    pub notify_outbox: bool,
+    /// Per org: the journal record's seq and size.
+    pub journaled: Vec<(Id, u64, u64)>,
+    pub block: Option<EventBlockSpan>,
+}
+
+/// The actor's end of its lane.
+pub(super) struct Lane {
+    sender: Option<mpsc::Sender<Commit>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Batches handed over and not yet answered.
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Lane {
+    /// Starts the lane of a scope, holding its `lane_lock` (taken by the caller before the
+    /// scope loaded) until the lane has written everything. The scope's published view is its
+    /// last durable one.
+    pub fn start(
+        scope_id: Id,
+        store: Store,
+        status: Arc<ScopeStatus>,
+        hub: Hub,
+        actor: ActorRef<ScopeMsg>,
+        lane_lock: OwnedMutexGuard<()>,
+    ) -> Lane {
+        let (sender, receiver) = mpsc::channel(DEPTH);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let writer = Writer {
+            lane_lock,
+            scope_id,
+            store,
+            status,
+            hub,
+            actor,
+            in_flight: in_flight.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("scope-{scope_id}-commit"))
+            .spawn(move || writer.run(receiver))
+            .expect("the commit lane thread starts");
+        Lane {
+            sender: Some(sender),
+            thread: Some(thread),
+            in_flight,
+        }
+    }
+
+    /// Returns whether every batch handed over is answered.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
+
+    /// Hands a batch over, waiting while the lane is full.
+    pub async fn submit(&self, commit: Commit) -> Result<(), ActorProcessingErr> {
+        let Some(sender) = &self.sender else {
+            return Err("the commit lane is closed".into());
+        };
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if let Err(mpsc::error::SendError(commit)) = sender.send(commit).await {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            for reply in commit.replies {
+                reply(Err("the scope could not persist the operation".into()));
+            }
+            return Err("the commit lane stopped".into());
+        }
+        Ok(())
+    }
+
+    /// Waits until every batch handed over is written and answered, and the lane is gone.
+    pub async fn close(&mut self) {
+        self.sender = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// The lane's thread.
+struct Writer {
+    lane_lock: OwnedMutexGuard<()>,
+    scope_id: Id,
+    store: Store,
+    status: Arc<ScopeStatus>,
+    hub: Hub,
+    actor: ActorRef<ScopeMsg>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Writer {
+    fn run(self, mut receiver: mpsc::Receiver<Commit>) {
+        let mut durable = self.status.view.load_full();
+        let mut failed = false;
+        while let Some(commit) = receiver.blocking_recv() {
+            if failed {
+                for reply in commit.replies {
+                    reply(Err("the scope could not persist the operation".into()));
+                }
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            }
+            let view = commit.view.clone();
+            let written = match self.store.apply(commit.batch) {
+                Ok(()) => {
+                    // Out with the write, before the flush: sled shows an applied batch to every
+                    // store read at once (an import job's progress, a scope record), and a
+                    // reader that sees those must see the batch's members too.
+                    self.status.view.store(Some(view.clone()));
+                    self.store.flush()
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(err) = written {
+                // Reads go on from durable data while the scope waits to be restarted.
+                self.status.view.store(durable.clone());
+                tracing::error!(scope_id = self.scope_id, error = %err, "commit failed, restarting scope");
+                for reply in commit.replies {
+                    reply(Err("the scope could not persist the operation".into()));
+                }
+                failed = true;
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                let _ = self.actor.send_message(ScopeMsg::CommitFailed {
+                    error: err.to_string(),
+                });
+                continue;
+            }
+            durable = Some(view.clone());
+            self.status.durable_seq.set(commit.last_seq);
+            // Events go out before anything is answered: a caller that subscribes after its
+            // reply does not receive this batch's events live.
+            self.hub.publish(self.scope_id, commit.events);
+            self.status.members.store(commit.members, Ordering::Release);
+            if commit.finishes_job {
+                self.status.job_active.store(false, Ordering::Release);
+            }
+            for reply in commit.replies {
+                reply(Ok(()));
+            }
+            if commit.notify_outbox {
+                // The batch made outbox entries durable: the bridge delivers them now.
+                self.hub.notify_outbox();
+            }
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            let _ = self.actor.send_message(ScopeMsg::Committed {
+                journaled: commit.journaled,
+                block: commit.block,
+                view,
+            });
+        }
+        // The next incarnation of the scope loads only now that everything is written.
+        drop(self.lane_lock);
+    }
+}
