@@ -15,16 +15,34 @@ use super::partition::NodeId;
 /// look the value up there (a map keyed by the value would hold every value twice, and a
 /// scope holds millions of them). Most values are held by one member or a few, so a node's
 /// holders are kept inline up to four. Nodes are never dropped, so neither is their text.
-/// The hasher is randomly seeded, since values come from users.
+/// The hasher is randomly seeded, since values come from users. Each table entry keeps its
+/// value's hash beside the node id, so that growing a table (it doubles many times while a
+/// scope loads or imports millions of values) never reads the values again.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct NodeIndex {
-    ids: [HashTable<NodeId>; ATTRIBUTE_COUNT],
+    ids: [HashTable<(NodeId, Hash32)>; ATTRIBUTE_COUNT],
     hasher: DefaultHashBuilder,
     /// The text of every node, back to back.
     text: String,
     /// Per node: its attribute and where its value lies in `text`.
     values: Vec<(Attribute, Span)>,
     holders: Vec<SmallVec<[u32; 4]>>,
+}
+
+/// A value's hash as a table entry keeps it: 32 bits, spread back over 64 for the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Hash32(u32);
+
+impl Hash32 {
+    fn of(hasher: &DefaultHashBuilder, value: &str) -> Hash32 {
+        Hash32(hasher.hash_one(value) as u32)
+    }
+
+    /// The table hash: its low bits pick the bucket and its top seven bits are the tag, so
+    /// both come from the 32 kept.
+    fn table(self) -> u64 {
+        u64::from(self.0).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
 }
 
 /// Where a value lies in [`NodeIndex::text`].
@@ -50,14 +68,14 @@ impl NodeIndex {
             values,
             holders,
         } = self;
-        let hash = hasher.hash_one(value);
+        let hash = Hash32::of(hasher, value);
         let entry = ids[attribute.index()].entry(
-            hash,
-            |&id| values[id as usize].1.of(text) == value,
-            |&id| hasher.hash_one(values[id as usize].1.of(text)),
+            hash.table(),
+            |&(id, h)| h == hash && values[id as usize].1.of(text) == value,
+            |&(_, h)| h.table(),
         );
         match entry {
-            Entry::Occupied(found) => *found.get(),
+            Entry::Occupied(found) => found.get().0,
             Entry::Vacant(vacant) => {
                 let id = NodeId::try_from(values.len()).expect("fewer than 2^32 - 2 key nodes");
                 u32::try_from(text.len() + value.len()).expect("less than 4 GiB of key values");
@@ -66,7 +84,7 @@ impl NodeIndex {
                     len: value.len() as u32,
                 };
                 text.push_str(value);
-                vacant.insert(id);
+                vacant.insert((id, hash));
                 values.push((attribute, span));
                 holders.push(SmallVec::new());
                 id
@@ -76,10 +94,12 @@ impl NodeIndex {
 
     /// Returns the node of a normalized value, if some member ever held it.
     pub fn find(&self, attribute: Attribute, value: &str) -> Option<NodeId> {
-        let hash = self.hasher.hash_one(value);
+        let hash = Hash32::of(&self.hasher, value);
         self.ids[attribute.index()]
-            .find(hash, |&id| self.value(id) == value)
-            .copied()
+            .find(hash.table(), |&(id, h)| {
+                h == hash && self.value(id) == value
+            })
+            .map(|&(id, _)| id)
     }
 
     pub fn attribute(&self, node: NodeId) -> Attribute {
