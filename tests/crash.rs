@@ -106,13 +106,7 @@ impl Model {
                 return false;
             }
             Line::Created(m) => {
-                self.adopt(&m);
-                let state = Modelled {
-                    member: Some(m),
-                    pending: None,
-                };
-                self.members
-                    .insert(state.member.as_ref().unwrap().id, state);
+                self.acknowledged(m);
                 "create"
             }
             Line::Try { member_id, op } => {
@@ -189,13 +183,7 @@ impl Model {
                     "member {} provisioned for no event",
                     m.id
                 );
-                self.adopt(&m);
-                let state = Modelled {
-                    member: Some(m),
-                    pending: None,
-                };
-                self.members
-                    .insert(state.member.as_ref().unwrap().id, state);
+                self.acknowledged(m);
                 "provisioned"
             }
             line @ (Line::Event { .. } | Line::Lagged | Line::Read { .. }) => {
@@ -206,6 +194,17 @@ impl Model {
         };
         *self.acks.entry(kind).or_default() += 1;
         true
+    }
+
+    /// Models a member whose creation was acknowledged.
+    fn acknowledged(&mut self, m: Member) {
+        self.adopt(&m);
+        let state = Modelled {
+            member: Some(m),
+            pending: None,
+        };
+        self.members
+            .insert(state.member.as_ref().unwrap().id, state);
     }
 
     fn live(&mut self, id: Id) -> &mut Modelled {
