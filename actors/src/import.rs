@@ -476,9 +476,11 @@ async fn drive(
             }
             Ok(Applied::Stopped) => return,
             Ok(Applied::Failed(err)) => {
-                // The chunks sent behind it are answered first, so that none is applied after
-                // the job is marked failed.
-                settle(sent).await;
+                // No chunk sent behind it is applied: the scope refuses a chunk that starts
+                // past the job's position (and would keep refusing it).
+                for chunk in sent {
+                    chunk.abort();
+                }
                 fail(client.store(), job, err.to_string()).await;
                 return;
             }
@@ -505,7 +507,8 @@ async fn drive(
     }
 }
 
-/// Waits for the answers of chunks sent ahead, ignoring them.
+/// Waits for the answers of chunks sent before a chunk that could not be read, ignoring them:
+/// they are applied (or not) before the job is marked failed.
 async fn settle(sent: VecDeque<JoinHandle<Applied>>) {
     for chunk in sent {
         let _ = chunk.await;

@@ -116,6 +116,13 @@ impl Runtime {
         self.imports.stop_all().await;
         self.members.stop_all().await;
         self.supervisor.stop().await;
+        // A scope that failed or was killed rather than stopped may still have a commit lane
+        // writing what it was handed, or a snapshot task: the last flush comes after them.
+        for (_, status) in self.client.statuses() {
+            status.stopping.store(true, Ordering::Release);
+            let _ = status.lane_lock.clone().lock_owned().await;
+            let _ = status.snapshot_lock.clone().lock_owned().await;
+        }
         self.store().flush_async().await?;
         Ok(())
     }

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use unify_storage::{
@@ -78,8 +78,8 @@ struct Pending {
     records: Vec<EventRecord>,
     /// Member writes in order, with the org whose journal records them.
     writes: Vec<(Id, MemberWrite)>,
-    /// The running job finishes when this batch is durable.
-    finishes_job: bool,
+    /// The running job (its generation) finishes when this batch is durable.
+    finishes_job: Option<u64>,
 }
 
 impl Pending {
@@ -158,11 +158,11 @@ pub struct ScopeState {
     pending: Pending,
     flush_scheduled: bool,
     job: Option<Job>,
+    /// The generation of the last job begun ([`crate::status::JobFlag`]).
+    job_generation: u64,
     /// While an import is streaming chunks in (until its last chunk, or a pause of
     /// [`IMPORT_PAUSE`] after its latest one), snapshots wait: see `snapshot_if_due`.
     importing_until: Option<std::time::Instant>,
-    /// Set when the actor stops: a snapshot being written gives up (the journal holds it all).
-    snapshot_cancel: Arc<AtomicBool>,
     /// The snapshot tasks started, awaited when the actor stops.
     snapshot_tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Where committed batches are written, flushed and answered.
@@ -223,9 +223,10 @@ impl Actor for Scope {
                 .collect();
             Job::new(pending.kind.clone(), moves)
         });
-        args.status
-            .job_active
-            .store(job.is_some(), Ordering::Release);
+        if job.is_none() {
+            args.status.job_active.clear();
+        }
+        args.status.stopping.store(false, Ordering::Release);
         args.status
             .members
             .store(loaded.unifier.len() as u64, Ordering::Release);
@@ -257,8 +258,8 @@ impl Actor for Scope {
             pending: Pending::default(),
             flush_scheduled: false,
             job,
+            job_generation: 0,
             importing_until: None,
-            snapshot_cancel: Arc::new(AtomicBool::new(false)),
             snapshot_tasks: Vec::new(),
             lane,
             staged: provision::Staged::default(),
@@ -292,7 +293,7 @@ impl Actor for Scope {
         state.status.running.store(false, Ordering::Release);
         // A snapshot being written gives up at its next chunk, so that the stop does not wait
         // for a whole one, and the store is not written once the actor is gone.
-        state.snapshot_cancel.store(true, Ordering::Release);
+        state.status.stopping.store(true, Ordering::Release);
         // A graceful stop commits what was handled; its callers are waiting for the answer.
         let committed = state.commit().await;
         state.lane.close().await;
@@ -308,6 +309,11 @@ impl Actor for Scope {
         message: ScopeMsg,
         state: &mut ScopeState,
     ) -> Result<(), ActorProcessingErr> {
+        if state.lane.has_failed() {
+            // What memory holds may include a batch that was never written: nothing more is
+            // answered from it; the actor fails and is restarted from the store.
+            return Err("the scope could not persist a batch".into());
+        }
         match message {
             ScopeMsg::Flush => state.commit().await?,
             ScopeMsg::JobChunk => state.job_chunk(&myself)?,
@@ -503,6 +509,10 @@ impl ScopeState {
             return Ok(());
         }
         let mut pending = std::mem::take(&mut self.pending);
+        // Replies alone (reads made while batches were in the lane) write nothing: the lane
+        // answers them once the batches before them are durable.
+        let writes_anything =
+            !(pending.batch.is_empty() && pending.writes.is_empty() && pending.records.is_empty());
         let mut by_org: BTreeMap<Id, Vec<MemberWrite>> = BTreeMap::new();
         for (org_id, write) in pending.writes.drain(..) {
             by_org.entry(org_id).or_default().push(write);
@@ -525,7 +535,9 @@ impl ScopeState {
         };
         pending.batch.put_event_block(self.id, &pending.records);
         self.trim_events(&mut pending.batch, block);
-        pending.batch.put_scope(&self.record);
+        if writes_anything {
+            pending.batch.put_scope(&self.record);
+        }
         let has_events = !pending.events.is_empty();
         let commit = Commit {
             batch: pending.batch,
@@ -593,6 +605,9 @@ impl ScopeState {
     /// records at a restart costs what reading the same members from a snapshot does. The
     /// snapshot follows the import's last chunk.
     fn snapshot_if_due(&mut self, myself: &ActorRef<ScopeMsg>) {
+        if self.status.stopping.load(Ordering::Acquire) {
+            return;
+        }
         if let Some(until) = self.importing_until {
             if std::time::Instant::now() < until {
                 return;
@@ -612,18 +627,21 @@ impl ScopeState {
             let (store, view, myself, upto) =
                 (self.store.clone(), view, myself.clone(), journal.seq);
             let scope_id = self.id;
-            let cancel = self.snapshot_cancel.clone();
+            let (status, writing) = (self.status.clone(), self.status.snapshot_lock.clone());
             tracing::info!(scope_id, org_id, upto, "snapshot started");
             self.snapshot_tasks.retain(|task| !task.is_finished());
             self.snapshot_tasks
                 .push(tokio::task::spawn_blocking(move || {
+                    // The runtime's shutdown waits for this before its last flush.
+                    let _writing = writing.blocking_lock_owned();
+                    let cancel = &status.stopping;
                     let started = std::time::Instant::now();
                     let mut members = view
                         .entries()
                         .filter(|(_, e)| e.org_id == org_id)
                         .map(|(_, e)| e.stored.clone());
                     let result =
-                        match store.write_snapshot_unless(org_id, upto, &mut members, &cancel) {
+                        match store.write_snapshot_unless(org_id, upto, &mut members, cancel) {
                             Ok(Some(manifest)) => Ok(manifest),
                             Ok(None) => {
                                 tracing::info!(
@@ -932,7 +950,7 @@ impl ScopeState {
             Some(running) => job.absorb(running),
             None => job,
         };
-        self.status.job_active.store(true, Ordering::Release);
+        self.job_generation = self.status.job_active.begin();
         self.status.job_done.store(0, Ordering::Release);
         self.status.job_total.store(job.total, Ordering::Release);
         self.emit(EventBody::MergeProgress {
@@ -987,7 +1005,7 @@ impl ScopeState {
         if finished {
             self.record.pending_job = None;
             self.job = None;
-            self.pending.finishes_job = true;
+            self.pending.finishes_job = Some(self.job_generation);
         } else {
             myself.send_message(ScopeMsg::JobChunk)?;
         }

@@ -16,7 +16,7 @@ pub struct ScopeStatus {
     /// Mutations among `in_flight`.
     pub mutating: AtomicUsize,
     /// A scope-wide job is scheduled or running and its result is not yet durable.
-    pub job_active: AtomicBool,
+    pub job_active: JobFlag,
     pub job_done: AtomicU64,
     pub job_total: AtomicU64,
     /// Members in the scope (after the last commit).
@@ -38,8 +38,48 @@ pub struct ScopeStatus {
     /// The seq of the scope's last durable event: see [`DurableSeq`].
     pub durable_seq: DurableSeq,
     /// Held by the scope's commit lane while it writes; an actor taking over the scope takes
-    /// it before loading, so that it never loads while an earlier lane still writes.
+    /// it before loading, so that it never loads while an earlier lane still writes, and the
+    /// runtime takes it before its last flush at shutdown.
     pub lane_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Held by a snapshot task while it writes (the runtime waits for it at shutdown).
+    pub snapshot_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The scope is stopping: no snapshot starts, and one being written gives up at its next
+    /// chunk (the journal holds everything).
+    pub stopping: AtomicBool,
+}
+
+/// Whether a scope-wide job runs, with the generation of the last one begun: the commit lane
+/// makes a job's end durable after the actor may have begun the next one, and that end must
+/// not mark the next job finished.
+#[derive(Debug, Default)]
+pub struct JobFlag(AtomicU64);
+
+impl JobFlag {
+    pub fn is_active(&self) -> bool {
+        self.0.load(Ordering::Acquire) & 1 == 1
+    }
+
+    /// Marks a new job active (the scope actor is the one caller); returns its generation.
+    pub fn begin(&self) -> u64 {
+        let generation = (self.0.load(Ordering::Acquire) >> 1) + 1;
+        self.0.store(generation << 1 | 1, Ordering::Release);
+        generation
+    }
+
+    /// Marks job `generation` finished, unless a later one has begun.
+    pub fn finish(&self, generation: u64) {
+        let _ = self.0.compare_exchange(
+            generation << 1 | 1,
+            generation << 1,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// Marks no job active (a scope loaded without a pending job).
+    pub fn clear(&self) {
+        self.0.fetch_and(!1, Ordering::AcqRel);
+    }
 }
 
 /// The seq of a scope's last durable event, where reads of its event log stop: the store shows
@@ -70,8 +110,31 @@ impl DurableSeq {
 impl ScopeStatus {
     /// Returns whether the scope has no pending unification work.
     pub fn is_finished(&self) -> bool {
-        !self.job_active.load(Ordering::Acquire)
+        !self.job_active.is_active()
             && self.mutating.load(Ordering::Acquire) == 0
             && self.imports.load(Ordering::Acquire) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_of_an_earlier_job_does_not_finish_a_later_one() {
+        let flag = JobFlag::default();
+        assert!(!flag.is_active());
+        let first = flag.begin();
+        let second = flag.begin();
+        assert!(flag.is_active());
+        // The first job's last batch becomes durable after the second job began.
+        flag.finish(first);
+        assert!(flag.is_active());
+        flag.finish(second);
+        assert!(!flag.is_active());
+        let third = flag.begin();
+        assert!(third > second && flag.is_active());
+        flag.clear();
+        assert!(!flag.is_active());
     }
 }

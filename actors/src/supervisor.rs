@@ -119,6 +119,9 @@ pub enum SupervisorMsg {
         forget: bool,
         reply: RpcReplyPort<()>,
     },
+    /// Stops every scope's actor gracefully, one after the other (at shutdown: a supervisor
+    /// that stops kills its children without their `post_stop`).
+    StopAll { reply: RpcReplyPort<()> },
     /// The store can write again: restarts the scopes that wait for it.
     StoreRecovered,
 }
@@ -205,6 +208,22 @@ impl Actor for Supervisor {
                 }
                 if forget {
                     state.args.registry.remove(scope_id);
+                }
+                let _ = reply.send(());
+            }
+            SupervisorMsg::StopAll { reply } => {
+                let running: Vec<(Id, ActorRef<ScopeMsg>)> = state
+                    .args
+                    .registry
+                    .read()
+                    .iter()
+                    .filter_map(|(&id, e)| e.actor.clone().map(|actor| (id, actor)))
+                    .collect();
+                // The routing table keeps them: the runtime is going away, and what they last
+                // published still answers member reads until it has.
+                for (scope_id, actor) in running {
+                    state.stopping.insert(scope_id);
+                    let _ = actor.stop_and_wait(None, None).await;
                 }
                 let _ = reply.send(());
             }
@@ -418,6 +437,10 @@ impl SupervisorHandle {
 
     /// Stops the supervisor and its scope actors, and waits for it.
     pub async fn stop(&self) {
+        let _ = self
+            .actor
+            .call(|reply| SupervisorMsg::StopAll { reply }, None)
+            .await;
         self.actor.stop(None);
         if let Some(task) = self.task.lock().await.take() {
             let _ = task.await;

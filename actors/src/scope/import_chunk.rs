@@ -68,11 +68,9 @@ impl ScopeState {
             is_finished: job.status != ImportStatus::Running,
         });
         self.pending.batch.put_import_job(&job);
-        if job.status == ImportStatus::Running {
-            self.import_jobs.insert(job.id, job.clone());
-        } else {
-            self.import_jobs.remove(&job.id);
-        }
+        // Kept once finished too: a retry of the last chunk must find it applied even before
+        // the lane has written it.
+        self.import_jobs.insert(job.id, job.clone());
         self.respond(reply, Ok(job));
         self.commit().await
     }

@@ -14,7 +14,7 @@
 //! incarnation of the scope loads only after that (the lane holds the scope's `lane_lock`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use ractor::{ActorProcessingErr, ActorRef};
 use tokio::sync::{OwnedMutexGuard, mpsc};
@@ -40,8 +40,8 @@ pub(super) struct Commit {
     pub events: Vec<Event>,
     pub replies: Vec<Deferred>,
     pub members: u64,
-    /// The running scope-wide job finishes with this batch.
-    pub finishes_job: bool,
+    /// The running scope-wide job (this generation) finishes with this batch.
+    pub finishes_job: Option<u64>,
     /// The batch holds outbox entries for the CDH bridge.
     pub notify_outbox: bool,
     /// Per org: the journal record's seq and size.
@@ -55,6 +55,8 @@ pub(super) struct Lane {
     thread: Option<std::thread::JoinHandle<()>>,
     /// Batches handed over and not yet answered.
     in_flight: Arc<AtomicUsize>,
+    /// A write failed: everything handed over since is refused.
+    failed: Arc<AtomicBool>,
 }
 
 impl Lane {
@@ -71,7 +73,9 @@ impl Lane {
     ) -> Lane {
         let (sender, receiver) = mpsc::channel(DEPTH);
         let in_flight = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicBool::new(false));
         let writer = Writer {
+            failed: failed.clone(),
             lane_lock,
             scope_id,
             store,
@@ -88,12 +92,18 @@ impl Lane {
             sender: Some(sender),
             thread: Some(thread),
             in_flight,
+            failed,
         }
     }
 
-    /// Returns whether every batch handed over is answered.
+    /// Returns whether every batch handed over is written and answered.
     pub fn is_idle(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0
+        !self.has_failed() && self.in_flight.load(Ordering::Acquire) == 0
+    }
+
+    /// Returns whether a write failed (the actor's memory may hold a batch never written).
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// Hands a batch over, waiting while the lane is full.
@@ -123,6 +133,7 @@ impl Lane {
 
 /// The lane's thread.
 struct Writer {
+    failed: Arc<AtomicBool>,
     lane_lock: OwnedMutexGuard<()>,
     scope_id: Id,
     store: Store,
@@ -135,9 +146,8 @@ struct Writer {
 impl Writer {
     fn run(self, mut receiver: mpsc::Receiver<Commit>) {
         let mut durable = self.status.view.load_full();
-        let mut failed = false;
         while let Some(commit) = receiver.blocking_recv() {
-            if failed {
+            if self.failed.load(Ordering::Acquire) {
                 for reply in commit.replies {
                     reply(Err("the scope could not persist the operation".into()));
                 }
@@ -145,15 +155,12 @@ impl Writer {
                 continue;
             }
             let view = commit.view.clone();
-            let written = match self.store.apply(commit.batch) {
-                Ok(()) => {
-                    // Out with the write, before the flush: sled shows an applied batch to every
-                    // store read at once (an import job's progress, a scope record), and a
-                    // reader that sees those must see the batch's members too.
-                    self.status.view.store(Some(view.clone()));
-                    self.store.flush()
-                }
-                Err(e) => Err(e),
+            // A batch of replies only (reads made while batches were in the lane) needs no
+            // write: the batches before it are durable now.
+            let written = if commit.batch.is_empty() {
+                Ok(())
+            } else {
+                self.write(commit.batch, &view)
             };
             if let Err(err) = written {
                 // Reads go on from durable data while the scope waits to be restarted.
@@ -162,7 +169,8 @@ impl Writer {
                 for reply in commit.replies {
                     reply(Err("the scope could not persist the operation".into()));
                 }
-                failed = true;
+                // Before the count drops: the actor must not take an empty lane for a durable one.
+                self.failed.store(true, Ordering::Release);
                 self.in_flight.fetch_sub(1, Ordering::AcqRel);
                 let _ = self.actor.send_message(ScopeMsg::CommitFailed {
                     error: err.to_string(),
@@ -175,8 +183,8 @@ impl Writer {
             // reply does not receive this batch's events live.
             self.hub.publish(self.scope_id, commit.events);
             self.status.members.store(commit.members, Ordering::Release);
-            if commit.finishes_job {
-                self.status.job_active.store(false, Ordering::Release);
+            if let Some(generation) = commit.finishes_job {
+                self.status.job_active.finish(generation);
             }
             for reply in commit.replies {
                 reply(Ok(()));
@@ -194,5 +202,14 @@ impl Writer {
         }
         // The next incarnation of the scope loads only now that everything is written.
         drop(self.lane_lock);
+    }
+
+    /// Writes a batch and flushes. The view goes out with the write, before the flush: sled
+    /// shows an applied batch to every store read at once (an import job's progress, a scope
+    /// record), and a reader that sees those must see the batch's members too.
+    fn write(&self, batch: WriteBatch, view: &Arc<MemberView>) -> unify_storage::Result<()> {
+        self.store.apply(batch)?;
+        self.status.view.store(Some(view.clone()));
+        self.store.flush()
     }
 }
