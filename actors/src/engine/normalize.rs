@@ -7,6 +7,7 @@ use phonenumber::country;
 use regex::Regex;
 
 use super::attribute::{ATTRIBUTE_COUNT, Attribute};
+use super::phone;
 
 /// Values that never link, whatever the attribute: placeholders seen in real data.
 pub const DEFAULT_BLOCKED_VALUES: &[&str] = &[
@@ -159,13 +160,12 @@ impl Normalizer {
         }
     }
 
-    /// Parses a mobile number with the default region and formats it as E.164.
+    /// Parses a mobile number with the default region and formats it as E.164 when it is
+    /// valid. Validity and formatting are phonenumber's, computed without its locked regex
+    /// cache (see `engine/phone.rs`).
     fn mobile(&self, trimmed: &str) -> Option<String> {
         let number = phonenumber::parse(Some(self.region), trimmed).ok()?;
-        if !phonenumber::is_valid(&number) {
-            return None;
-        }
-        Some(number.format().mode(phonenumber::Mode::E164).to_string())
+        phone::valid_e164(&number)
     }
 }
 
