@@ -154,7 +154,8 @@ impl Entry {
 
 /// The descriptors `number_type` consults. It returns a known type as soon as the general
 /// descriptor and any one of the others match (which type does not matter for validity), so
-/// their order is irrelevant here.
+/// their order does not change the answer; mobile and fixed line come first because most
+/// numbers linked are of those types.
 struct Types {
     general: Pattern,
     kinds: Vec<Pattern>,
@@ -164,6 +165,8 @@ impl Types {
     fn new(meta: &Metadata) -> Types {
         let d = meta.descriptors();
         let kinds = [
+            d.mobile(),
+            d.fixed_line(),
             d.premium_rate(),
             d.toll_free(),
             d.shared_cost(),
@@ -172,8 +175,6 @@ impl Types {
             d.pager(),
             d.uan(),
             d.voicemail(),
-            d.fixed_line(),
-            d.mobile(),
         ];
         Types {
             general: Pattern::new(d.general()),
