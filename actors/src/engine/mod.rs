@@ -12,6 +12,7 @@ mod keys;
 mod normalize;
 mod partition;
 mod phone;
+mod phone_parse;
 mod unifier;
 mod union_find;
 mod view;

@@ -9,8 +9,8 @@ use phonenumber::{Mode, country};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::phone;
 use super::{Attribute, Normalizer};
+use super::{phone, phone_parse};
 
 /// Default regions to parse with: the configured default (TW), NANPA, Italy (national numbers
 /// keep their leading zero), and others with national prefixes or several number lengths.
@@ -68,7 +68,15 @@ impl Tally {
     /// Parses `input` with `region` and compares validity and the E.164 form.
     fn check(&mut self, region: Option<country::Id>, input: &str) {
         self.pairs += 1;
-        let Ok(number) = phonenumber::parse(region, input) else {
+        let parsed = phonenumber::parse(region, input).ok();
+        if let Some(region) = region {
+            assert_eq!(
+                phone_parse::parse(region, input),
+                parsed,
+                "{input:?} parsed with default region {region:?}"
+            );
+        }
+        let Some(number) = parsed else {
             return;
         };
         self.parsed += 1;
@@ -346,5 +354,37 @@ fn the_regions_of_shared_codes_are_country_ids() {
                 assert!(region.parse::<country::Id>().is_ok(), "{region} of +{code}");
             }
         }
+    }
+}
+
+/// The copy of the database has the same entries, field by field, in the same order for each
+/// country code, and answers `by_id` with the same entries.
+#[test]
+fn the_copy_of_the_database_has_the_same_entries_and_lookups() {
+    let copy = phone_parse::copy_of_database();
+    let fields = |meta: &Metadata| format!("{:?}", phone_parse::loader_metadata(meta));
+    for code in 0..1000u16 {
+        assert_eq!(copy.region(&code), DATABASE.region(&code), "+{code}");
+        let copied: Vec<String> = copy
+            .by_code(&code)
+            .unwrap_or_default()
+            .into_iter()
+            .map(fields)
+            .collect();
+        let original: Vec<String> = DATABASE
+            .by_code(&code)
+            .unwrap_or_default()
+            .into_iter()
+            .map(fields)
+            .collect();
+        assert_eq!(copied, original, "+{code}");
+    }
+    for meta in DATABASE.iter() {
+        assert_eq!(
+            fields(copy.by_id(meta.id()).unwrap()),
+            fields(meta),
+            "{}",
+            meta.id()
+        );
     }
 }
