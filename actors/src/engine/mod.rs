@@ -11,6 +11,8 @@ mod index;
 mod keys;
 mod normalize;
 mod partition;
+mod phone;
+mod phone_parse;
 mod unifier;
 mod union_find;
 mod view;
@@ -26,5 +28,7 @@ pub use partition::Refusal;
 pub use unifier::{Delta, HotValue, LinkValues, MemberId, Move, ProfileId, Unifier};
 pub use view::{MergedView, ViewSource, merged_view};
 
+#[cfg(test)]
+mod phone_tests;
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@ use phonenumber::country;
 use regex::Regex;
 
 use super::attribute::{ATTRIBUTE_COUNT, Attribute};
+use super::{phone, phone_parse};
 
 /// Values that never link, whatever the attribute: placeholders seen in real data.
 pub const DEFAULT_BLOCKED_VALUES: &[&str] = &[
@@ -159,13 +160,12 @@ impl Normalizer {
         }
     }
 
-    /// Parses a mobile number with the default region and formats it as E.164.
+    /// Parses a mobile number with the default region and formats it as E.164 when it is
+    /// valid. Parsing, validity and formatting are phonenumber's, without its one locked regex
+    /// cache (see `engine/phone_parse.rs` and `engine/phone.rs`).
     fn mobile(&self, trimmed: &str) -> Option<String> {
-        let number = phonenumber::parse(Some(self.region), trimmed).ok()?;
-        if !phonenumber::is_valid(&number) {
-            return None;
-        }
-        Some(number.format().mode(phonenumber::Mode::E164).to_string())
+        let number = phone_parse::parse(self.region, trimmed)?;
+        phone::valid_e164(&number)
     }
 }
 
