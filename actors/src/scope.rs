@@ -163,8 +163,6 @@ pub struct ScopeState {
     /// While an import is streaming chunks in (until its last chunk, or a pause of
     /// [`IMPORT_PAUSE`] after its latest one), snapshots wait: see `snapshot_if_due`.
     importing_until: Option<std::time::Instant>,
-    /// The snapshot tasks started, awaited when the actor stops.
-    snapshot_tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Where committed batches are written, flushed and answered.
     lane: Lane,
     /// Link codes provisioning claimed in batches the lane may not have written yet.
@@ -260,7 +258,6 @@ impl Actor for Scope {
             job,
             job_generation: 0,
             importing_until: None,
-            snapshot_tasks: Vec::new(),
             lane,
             staged: provision::Staged::default(),
             durable_view,
@@ -297,9 +294,7 @@ impl Actor for Scope {
         // A graceful stop commits what was handled; its callers are waiting for the answer.
         let committed = state.commit().await;
         state.lane.close().await;
-        for task in state.snapshot_tasks.drain(..) {
-            let _ = task.await;
-        }
+        let _ = state.status.snapshot_lock.clone().lock_owned().await;
         committed
     }
 
@@ -623,17 +618,24 @@ impl ScopeState {
             let Some(view) = self.durable_view.clone() else {
                 return;
             };
+            // One snapshot at a time per scope; the runtime's shutdown waits for it.
+            let Ok(writing) = self.status.snapshot_lock.clone().try_lock_owned() else {
+                return;
+            };
             journal.snapshotting = Some(journal.since_snapshot);
             let (store, view, myself, upto) =
                 (self.store.clone(), view, myself.clone(), journal.seq);
             let scope_id = self.id;
-            let (status, writing) = (self.status.clone(), self.status.snapshot_lock.clone());
+            let status = self.status.clone();
             tracing::info!(scope_id, org_id, upto, "snapshot started");
-            self.snapshot_tasks.retain(|task| !task.is_finished());
-            self.snapshot_tasks
-                .push(tokio::task::spawn_blocking(move || {
-                    // The runtime's shutdown waits for this before its last flush.
-                    let _writing = writing.blocking_lock_owned();
+            let spawned = std::thread::Builder::new()
+                .name(format!("scope-{scope_id}-snapshot"))
+                .spawn(move || {
+                    let _writing = writing;
+                    // Background work: it yields the cores to the scope's own threads and to
+                    // the server's (a snapshot due right after a restart would otherwise slow
+                    // the reads and jobs of the first second).
+                    let _ = rustix::process::nice(19);
                     let cancel = &status.stopping;
                     let started = std::time::Instant::now();
                     let mut members = view
@@ -668,7 +670,11 @@ impl ScopeState {
                     }
                     // The actor may be gone (stopped or restarted): the snapshot stands anyway.
                     let _ = myself.send_message(ScopeMsg::SnapshotDone { org_id, result });
-                }));
+                });
+            if let Err(error) = spawned {
+                tracing::error!(scope_id, org_id, %error, "snapshot thread did not start");
+                journal.snapshotting = None;
+            }
         }
     }
 
