@@ -24,8 +24,8 @@ use std::sync::atomic::Ordering;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use unify_storage::{
-    EventBlockSpan, EventRecord, Id, IdKind, JobKind, Member, MemberLog, MemberWrite, Org,
-    OutboxEntry, PendingJob, ScopeRecord, SnapshotManifest, Store, StoredMember, WriteBatch,
+    EventBlockSpan, Id, IdKind, JobKind, Member, MemberLog, MemberWrite, Org, PendingJob,
+    ScopeRecord, SnapshotManifest, Store, StoredMember, WriteBatch,
 };
 
 use crate::clock::{now_millis, rfc3339};
@@ -73,9 +73,9 @@ struct Pending {
     /// Records other than members and events (import jobs, link codes, outbox entries).
     batch: WriteBatch,
     replies: Vec<Deferred>,
+    /// The batch's events (stored in its event block, with an outbox entry each when the scope
+    /// is CDH-connected, by the commit lane).
     events: Vec<Event>,
-    /// The events as stored, for the batch's event block.
-    records: Vec<EventRecord>,
     /// Member writes in order, with the org whose journal records them.
     writes: Vec<(Id, MemberWrite)>,
     /// The running job (its generation) finishes when this batch is durable.
@@ -87,7 +87,7 @@ impl Pending {
         self.batch.is_empty()
             && self.replies.is_empty()
             && self.writes.is_empty()
-            && self.records.is_empty()
+            && self.events.is_empty()
     }
 }
 
@@ -507,43 +507,41 @@ impl ScopeState {
         // Replies alone (reads made while batches were in the lane) write nothing: the lane
         // answers them once the batches before them are durable.
         let writes_anything =
-            !(pending.batch.is_empty() && pending.writes.is_empty() && pending.records.is_empty());
+            !(pending.batch.is_empty() && pending.writes.is_empty() && pending.events.is_empty());
         let mut by_org: BTreeMap<Id, Vec<MemberWrite>> = BTreeMap::new();
         for (org_id, write) in pending.writes.drain(..) {
             by_org.entry(org_id).or_default().push(write);
         }
-        let mut journaled = Vec::with_capacity(by_org.len());
-        for (org_id, writes) in &by_org {
-            let journal = self.journals.entry(*org_id).or_default();
-            journal.assigned = journal.assigned.max(journal.seq) + 1;
-            let bytes = pending
-                .batch
-                .append_journal(*org_id, journal.assigned, writes);
-            journaled.push((*org_id, journal.assigned, bytes as u64));
-        }
-        let block = match (pending.records.first(), pending.records.last()) {
+        // Seqs are given here, in order; the lane encodes the records.
+        let journal: Vec<(Id, u64, Vec<MemberWrite>)> = by_org
+            .into_iter()
+            .map(|(org_id, writes)| {
+                let journal = self.journals.entry(org_id).or_default();
+                journal.assigned = journal.assigned.max(journal.seq) + 1;
+                (org_id, journal.assigned, writes)
+            })
+            .collect();
+        let block = match (pending.events.first(), pending.events.last()) {
             (Some(first), Some(last)) => Some(EventBlockSpan {
                 first: first.seq,
                 last: last.seq,
             }),
             _ => None,
         };
-        pending.batch.put_event_block(self.id, &pending.records);
         self.trim_events(&mut pending.batch, block);
         if writes_anything {
             pending.batch.put_scope(&self.record);
         }
-        let has_events = !pending.events.is_empty();
         let commit = Commit {
             batch: pending.batch,
+            journal,
             view: Arc::new(self.roster.view()),
             last_seq: self.record.last_seq,
             events: pending.events,
+            outbox: self.settings.cdh_enabled && self.record.org_ids.len() > 1,
             replies: pending.replies,
             members: self.unifier.len() as u64,
             finishes_job: pending.finishes_job,
-            notify_outbox: self.settings.cdh_enabled && self.record.org_ids.len() > 1 && has_events,
-            journaled,
             block,
         };
         self.lane.submit(commit).await
@@ -692,31 +690,16 @@ impl ScopeState {
         }
     }
 
-    /// Stages an event (and its outbox entry when the scope is CDH-connected).
+    /// Stages an event (the commit lane stores it, and its outbox entry when the scope is
+    /// CDH-connected).
     fn emit(&mut self, body: EventBody) {
         let seq = self.record.last_seq + 1;
         self.record.last_seq = seq;
-        let event = Event {
+        self.pending.events.push(Event {
             seq,
             unify_scope_id: self.id,
             body,
-        };
-        let payload = event.to_json();
-        if self.settings.cdh_enabled && self.record.org_ids.len() > 1 {
-            self.pending.batch.put_outbox(&OutboxEntry {
-                scope_id: self.id,
-                seq,
-                payload: payload.clone(),
-                attempts: 0,
-                last_error: None,
-            });
-        }
-        self.pending.records.push(EventRecord {
-            scope_id: self.id,
-            seq,
-            payload,
         });
-        self.pending.events.push(event);
     }
 
     /// Stages a member (created or changed) with the linking values the unifier holds for it

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use ractor::{ActorProcessingErr, ActorRef};
 use tokio::sync::{OwnedMutexGuard, mpsc};
-use unify_storage::{EventBlockSpan, Id, Store, WriteBatch};
+use unify_storage::{EventBlockSpan, EventRecord, Id, MemberWrite, OutboxEntry, Store, WriteBatch};
 
 use super::Deferred;
 use crate::events::Event;
@@ -30,22 +30,24 @@ use crate::status::ScopeStatus;
 /// Batches that may wait in the lane behind the one being written.
 const DEPTH: usize = 2;
 
-/// A batch handed to the lane, with what follows its flush.
+/// A batch handed to the lane, with what follows its flush. The lane encodes its journal
+/// records and its events, so that the actor spends no time on them.
 pub(super) struct Commit {
+    /// Its records other than journal records and events.
     pub batch: WriteBatch,
+    /// Per org: the journal record's seq and its member writes.
+    pub journal: Vec<(Id, u64, Vec<MemberWrite>)>,
     /// The members once the batch is written.
     pub view: Arc<MemberView>,
     /// The scope's last event seq once the batch is written.
     pub last_seq: u64,
     pub events: Vec<Event>,
+    /// The scope is CDH-connected: each event gets an outbox entry.
+    pub outbox: bool,
     pub replies: Vec<Deferred>,
     pub members: u64,
     /// The running scope-wide job (this generation) finishes with this batch.
     pub finishes_job: Option<u64>,
-    /// The batch holds outbox entries for the CDH bridge.
-    pub notify_outbox: bool,
-    /// Per org: the journal record's seq and size.
-    pub journaled: Vec<(Id, u64, u64)>,
     pub block: Option<EventBlockSpan>,
 }
 
@@ -155,12 +157,14 @@ impl Writer {
                 continue;
             }
             let view = commit.view.clone();
+            let mut batch = commit.batch;
+            let journaled = self.encode(&mut batch, &commit.journal, &commit.events, commit.outbox);
             // A batch of replies only (reads made while batches were in the lane) needs no
             // write: the batches before it are durable now.
-            let written = if commit.batch.is_empty() {
+            let written = if batch.is_empty() {
                 Ok(())
             } else {
-                self.write(commit.batch, &view)
+                self.write(batch, &view)
             };
             if let Err(err) = written {
                 // Reads go on from durable data while the scope waits to be restarted.
@@ -181,6 +185,7 @@ impl Writer {
             self.status.durable_seq.set(commit.last_seq);
             // Events go out before anything is answered: a caller that subscribes after its
             // reply does not receive this batch's events live.
+            let has_events = !commit.events.is_empty();
             self.hub.publish(self.scope_id, commit.events);
             self.status.members.store(commit.members, Ordering::Release);
             if let Some(generation) = commit.finishes_job {
@@ -189,19 +194,58 @@ impl Writer {
             for reply in commit.replies {
                 reply(Ok(()));
             }
-            if commit.notify_outbox {
+            if commit.outbox && has_events {
                 // The batch made outbox entries durable: the bridge delivers them now.
                 self.hub.notify_outbox();
             }
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             let _ = self.actor.send_message(ScopeMsg::Committed {
-                journaled: commit.journaled,
+                journaled,
                 block: commit.block,
                 view,
             });
         }
         // The next incarnation of the scope loads only now that everything is written.
         drop(self.lane_lock);
+    }
+
+    /// Adds the journal records, the event block and the outbox entries to `batch`; returns
+    /// per org the journal record's seq and size.
+    fn encode(
+        &self,
+        batch: &mut WriteBatch,
+        journal: &[(Id, u64, Vec<MemberWrite>)],
+        events: &[Event],
+        outbox: bool,
+    ) -> Vec<(Id, u64, u64)> {
+        let journaled = journal
+            .iter()
+            .map(|(org_id, seq, writes)| {
+                let bytes = batch.append_journal(*org_id, *seq, writes);
+                (*org_id, *seq, bytes as u64)
+            })
+            .collect();
+        let records: Vec<EventRecord> = events
+            .iter()
+            .map(|event| EventRecord {
+                scope_id: self.scope_id,
+                seq: event.seq,
+                payload: event.to_json(),
+            })
+            .collect();
+        if outbox {
+            for record in &records {
+                batch.put_outbox(&OutboxEntry {
+                    scope_id: self.scope_id,
+                    seq: record.seq,
+                    payload: record.payload.clone(),
+                    attempts: 0,
+                    last_error: None,
+                });
+            }
+        }
+        batch.put_event_block(self.scope_id, &records);
+        journaled
     }
 
     /// Writes a batch and flushes. The view goes out with the write, before the flush: sled
