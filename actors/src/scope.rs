@@ -592,13 +592,15 @@ impl ScopeState {
     /// Starts writing a snapshot of every org whose journal has grown past the bound, from the
     /// last published view (exactly what the journal holds up to its last durable record).
     ///
-    /// Not while an import streams in: a snapshot then would be outgrown by the import within
+    /// Not while a scope-wide job runs, nor while an import streams in: a snapshot then would be outgrown by the import within
     /// seconds and written again, at the cost of writing every member once more and of holding
     /// an old view of the whole roster while it is written; and replaying an import's journal
     /// records at a restart costs what reading the same members from a snapshot does. The
     /// snapshot follows the import's last chunk.
     fn snapshot_if_due(&mut self, myself: &ActorRef<ScopeMsg>) {
-        if self.status.stopping.load(Ordering::Acquire) {
+        // Nor while a scope-wide job runs: it writes no member, so the journal does not grow,
+        // and a snapshot's writes would slow the job's every flush (the store's log is one).
+        if self.status.stopping.load(Ordering::Acquire) || self.job.is_some() {
             return;
         }
         if let Some(until) = self.importing_until {
