@@ -3,8 +3,8 @@
 //! turns the store [`Health::Failed`], and a fresh instance of the database can be swapped in.
 //!
 //! Recovery: on the first I/O error a thread (`store-recovery`) starts. With growing pauses
-//! (100 ms, doubling up to 2 s) it writes and fsyncs a probe file of [`PROBE_BYTES`] in the
-//! database's directory; once the file system accepts it, the thread drops the failed
+//! (100 ms, doubling up to 2 s) it writes and fsyncs a probe file of two segments (at least
+//! [`PROBE_BYTES`]) in the database's directory; once the file system accepts it, the thread drops the failed
 //! instance, opens the database again from what is durable, and turns the store `Ok`. Until
 //! the probe succeeds the failed instance stays in place, so reads keep working (sled fails
 //! only writes once it has met an I/O error); while the instances are swapped (the old one's
@@ -39,9 +39,10 @@ const CACHE_BYTES: u64 = 128 << 20;
 /// A store keeps the segment size it was created with (sled refuses another one).
 const SEGMENT_BYTES: usize = 16 << 20;
 
-/// Size of the probe file written before a reopen. Not a whole segment: sled fills a segment
-/// as it writes, so 1 MiB free is room for the reopen and the first writes after it, and a
-/// file system with less is still full for any practical purpose.
+/// Least size of the probe file written before a reopen. The probe is two of the store's
+/// segments: dropping the failed instance flushes what it buffered, up to a segment, and a
+/// flush that meets a full disk again never returns (sled waits for its buffers to become
+/// stable); the reopened store then needs room for its next segment.
 pub const PROBE_BYTES: usize = 1 << 20;
 
 /// Name of the probe file in the database's directory (sled ignores files it does not know).
@@ -217,9 +218,12 @@ impl Shared {
 
     /// Replaces the failed instance by a new one once a probe write succeeds.
     fn reopen(&self) -> Result<()> {
-        probe(&self.path).map_err(|cause| StoreError::Unavailable { cause })?;
-        // Dropped before the new instance is opened: it holds the file lock.
-        drop(self.write().take());
+        let room = PROBE_BYTES.max(2 * segment_size(&self.path));
+        probe(&self.path, room).map_err(|cause| StoreError::Unavailable { cause })?;
+        // Dropped before the new instance is opened (it holds the file lock), and outside the
+        // lock: calls meanwhile fail as unavailable instead of waiting for the drop's flush.
+        let failed = self.write().take();
+        drop(failed);
         let db = open_sled(&self.path)?;
         let mut current = self.write();
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
@@ -258,11 +262,11 @@ fn recover(shared: Weak<Shared>) {
     }
 }
 
-/// Writes and fsyncs [`PROBE_BYTES`] in directory `dir`, then removes the file.
-fn probe(dir: &Path) -> std::io::Result<()> {
+/// Writes and fsyncs `bytes` in directory `dir`, then removes the file.
+fn probe(dir: &Path, bytes: usize) -> std::io::Result<()> {
     let path = dir.join(PROBE_FILE);
     let written = std::fs::File::create(&path).and_then(|mut file| {
-        file.write_all(&vec![0u8; PROBE_BYTES])?;
+        file.write_all(&vec![0u8; bytes])?;
         file.sync_all()
     });
     let removed = std::fs::remove_file(&path);
