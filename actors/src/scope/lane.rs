@@ -76,15 +76,22 @@ impl Lane {
         let (sender, receiver) = mpsc::channel(DEPTH);
         let in_flight = Arc::new(AtomicUsize::new(0));
         let failed = Arc::new(AtomicBool::new(false));
+        let (deliveries, delivering) = mpsc::unbounded_channel();
+        tokio::spawn(deliver(
+            delivering,
+            scope_id,
+            status.clone(),
+            hub,
+            in_flight.clone(),
+        ));
         let writer = Writer {
             failed: failed.clone(),
             lane_lock,
             scope_id,
             store,
             status,
-            hub,
             actor,
-            in_flight: in_flight.clone(),
+            deliveries,
         };
         let thread = std::thread::Builder::new()
             .name(format!("scope-{scope_id}-commit"))
@@ -133,6 +140,54 @@ impl Lane {
     }
 }
 
+/// What follows a batch's flush, done on the runtime (see [`deliver`]).
+struct Delivery {
+    /// `Err` when the batch was not written.
+    outcome: Result<(), String>,
+    events: Vec<Event>,
+    replies: Vec<Deferred>,
+    members: u64,
+    finishes_job: Option<u64>,
+    notify_outbox: bool,
+}
+
+/// Publishes each batch's events and answers its callers, in order, from a task of the
+/// runtime: a websocket's task woken from a runtime worker is scheduled on that worker and
+/// stolen by the other, where one woken from the lane's thread would queue in the runtime's
+/// shared queue (10k subscribers took 70 ms instead of 40). Counts the batch answered last.
+async fn deliver(
+    mut deliveries: mpsc::UnboundedReceiver<Delivery>,
+    scope_id: Id,
+    status: Arc<ScopeStatus>,
+    hub: Hub,
+    in_flight: Arc<AtomicUsize>,
+) {
+    while let Some(delivery) = deliveries.recv().await {
+        if let Err(message) = delivery.outcome {
+            for reply in delivery.replies {
+                reply(Err(message.clone()));
+            }
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+            continue;
+        }
+        // Events go out before anything is answered: a caller that subscribes after its
+        // reply does not receive this batch's events live.
+        hub.publish(scope_id, delivery.events);
+        status.members.store(delivery.members, Ordering::Release);
+        if let Some(generation) = delivery.finishes_job {
+            status.job_active.finish(generation);
+        }
+        for reply in delivery.replies {
+            reply(Ok(()));
+        }
+        if delivery.notify_outbox {
+            // The batch made outbox entries durable: the bridge delivers them now.
+            hub.notify_outbox();
+        }
+        in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The lane's thread.
 struct Writer {
     failed: Arc<AtomicBool>,
@@ -140,9 +195,8 @@ struct Writer {
     scope_id: Id,
     store: Store,
     status: Arc<ScopeStatus>,
-    hub: Hub,
     actor: ActorRef<ScopeMsg>,
-    in_flight: Arc<AtomicUsize>,
+    deliveries: mpsc::UnboundedSender<Delivery>,
 }
 
 impl Writer {
@@ -150,10 +204,7 @@ impl Writer {
         let mut durable = self.status.view.load_full();
         while let Some(commit) = receiver.blocking_recv() {
             if self.failed.load(Ordering::Acquire) {
-                for reply in commit.replies {
-                    reply(Err("the scope could not persist the operation".into()));
-                }
-                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                self.refuse(commit.replies);
                 continue;
             }
             let view = commit.view.clone();
@@ -170,12 +221,9 @@ impl Writer {
                 // Reads go on from durable data while the scope waits to be restarted.
                 self.status.view.store(durable.clone());
                 tracing::error!(scope_id = self.scope_id, error = %err, "commit failed, restarting scope");
-                for reply in commit.replies {
-                    reply(Err("the scope could not persist the operation".into()));
-                }
                 // Before the count drops: the actor must not take an empty lane for a durable one.
                 self.failed.store(true, Ordering::Release);
-                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                self.refuse(commit.replies);
                 let _ = self.actor.send_message(ScopeMsg::CommitFailed {
                     error: err.to_string(),
                 });
@@ -183,22 +231,14 @@ impl Writer {
             }
             durable = Some(view.clone());
             self.status.durable_seq.set(commit.last_seq);
-            // Events go out before anything is answered: a caller that subscribes after its
-            // reply does not receive this batch's events live.
-            let has_events = !commit.events.is_empty();
-            self.hub.publish(self.scope_id, commit.events);
-            self.status.members.store(commit.members, Ordering::Release);
-            if let Some(generation) = commit.finishes_job {
-                self.status.job_active.finish(generation);
-            }
-            for reply in commit.replies {
-                reply(Ok(()));
-            }
-            if commit.outbox && has_events {
-                // The batch made outbox entries durable: the bridge delivers them now.
-                self.hub.notify_outbox();
-            }
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            let _ = self.deliveries.send(Delivery {
+                outcome: Ok(()),
+                notify_outbox: commit.outbox && !commit.events.is_empty(),
+                events: commit.events,
+                replies: commit.replies,
+                members: commit.members,
+                finishes_job: commit.finishes_job,
+            });
             let _ = self.actor.send_message(ScopeMsg::Committed {
                 journaled,
                 block: commit.block,
@@ -207,6 +247,18 @@ impl Writer {
         }
         // The next incarnation of the scope loads only now that everything is written.
         drop(self.lane_lock);
+    }
+
+    /// Answers a batch that is not written with an error.
+    fn refuse(&self, replies: Vec<Deferred>) {
+        let _ = self.deliveries.send(Delivery {
+            outcome: Err("the scope could not persist the operation".into()),
+            events: Vec::new(),
+            replies,
+            members: 0,
+            finishes_job: None,
+            notify_outbox: false,
+        });
     }
 
     /// Adds the journal records, the event block and the outbox entries to `batch`; returns
