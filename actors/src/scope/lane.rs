@@ -1,5 +1,6 @@
-//! The scope's commit lane (pipelined group commit): the batches the actor stages are written,
-//! flushed and answered here, in order, on a thread of their own, while the actor goes on
+//! The scope's commit lane (pipelined group commit): the batches the actor stages are encoded,
+//! written and flushed here, in order, on a thread of their own, and then published and
+//! answered, in the same order, by a task of the runtime ([`deliver`]), while the actor goes on
 //! handling the next messages. A bulk import's next chunk is unified while the previous one is
 //! written, so the scope uses a second core instead of waiting for the store.
 //!
