@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use hashbrown::HashMap;
+
 use serde::Serialize;
 use unify_storage::Id;
 
@@ -74,6 +76,18 @@ pub fn profile_events(
     reason: Reason,
     at: &str,
 ) -> Vec<EventBody> {
+    profile_events_knowing(delta, unifier, HashMap::new(), reason, at)
+}
+
+/// [`profile_events`] given the members (ascending) of some profiles already, e.g. by
+/// [`Unifier::insert_new`]; the others are found in the unifier.
+pub fn profile_events_knowing(
+    delta: &Delta,
+    unifier: &Unifier,
+    mut known: HashMap<ProfileId, Vec<MemberId>>,
+    reason: Reason,
+    at: &str,
+) -> Vec<EventBody> {
     // Per surviving profile, the profiles its moved members came from.
     let mut touched: BTreeMap<ProfileId, BTreeSet<ProfileId>> = BTreeMap::new();
     let mut left: BTreeSet<ProfileId> = BTreeSet::new();
@@ -97,7 +111,13 @@ pub fn profile_events(
             *moved_in.entry(to).or_default() += 1;
         }
     }
-    let mut members = unifier.members_of(touched.keys().copied());
+    let mut members = unifier.members_of(
+        touched
+            .keys()
+            .copied()
+            .filter(|profile| !known.contains_key(profile)),
+    );
+    members.extend(known.drain());
     let mut events = Vec::new();
     for (profile, mut previous) in touched {
         let member_ids = members.remove(&profile).unwrap_or_default();

@@ -466,7 +466,15 @@ fn apply(op: Op, model: &mut Model, next_id: &mut MemberId, u: &mut Unifier) -> 
                 .collect();
             let values: Vec<LinkValues> = ids.iter().map(|id| links(&model[id].0, false)).collect();
             let members: Vec<(MemberId, &LinkValues)> = ids.iter().copied().zip(&values).collect();
-            u.insert_new(&members)
+            let (delta, profiles) = u.insert_new(&members);
+            for (profile, members) in profiles {
+                assert_eq!(
+                    members,
+                    u.profile_members(profile),
+                    "members of profile {profile}"
+                );
+            }
+            delta
         }
         Op::CreateBelow(raw) => match (1..*next_id).rev().find(|id| !model.contains_key(id)) {
             Some(id) => {

@@ -242,14 +242,21 @@ impl Unifier {
     /// them one by one, with one walk and one recompute of the clusters they touch instead of
     /// one per member (a bulk import). Members already present, or ids that are not above
     /// every id in the scope and ascending, take the one-by-one path.
-    pub fn insert_new(&mut self, members: &[(MemberId, &LinkValues)]) -> Delta {
+    ///
+    /// Also returns the members (ascending) of every profile in the clusters it recomputed,
+    /// which hold every profile its delta touches: what [`crate::events::profile_events_knowing`]
+    /// would otherwise walk the index for (empty when it took another path).
+    pub fn insert_new(
+        &mut self,
+        members: &[(MemberId, &LinkValues)],
+    ) -> (Delta, HashMap<ProfileId, Vec<MemberId>>) {
         let last = self.ids.iter().rev().find(|&&id| id != 0).copied();
         let ascending = members.windows(2).all(|w| w[0].0 < w[1].0);
         let above = members
             .first()
             .is_none_or(|&(first, _)| last.is_none_or(|last| last < first));
         if !ascending || !above {
-            return self.upsert_each(members);
+            return (self.upsert_each(members), HashMap::new());
         }
         let mut slots = Vec::with_capacity(members.len());
         let mut crossed = false;
@@ -259,14 +266,22 @@ impl Unifier {
             crossed |= self.attach(slot);
             slots.push(slot);
         }
-        let mut delta = if crossed {
-            self.rebuild()
-        } else {
-            let affected = self.cluster(&slots);
-            self.recompute(&affected)
-        };
-        delta.full = false;
-        delta
+        if crossed {
+            let mut delta = self.rebuild();
+            delta.full = false;
+            return (delta, HashMap::new());
+        }
+        let affected = self.cluster(&slots);
+        let delta = self.recompute(&affected);
+        let mut profiles: HashMap<ProfileId, Vec<MemberId>> = HashMap::new();
+        // Slots ascend, and so do their ids.
+        for &slot in &affected {
+            profiles
+                .entry(self.profile[slot as usize])
+                .or_default()
+                .push(self.ids[slot as usize]);
+        }
+        (delta, profiles)
     }
 
     /// Upserts members one by one, folding the deltas into one: each moved member's first

@@ -11,7 +11,7 @@ use super::{Reply, ScopeState};
 use crate::clock::{now_millis, rfc3339};
 use crate::engine::LinkValues;
 use crate::error::OpError;
-use crate::events::{EventBody, Reason, profile_events};
+use crate::events::{EventBody, Reason, profile_events_knowing};
 use crate::links::stored_links;
 use crate::ops;
 use crate::protocol::import::{ImportChunk, line_error};
@@ -119,7 +119,7 @@ impl ScopeState {
             .iter()
             .map(|&(id, i)| (id, &chunk.members[i].links))
             .collect();
-        let delta = self.unifier.insert_new(&upserts);
+        let (delta, profiles) = self.unifier.insert_new(&upserts);
         done += created.len() as u64;
         for &(id, i) in &created {
             let mut member =
@@ -131,7 +131,8 @@ impl ScopeState {
             self.pending.writes.push((org_id, MemberWrite::Put(stored)));
         }
         self.apply_moves(&delta);
-        for body in profile_events(&delta, &self.unifier, Reason::Import, &rfc3339(now)) {
+        let at = rfc3339(now);
+        for body in profile_events_knowing(&delta, &self.unifier, profiles, Reason::Import, &at) {
             self.emit(body);
         }
         Ok((done, refused))
