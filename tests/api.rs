@@ -8,13 +8,7 @@ use serde_json::{Value, json};
 
 /// Creates a member and returns it.
 async fn member(s: &Server, t: &Tenant, ext: &str, fields: Value) -> Value {
-    let mut body = json!({ "channel_id": t.channel_id, "external_member_id": ext });
-    for (k, v) in fields.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    let (status, m) = s.post(&t.path("/chat/members"), &t.admin, body).await;
-    assert_eq!(status, StatusCode::CREATED, "{m}");
-    m
+    s.create_member(t, ext, fields).await
 }
 
 fn id(v: &Value) -> u64 {

@@ -8,9 +8,11 @@
 //! Mounting needs root (CI runs as root); otherwise the test says loudly that it was skipped.
 
 mod common;
+#[path = "../storage/tests/tmpfs/mod.rs"]
+mod tmpfs;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tmpfs::Tmpfs;
 use unify::auth::{Role, Tokens};
 use unify::config::Config;
 use unify_storage::{MemberLog, Store};
@@ -37,62 +40,6 @@ const REFUSALS: usize = 40;
 /// A display name that makes each member take a few KiB, so that the disk fills in seconds.
 fn padding() -> String {
     "x".repeat(3000)
-}
-
-/// A tmpfs mounted on a directory, unmounted when dropped.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (`24m`) on `dir`; `None` when not root or mounting fails.
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        let uid = Command::new("id").arg("-u").output().ok()?;
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-            eprintln!("disk_full: not running as root");
-            return None;
-        }
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status();
-        if !mounted.as_ref().is_ok_and(|s| s.success()) {
-            eprintln!("disk_full: mount -t tmpfs failed: {mounted:?}");
-            return None;
-        }
-        Some(Tmpfs {
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    /// Gives the file system a new size (gives space back).
-    fn resize(&self, size: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "remount to {size}");
-    }
-
-    /// Writes a file until the file system is full, so that no write of the store can
-    /// succeed by luck of a few free pages.
-    fn fill(&self) {
-        let mut file = std::fs::File::create(self.dir.join("filler")).unwrap();
-        let chunk = vec![0u8; 64 << 10];
-        while file.write_all(&chunk).is_ok() {}
-        let small = [0u8; 512];
-        while file.write_all(&small).is_ok() {}
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount").arg(&self.dir).status();
-        if !unmounted.is_ok_and(|s| s.success()) {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
 }
 
 /// The binary serving on `127.0.0.1:0`; killed with SIGKILL when dropped.

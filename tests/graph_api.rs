@@ -8,14 +8,11 @@ use common::{Server, Tenant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// Creates a member and returns its id.
 async fn member(s: &Server, t: &Tenant, ext: &str, fields: Value) -> u64 {
-    let mut body = json!({ "channel_id": t.channel_id, "external_member_id": ext });
-    for (k, v) in fields.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    let (status, m) = s.post(&t.path("/chat/members"), &t.admin, body).await;
-    assert_eq!(status, StatusCode::CREATED, "{m}");
-    m["id"].as_u64().unwrap()
+    s.create_member(t, ext, fields).await["id"]
+        .as_u64()
+        .unwrap()
 }
 
 async fn keys(s: &Server, t: &Tenant, keys: Value) {

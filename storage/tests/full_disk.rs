@@ -6,63 +6,15 @@
 //! Mounting a tmpfs needs root (CI runs as root); otherwise the test says loudly that it was
 //! skipped.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use tmpfs::Tmpfs;
 use unify_storage::{Account, Health, Store, StoreError, WriteBatch};
+
+mod tmpfs;
 
 /// How long the store may take to reopen itself on a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// A tmpfs mounted on a directory, unmounted when dropped.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` on `dir`; `None` when not root or mounting fails.
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        let uid = Command::new("id").arg("-u").output().ok()?;
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-            return None;
-        }
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status();
-        mounted.is_ok_and(|s| s.success()).then(|| Tmpfs {
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    fn resize(&self, size: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "remount to {size}");
-    }
-
-    /// Writes a file until the file system is full.
-    fn fill(&self) {
-        let mut file = std::fs::File::create(self.dir.join("filler")).unwrap();
-        let chunk = vec![0u8; 64 << 10];
-        while file.write_all(&chunk).is_ok() {}
-        while file.write_all(&[0u8; 512]).is_ok() {}
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount").arg(&self.dir).status();
-        if !unmounted.is_ok_and(|s| s.success()) {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
 
 fn account(id: u64) -> Account {
     Account {

@@ -243,6 +243,18 @@ impl Server {
         org["id"].as_u64().unwrap()
     }
 
+    /// Creates a member on the tenant's channel with `fields` (a JSON object) set, as its
+    /// admin; returns the created member.
+    pub async fn create_member(&self, t: &Tenant, ext: &str, fields: Value) -> Value {
+        let mut body = json!({ "channel_id": t.channel_id, "external_member_id": ext });
+        for (k, v) in fields.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (status, m) = self.post(&t.path("/chat/members"), &t.admin, body).await;
+        assert_eq!(status, StatusCode::CREATED, "{m}");
+        m
+    }
+
     /// Creates an account with an admin token, a caac org and one channel.
     pub async fn tenant(&self, name: &str) -> Tenant {
         let (account_id, admin) = self.account(name).await;
