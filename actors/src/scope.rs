@@ -106,6 +106,48 @@ struct OrgJournal {
     snapshotting: Option<u64>,
 }
 
+/// Writes org `org_id`'s members of `view` as its snapshot up to journal seq `upto`, on the
+/// calling thread, at background priority: it yields the cores to the scope's own threads and
+/// to the server's (a snapshot due right after a restart would otherwise slow the reads and
+/// jobs of the first second). Returns `None` when it gave up because the scope stops.
+fn write_snapshot(
+    store: &Store,
+    view: &MemberView,
+    status: &ScopeStatus,
+    scope_id: Id,
+    org_id: Id,
+    upto: u64,
+) -> Option<Result<SnapshotManifest, String>> {
+    let _ = rustix::process::nice(19);
+    let started = std::time::Instant::now();
+    let mut members = view
+        .entries()
+        .filter(|(_, e)| e.org_id == org_id)
+        .map(|(_, e)| e.stored.clone());
+    match store.write_snapshot_unless(org_id, upto, &mut members, &status.stopping) {
+        Ok(Some(m)) => {
+            tracing::info!(
+                scope_id,
+                org_id,
+                upto,
+                members = m.members,
+                bytes = m.bytes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "snapshot written"
+            );
+            Some(Ok(m))
+        }
+        Ok(None) => {
+            tracing::info!(scope_id, org_id, upto, "snapshot given up: the scope stops");
+            None
+        }
+        Err(error) => {
+            tracing::error!(scope_id, org_id, %error, "snapshot failed");
+            Some(Err(error.to_string()))
+        }
+    }
+}
+
 /// A scope-wide recomputation whose profile changes are published chunk by chunk.
 #[derive(Debug)]
 struct Job {
@@ -592,14 +634,14 @@ impl ScopeState {
     /// Starts writing a snapshot of every org whose journal has grown past the bound, from the
     /// last published view (exactly what the journal holds up to its last durable record).
     ///
-    /// Not while a scope-wide job runs, nor while an import streams in: a snapshot then would be outgrown by the import within
-    /// seconds and written again, at the cost of writing every member once more and of holding
-    /// an old view of the whole roster while it is written; and replaying an import's journal
-    /// records at a restart costs what reading the same members from a snapshot does. The
-    /// snapshot follows the import's last chunk.
+    /// Not while the scope stops, nor while a scope-wide job runs: the job writes no member,
+    /// so the journal does not grow, and a snapshot's writes would slow each of the job's
+    /// flushes (the store has one log). Nor while an import streams in: such a snapshot is
+    /// outgrown within seconds and written again, writing every member once more and holding
+    /// an old view of the whole roster meanwhile, while replaying an import's journal records
+    /// at a restart costs what reading the same members from a snapshot does. The snapshot
+    /// follows the import's last chunk.
     fn snapshot_if_due(&mut self, myself: &ActorRef<ScopeMsg>) {
-        // Nor while a scope-wide job runs: it writes no member, so the journal does not grow,
-        // and a snapshot's writes would slow the job's every flush (the store's log is one).
         if self.status.stopping.load(Ordering::Acquire) || self.job.is_some() {
             return;
         }
@@ -632,44 +674,12 @@ impl ScopeState {
                 .name(format!("scope-{scope_id}-snapshot"))
                 .spawn(move || {
                     let _writing = writing;
-                    // Background work: it yields the cores to the scope's own threads and to
-                    // the server's (a snapshot due right after a restart would otherwise slow
-                    // the reads and jobs of the first second).
-                    let _ = rustix::process::nice(19);
-                    let cancel = &status.stopping;
-                    let started = std::time::Instant::now();
-                    let mut members = view
-                        .entries()
-                        .filter(|(_, e)| e.org_id == org_id)
-                        .map(|(_, e)| e.stored.clone());
-                    let result =
-                        match store.write_snapshot_unless(org_id, upto, &mut members, cancel) {
-                            Ok(Some(manifest)) => Ok(manifest),
-                            Ok(None) => {
-                                tracing::info!(
-                                    scope_id,
-                                    org_id,
-                                    upto,
-                                    "snapshot given up: the scope stops"
-                                );
-                                return;
-                            }
-                            Err(e) => Err(e.to_string()),
-                        };
-                    match &result {
-                        Ok(m) => tracing::info!(
-                            scope_id,
-                            org_id,
-                            upto,
-                            members = m.members,
-                            bytes = m.bytes,
-                            elapsed_ms = started.elapsed().as_millis() as u64,
-                            "snapshot written"
-                        ),
-                        Err(error) => tracing::error!(scope_id, org_id, %error, "snapshot failed"),
+                    let result = write_snapshot(&store, &view, &status, scope_id, org_id, upto);
+                    if let Some(result) = result {
+                        // The actor may be gone (stopped or restarted): the snapshot stands
+                        // anyway.
+                        let _ = myself.send_message(ScopeMsg::SnapshotDone { org_id, result });
                     }
-                    // The actor may be gone (stopped or restarted): the snapshot stands anyway.
-                    let _ = myself.send_message(ScopeMsg::SnapshotDone { org_id, result });
                 });
             if let Err(error) = spawned {
                 tracing::error!(scope_id, org_id, %error, "snapshot thread did not start");
