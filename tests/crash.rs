@@ -12,6 +12,8 @@
 
 #[path = "crash/cdh.rs"]
 mod cdh;
+#[path = "common/mod.rs"]
+mod common;
 #[path = "crash/events.rs"]
 mod events;
 #[path = "crash/hooks.rs"]
@@ -653,16 +655,7 @@ fn acknowledged_writes_survive_30_rounds_of_sigkill_under_mixed_load() {
         );
     }
 
-    let verify = Command::new(BIN)
-        .args(["verify", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "unify verify failed:\n{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    common::assert_verifies(dir.path());
     // The store holds exactly the served (and modelled) members.
     let store = Store::open(&dir.path().join("store")).unwrap();
     let mut stored = HashMap::new();

@@ -561,17 +561,7 @@ async fn a_full_disk_is_503_then_the_server_recovers_by_itself() {
 
     // kill -9: every acknowledged member is durable and the store verifies.
     server.kill();
-    let verify = Command::new(BIN)
-        .args(["verify", "--data-dir"])
-        .arg(&data_dir)
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "unify verify failed:\n{}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    common::assert_verifies(&data_dir);
     let acked = seen.acked.lock().unwrap().clone();
     {
         let store = Store::open(&data_dir.join("store")).unwrap();

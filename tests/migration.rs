@@ -119,14 +119,5 @@ async fn a_version_1_store_is_migrated_and_reads_as_before() {
         assert_eq!(status, 201, "{created}");
         server.stop().await;
     }
-    let verify = Command::new(env!("CARGO_BIN_EXE_unify"))
-        .args(["verify", "--data-dir"])
-        .arg(&data_dir)
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "unify verify failed:\n{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    common::assert_verifies(&data_dir);
 }

@@ -292,6 +292,22 @@ impl Tenant {
     }
 }
 
+/// Runs `unify verify` on the data directory `data_dir` and asserts that it passes, showing
+/// what it reported otherwise.
+pub fn assert_verifies(data_dir: &std::path::Path) {
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_unify"))
+        .args(["verify", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "unify verify failed:\n{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
 /// Sends a JSON request to a server at `base` (`http://host:port`) with `client`: what
 /// [`Server::call`] does, for a server this helper did not start (the binary in `cli.rs`).
 pub async fn call_at(
