@@ -51,7 +51,12 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 ///
 /// As [`encode`].
 pub fn encode_packed<T: Serialize>(value: &T) -> Vec<u8> {
-    let plain = encode(value);
+    pack(&encode(value))
+}
+
+/// Returns [`PACKED_VERSION`] followed by the LZ4-compressed body of `plain` (a value that
+/// starts with [`FORMAT_VERSION`]).
+pub(crate) fn pack(plain: &[u8]) -> Vec<u8> {
     let mut out = vec![PACKED_VERSION];
     out.extend_from_slice(&lz4_flex::compress_prepend_size(&plain[1..]));
     out
@@ -83,7 +88,9 @@ pub fn decode_borrowed<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result
 
 /// Returns the bincode encoding a packed value holds, refusing a claimed size above the
 /// decode limit before allocating it.
-fn unpack(packed: &[u8], type_name: &str) -> Result<Vec<u8>> {
+/// Returns the body (after the version byte) of a packed value, given what follows its
+/// [`PACKED_VERSION`].
+pub(crate) fn unpack(packed: &[u8], type_name: &str) -> Result<Vec<u8>> {
     let corrupt = |what: String| StoreError::Codec(format!("packed {type_name}: {what}"));
     let Some(size) = packed
         .first_chunk::<4>()

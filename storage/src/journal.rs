@@ -13,14 +13,19 @@
 //!
 //! Journal records and snapshot chunks share one framing: the format-version byte, a u32
 //! count, then per entry a tag byte (1 put, 0 delete), the member id (u64 LE) and, for a put,
-//! the length (u32 LE) and bytes of the [`StoredMember`].
+//! the length (u32 LE) and bytes of the [`StoredMember`]. They are written packed: the
+//! packed-version byte, then everything after the format-version byte LZ4-compressed (see
+//! [`codec::pack`]). sled keeps every page it wrote in memory (its cache evicts only pages
+//! accessed often enough to fill an access queue, which a few large records never do), so a
+//! journal of a million members costs its size in memory until a snapshot replaces it: packed,
+//! about a third. Unpacked records (written by earlier builds) still read.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::FORMAT_VERSION;
+use crate::codec::{self, FORMAT_VERSION, PACKED_VERSION};
 use crate::error::{Result, StoreError};
 use crate::records::Id;
 use crate::stored_member::StoredMember;
@@ -69,7 +74,7 @@ pub struct OrgLog {
     pub snapshot: Vec<StoredMember>,
     /// The journal records after the snapshot, in order, each with its seq.
     pub journal: Vec<(u64, Vec<MemberWrite>)>,
-    /// Encoded bytes of those journal records.
+    /// Size of those journal records unpacked (what replaying them reads).
     pub journal_bytes: u64,
 }
 
@@ -140,8 +145,14 @@ pub trait MemberLog {
     ) -> Result<Option<SnapshotManifest>>;
 }
 
-/// Returns the framed form of `writes` (a journal record).
-pub(crate) fn frame(writes: &[MemberWrite]) -> Vec<u8> {
+/// Returns the framed form of `writes` (a journal record), packed, with the size of its
+/// unpacked form (what replaying it costs).
+pub(crate) fn frame(writes: &[MemberWrite]) -> (Vec<u8>, usize) {
+    let plain = frame_plain(writes);
+    (codec::pack(&plain), plain.len())
+}
+
+fn frame_plain(writes: &[MemberWrite]) -> Vec<u8> {
     let mut out = framed(
         writes.len(),
         writes.iter().map(MemberWrite::framed_len).sum(),
@@ -158,13 +169,13 @@ pub(crate) fn frame(writes: &[MemberWrite]) -> Vec<u8> {
     out
 }
 
-/// Returns the framed form of the members of one snapshot chunk (puts only).
+/// Returns the framed form of the members of one snapshot chunk (puts only), packed.
 pub(crate) fn frame_members(members: &[StoredMember]) -> Vec<u8> {
     let mut out = framed(members.len(), members.iter().map(put_len).sum());
     for stored in members {
         push_put(&mut out, stored);
     }
-    out
+    codec::pack(&out)
 }
 
 /// Returns a buffer holding the version byte and the count, with room for `size` more bytes.
@@ -200,15 +211,30 @@ fn push_put(out: &mut Vec<u8>, stored: &StoredMember) {
 
 /// Reads framed writes back; anything malformed is [`StoreError::Codec`].
 pub(crate) fn unframe(bytes: &[u8]) -> Result<Vec<MemberWrite>> {
-    let corrupt = |what: &str| StoreError::Codec(format!("malformed journal record: {what}"));
+    unframe_sized(bytes).map(|(writes, _)| writes)
+}
+
+/// [`unframe`], also returning the size of the record unpacked (as [`frame`] does).
+pub(crate) fn unframe_sized(bytes: &[u8]) -> Result<(Vec<MemberWrite>, usize)> {
     let Some((&version, rest)) = bytes.split_first() else {
-        return Err(corrupt("empty"));
+        return Err(StoreError::Codec("malformed journal record: empty".into()));
     };
-    if version != FORMAT_VERSION {
-        return Err(StoreError::Codec(format!(
-            "unknown format version {version} of a journal record (expected {FORMAT_VERSION})"
-        )));
+    match version {
+        FORMAT_VERSION => Ok((unframe_body(rest)?, bytes.len())),
+        PACKED_VERSION => {
+            let body = codec::unpack(rest, "journal record")?;
+            Ok((unframe_body(&body)?, 1 + body.len()))
+        }
+        _ => Err(StoreError::Codec(format!(
+            "unknown format version {version} of a journal record (expected {PACKED_VERSION} \
+             or {FORMAT_VERSION})"
+        ))),
     }
+}
+
+/// Reads the entries that follow a record's format-version byte.
+fn unframe_body(rest: &[u8]) -> Result<Vec<MemberWrite>> {
+    let corrupt = |what: &str| StoreError::Codec(format!("malformed journal record: {what}"));
     let mut at = 0usize;
     let mut take = |n: usize| -> Result<&[u8]> {
         let slice = rest
@@ -259,14 +285,21 @@ mod tests {
             MemberWrite::Delete(7),
             MemberWrite::Put(stored(300)),
         ];
-        let bytes = frame(&writes);
-        assert_eq!(unframe(&bytes).unwrap(), writes);
-        for len in 0..bytes.len() {
-            assert!(unframe(&bytes[..len]).is_err(), "len {len}");
+        let (packed, plain_len) = frame(&writes);
+        let plain = frame_plain(&writes);
+        assert_eq!(plain.len(), plain_len);
+        assert_eq!(packed[0], PACKED_VERSION);
+        // Packed, and unpacked as earlier builds wrote it.
+        for bytes in [packed, plain] {
+            assert_eq!(unframe_sized(&bytes).unwrap(), (writes.clone(), plain_len));
+            for len in 0..bytes.len() {
+                assert!(unframe(&bytes[..len]).is_err(), "len {len}");
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(unframe(&longer).is_err());
         }
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert!(unframe(&longer).is_err());
+        assert!(unframe(&[9, 0, 0, 0, 0]).is_err());
         let members = vec![stored(2), stored(3)];
         let chunk = frame_members(&members);
         let back: Vec<_> = unframe(&chunk).unwrap();

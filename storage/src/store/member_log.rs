@@ -128,8 +128,9 @@ impl MemberLog for Store {
                     "org {org_id}: journal record {expected} is missing (found {seq})"
                 )));
             }
-            log.journal_bytes += value.len() as u64;
-            log.journal.push((seq, journal::unframe(&value)?));
+            let (writes, size) = journal::unframe_sized(&value)?;
+            log.journal_bytes += size as u64;
+            log.journal.push((seq, writes));
         }
         if stale_chunks > 0 {
             tracing::info!(
@@ -209,10 +210,9 @@ impl MemberLog for Store {
 
 impl WriteBatch {
     /// Appends journal record `seq` of org `org_id`: the batch's writes of that org's members,
-    /// in order. Returns the record's encoded size.
+    /// in order. Returns its size unpacked (what replaying it reads).
     pub fn append_journal(&mut self, org_id: Id, seq: u64, writes: &[MemberWrite]) -> usize {
-        let framed = journal::frame(writes);
-        let len = framed.len();
+        let (framed, len) = journal::frame(writes);
         self.insert(&keys::journal(org_id, seq), &framed);
         len
     }
