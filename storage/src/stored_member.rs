@@ -33,7 +33,7 @@ impl StoredMember {
     pub fn new(member: &Member, links: &MemberLinks) -> StoredMember {
         let mut bytes = Vec::with_capacity(160);
         bytes.push(FORMAT_VERSION);
-        encode_into(&mut bytes, &MemberRef(member));
+        encode_into(&mut bytes, &BorrowedMember::of(member));
         encode_into(&mut bytes, links);
         StoredMember(bytes.into())
     }
@@ -121,8 +121,9 @@ pub struct MemberOutline<'a> {
 }
 
 /// [`Member`] field for field (the encoding has no field names, so the order is what must
-/// agree; a test checks it), its strings borrowed.
-#[derive(Deserialize)]
+/// agree; a test checks it), its strings borrowed: members are encoded from it (with profile
+/// id 0) without copying a string, and loads read it without allocating one.
+#[derive(Serialize, Deserialize)]
 #[allow(dead_code)] // every field must be read to reach the next; not all are used
 struct BorrowedMember<'a> {
     id: Id,
@@ -161,22 +162,29 @@ struct BorrowedLinks<'a> {
     values: Vec<Option<&'a str>>,
 }
 
-/// Serializes a [`Member`] with its profile id written as 0.
-struct MemberRef<'a>(&'a Member);
-
-impl Serialize for MemberRef<'_> {
-    fn serialize<S: serde::Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        if self.0.profile_id == 0 {
-            return self.0.serialize(serializer);
-        }
-        Member {
+impl<'a> BorrowedMember<'a> {
+    /// Borrows `member`, its profile id as stored: 0.
+    fn of(member: &'a Member) -> BorrowedMember<'a> {
+        BorrowedMember {
+            id: member.id,
+            org_id: member.org_id,
+            source: member.source,
+            channel_id: member.channel_id,
+            external_member_id: &member.external_member_id,
+            original_name: member.original_name.as_deref(),
+            display_name: member.display_name.as_deref(),
+            username: member.username.as_deref(),
+            display_email: member.display_email.as_deref(),
+            display_mobile: member.display_mobile.as_deref(),
+            custom_id: member.custom_id.as_deref(),
+            line_id: member.line_id.as_deref(),
+            connect_id: member.connect_id.as_deref(),
+            manual_unification: member.manual_unification,
             profile_id: 0,
-            ..self.0.clone()
+            last_message_at: member.last_message_at,
+            created_at: member.created_at,
+            updated_at: member.updated_at,
         }
-        .serialize(serializer)
     }
 }
 
@@ -256,6 +264,15 @@ mod tests {
             ],
         };
         let stored = StoredMember::new(&full, &links);
+        // The borrowed encoding is the member's own, profile id 0.
+        let mut expected = vec![FORMAT_VERSION];
+        let unified = Member {
+            profile_id: 0,
+            ..full.clone()
+        };
+        encode_into(&mut expected, &unified);
+        encode_into(&mut expected, &links);
+        assert_eq!(stored.as_bytes(), &expected[..]);
         let outline = stored.outline().unwrap();
         assert_eq!(
             outline,

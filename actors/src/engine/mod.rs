@@ -25,7 +25,7 @@ pub use graph::{ClusterGraph, GraphLink, GraphNode};
 pub use keys::{KeySet, KeySetError, Limits, UnifyKey};
 pub use normalize::{BlockRule, DEFAULT_BLOCKED_VALUES, NormalizeConfigError, Normalizer};
 pub use partition::Refusal;
-pub use unifier::{Delta, HotValue, LinkValues, MemberId, Move, ProfileId, Unifier};
+pub use unifier::{Delta, HotValue, Inserted, LinkValues, MemberId, Move, ProfileId, Unifier};
 pub use view::{MergedView, ViewSource, merged_view};
 
 #[cfg(test)]

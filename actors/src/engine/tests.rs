@@ -466,15 +466,18 @@ fn apply(op: Op, model: &mut Model, next_id: &mut MemberId, u: &mut Unifier) -> 
                 .collect();
             let values: Vec<LinkValues> = ids.iter().map(|id| links(&model[id].0, false)).collect();
             let members: Vec<(MemberId, &LinkValues)> = ids.iter().copied().zip(&values).collect();
-            let (delta, profiles) = u.insert_new(&members);
-            for (profile, members) in profiles {
+            let inserted = u.insert_new(&members);
+            for (profile, members) in inserted.profiles {
                 assert_eq!(
                     members,
                     u.profile_members(profile),
                     "members of profile {profile}"
                 );
             }
-            delta
+            let profile_ids: Vec<ProfileId> =
+                ids.iter().map(|&id| u.profile_of(id).unwrap()).collect();
+            assert_eq!(inserted.profile_ids, profile_ids);
+            inserted.delta
         }
         Op::CreateBelow(raw) => match (1..*next_id).rev().find(|id| !model.contains_key(id)) {
             Some(id) => {

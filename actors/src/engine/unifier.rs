@@ -86,6 +86,18 @@ pub struct Unifier {
     dead: usize,
 }
 
+/// What [`Unifier::insert_new`] did.
+#[derive(Debug, Default)]
+pub struct Inserted {
+    pub delta: Delta,
+    /// The profile id of each member given, in the order given.
+    pub profile_ids: Vec<ProfileId>,
+    /// The members (ascending) of every profile in the clusters it recomputed, which hold every
+    /// profile its delta touches: what [`crate::events::profile_events_knowing`] would otherwise
+    /// walk the index for (empty when it took another path than the bulk one).
+    pub profiles: HashMap<ProfileId, Vec<MemberId>>,
+}
+
 /// The linking nodes of the slots listed in `slots`, position by position.
 pub(super) struct Subset<'a> {
     pub slots: &'a [u32],
@@ -243,20 +255,17 @@ impl Unifier {
     /// one per member (a bulk import). Members already present, or ids that are not above
     /// every id in the scope and ascending, take the one-by-one path.
     ///
-    /// Also returns the members (ascending) of every profile in the clusters it recomputed,
-    /// which hold every profile its delta touches: what [`crate::events::profile_events_knowing`]
-    /// would otherwise walk the index for (empty when it took another path).
-    pub fn insert_new(
-        &mut self,
-        members: &[(MemberId, &LinkValues)],
-    ) -> (Delta, HashMap<ProfileId, Vec<MemberId>>) {
+    /// Also returns each new member's profile id, and the members (ascending) of every profile
+    /// in the clusters it recomputed (see [`Inserted`]).
+    pub fn insert_new(&mut self, members: &[(MemberId, &LinkValues)]) -> Inserted {
         let last = self.ids.iter().rev().find(|&&id| id != 0).copied();
         let ascending = members.windows(2).all(|w| w[0].0 < w[1].0);
         let above = members
             .first()
             .is_none_or(|&(first, _)| last.is_none_or(|last| last < first));
         if !ascending || !above {
-            return (self.upsert_each(members), HashMap::new());
+            let delta = self.upsert_each(members);
+            return self.inserted(delta, members);
         }
         let mut slots = Vec::with_capacity(members.len());
         let mut crossed = false;
@@ -269,7 +278,7 @@ impl Unifier {
         if crossed {
             let mut delta = self.rebuild();
             delta.full = false;
-            return (delta, HashMap::new());
+            return self.inserted(delta, members);
         }
         let affected = self.cluster(&slots);
         let delta = self.recompute(&affected);
@@ -281,7 +290,23 @@ impl Unifier {
                 .or_default()
                 .push(self.ids[slot as usize]);
         }
-        (delta, profiles)
+        Inserted {
+            delta,
+            profile_ids: slots.iter().map(|&s| self.profile[s as usize]).collect(),
+            profiles,
+        }
+    }
+
+    /// What [`Unifier::insert_new`] returns when it took another path than the bulk one.
+    fn inserted(&self, delta: Delta, members: &[(MemberId, &LinkValues)]) -> Inserted {
+        Inserted {
+            delta,
+            profile_ids: members
+                .iter()
+                .map(|&(member, _)| self.profile_of(member).unwrap_or(member))
+                .collect(),
+            profiles: HashMap::new(),
+        }
     }
 
     /// Upserts members one by one, folding the deltas into one: each moved member's first

@@ -1,7 +1,9 @@
 //! The scope's side of a bulk import: one chunk of prepared lines applied with the job record
 //! in one atomic write and one flush (see `import.rs`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use hashbrown::HashSet;
 
 use unify_storage::{
     Id, IdKind, ImportJob, ImportLineError, ImportStatus, MemberWrite, Source, StoredMember,
@@ -88,7 +90,7 @@ impl ScopeState {
         let mut done = 0;
         let mut fresh = Vec::new();
         // Identities created by this chunk, so that a repeated one later in it is found.
-        let mut seen: HashSet<(Option<Id>, &str)> = HashSet::new();
+        let mut seen: HashSet<(Option<Id>, &str)> = HashSet::with_capacity(chunk.members.len());
         for (i, p) in chunk.members.iter().enumerate() {
             let valid = channels
                 .entry(p.member.channel_id)
@@ -119,20 +121,33 @@ impl ScopeState {
             .iter()
             .map(|&(id, i)| (id, &chunk.members[i].links))
             .collect();
-        let (delta, profiles) = self.unifier.insert_new(&upserts);
+        let inserted = self.unifier.insert_new(&upserts);
         done += created.len() as u64;
-        for &(id, i) in &created {
+        for (&(id, i), &profile_id) in created.iter().zip(&inserted.profile_ids) {
             let mut member =
                 ops::new_member(id, org_id, source, chunk.members[i].member.clone(), now);
-            member.profile_id = self.unifier.profile_of(id).unwrap_or(id);
             let links = stored_links(&self.settings.normalizer, &chunk.members[i].links);
             let stored = StoredMember::new(&member, &links);
+            member.profile_id = profile_id;
             self.roster.put(&member, stored.clone());
             self.pending.writes.push((org_id, MemberWrite::Put(stored)));
         }
-        self.apply_moves(&delta);
+        // The chunk's members entered the roster in their profiles; members that were there
+        // before move.
+        for m in inserted.delta.moves.iter().filter(|m| m.from.is_some()) {
+            if let Some(to) = m.to {
+                self.roster.set_profile(m.member, to);
+            }
+        }
         let at = rfc3339(now);
-        for body in profile_events_knowing(&delta, &self.unifier, profiles, Reason::Import, &at) {
+        let events = profile_events_knowing(
+            &inserted.delta,
+            &self.unifier,
+            inserted.profiles,
+            Reason::Import,
+            &at,
+        );
+        for body in events {
             self.emit(body);
         }
         Ok((done, refused))
