@@ -17,17 +17,32 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use imbl::OrdMap;
 use unify_storage::{Id, Member, MemberOutline, StoreError, StoredMember};
 
-/// One member of the roster.
+/// One member of the roster. Its org and channel are read off the front of its bytes: an entry
+/// is the map's value for every member of the scope, and each field more would cost the map
+/// twice its size (the map's leaves are fixed arrays, and members, appended in id order, leave
+/// them half full).
 #[derive(Debug, Clone)]
 pub struct Entry {
-    pub org_id: Id,
-    pub channel_id: Option<Id>,
     /// The member's current profile id (derived from the partition).
     pub profile_id: Id,
     pub stored: StoredMember,
 }
 
 impl Entry {
+    pub fn org_id(&self) -> Id {
+        self.placement().0
+    }
+
+    pub fn channel_id(&self) -> Option<Id> {
+        self.placement().1
+    }
+
+    fn placement(&self) -> (Id, Option<Id>) {
+        self.stored
+            .placement()
+            .expect("a member's bytes are whole once it is in the roster")
+    }
+
     /// Returns the decoded member with its profile id.
     pub fn member(&self) -> Result<Member, StoreError> {
         let mut member = self.stored.member()?;
@@ -54,7 +69,7 @@ impl MemberView {
     /// Returns member `id` if it belongs to org `org_id`.
     pub fn member(&self, org_id: Id, id: Id) -> Option<Result<Member, StoreError>> {
         let entry = self.members.get(&id)?;
-        (entry.org_id == org_id).then(|| entry.member())
+        (entry.org_id() == org_id).then(|| entry.member())
     }
 
     /// Returns at most `limit` members of org `org_id` (of one channel, when given) with an id
@@ -72,7 +87,10 @@ impl MemberView {
         self.members
             .range(first..)
             .map(|(_, entry)| entry)
-            .filter(|e| e.org_id == org_id && channel_id.is_none_or(|c| e.channel_id == Some(c)))
+            .filter(|e| {
+                let (org, channel) = e.placement();
+                org == org_id && channel_id.is_none_or(|c| channel == Some(c))
+            })
             .take(limit)
             .map(Entry::member)
             .collect()
@@ -163,9 +181,9 @@ impl Roster {
 
     fn holds(&self, id: Id, org_id: Id, channel_id: Option<Id>, ext: &str) -> bool {
         self.members.get(&id).is_some_and(|e| {
-            e.org_id == org_id
-                && e.channel_id == channel_id
-                && e.stored.identity().is_ok_and(|(_, _, _, x)| x == ext)
+            e.stored.identity().is_ok_and(|(_, org, channel, x)| {
+                org == org_id && channel == channel_id && x == ext
+            })
         })
     }
 
@@ -218,15 +236,8 @@ impl Roster {
             channel_id,
             external_member_id,
         } = identity;
-        let previous = self.members.insert(
-            id,
-            Entry {
-                org_id,
-                channel_id,
-                profile_id,
-                stored,
-            },
-        );
+        debug_assert_eq!(stored.placement().ok(), Some((org_id, channel_id)));
+        let previous = self.members.insert(id, Entry { profile_id, stored });
         let old_username: Option<Box<str>> = match &previous {
             Some(old) => old
                 .stored

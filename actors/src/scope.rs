@@ -122,7 +122,7 @@ fn write_snapshot(
     let started = std::time::Instant::now();
     let mut members = view
         .entries()
-        .filter(|(_, e)| e.org_id == org_id)
+        .filter(|(_, e)| e.org_id() == org_id)
         .map(|(_, e)| e.stored.clone());
     match store.write_snapshot_unless(org_id, upto, &mut members, &status.stopping) {
         Ok(Some(m)) => {
@@ -729,7 +729,7 @@ impl ScopeState {
     /// Reads a member of this scope (its state in memory, pending writes included).
     fn member(&self, id: Id) -> Result<Member, OpError> {
         let entry = self.roster.get(id).ok_or(OpError::NotFound("member"))?;
-        if !self.orgs.contains_key(&entry.org_id) {
+        if !self.orgs.contains_key(&entry.org_id()) {
             return Err(OpError::NotFound("member"));
         }
         Ok(entry.member()?)

@@ -81,9 +81,25 @@ impl StoredMember {
         })
     }
 
+    /// Returns `(org id, channel id)` read off the front of the bytes.
+    pub fn placement(&self) -> Result<(Id, Option<Id>)> {
+        let (_, org, channel, _) = self.front()?;
+        Ok((org, channel))
+    }
+
     /// Returns `(member id, org id, channel id, external member id)` read off the front of the
     /// bytes, without decoding the rest.
     pub fn identity(&self) -> Result<(Id, Id, Option<Id>, &str)> {
+        let corrupt = || StoreError::Codec(format!("malformed stored member {:?}", &self.0));
+        let (id, org, channel, mut cursor) = self.front()?;
+        let len = usize::try_from(cursor.varint().ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+        let ext = cursor.take(len).ok_or_else(corrupt)?;
+        let ext = std::str::from_utf8(ext).map_err(|_| corrupt())?;
+        Ok((id, org, channel, ext))
+    }
+
+    /// Reads the member id, org id and channel id; returns them with the cursor after them.
+    fn front(&self) -> Result<(Id, Id, Option<Id>, Cursor<'_>)> {
         let corrupt = || StoreError::Codec(format!("malformed stored member {:?}", &self.0));
         let mut cursor = Cursor {
             bytes: &self.0,
@@ -100,10 +116,7 @@ impl StoredMember {
             1 => Some(cursor.varint().ok_or_else(corrupt)?),
             _ => return Err(corrupt()),
         };
-        let len = usize::try_from(cursor.varint().ok_or_else(corrupt)?).map_err(|_| corrupt())?;
-        let ext = cursor.take(len).ok_or_else(corrupt)?;
-        let ext = std::str::from_utf8(ext).map_err(|_| corrupt())?;
-        Ok((id, org, channel, ext))
+        Ok((id, org, channel, cursor))
     }
 }
 
@@ -311,6 +324,7 @@ mod tests {
                     stored.identity().unwrap(),
                     (id, 70_000, channel, ext.as_str())
                 );
+                assert_eq!(stored.placement().unwrap(), (70_000, channel));
                 let (back, back_links) = stored.decode().unwrap();
                 assert_eq!(back.profile_id, id, "profile ids are not stored");
                 assert_eq!(back.external_member_id, ext);

@@ -27,7 +27,7 @@ impl ScopeState {
             .holders_of(attribute, &value)
             .into_iter()
             .filter(|&id| id > after)
-            .filter(|&id| self.roster.get(id).is_some_and(|e| e.org_id == org_id))
+            .filter(|&id| self.roster.get(id).is_some_and(|e| e.org_id() == org_id))
             .take(limit)
             .map(|id| self.member(id))
             .collect()
@@ -44,7 +44,7 @@ impl ScopeState {
         self.visible_member(org_id, member_id)?;
         let profile_id = self.unifier.profile_of(member_id);
         let visible = |id: Id, profile: Id| {
-            Some(profile) == profile_id || self.roster.get(id).is_some_and(|e| e.org_id == org_id)
+            Some(profile) == profile_id || self.roster.get(id).is_some_and(|e| e.org_id() == org_id)
         };
         let graph = self
             .unifier
