@@ -190,6 +190,12 @@ impl Runtime {
         self.client.send(org_id, ScopeMsg::Panic)
     }
 
+    /// Kills the org's scope actor (supervision tests): it is restarted from the store.
+    #[doc(hidden)]
+    pub fn inject_kill(&self, org_id: Id) -> Result<(), OpError> {
+        self.client.kill(org_id)
+    }
+
     // ----------------------------------------------------------------------------------------
     // Members (see `members.rs`) and imports (see `import.rs`).
 

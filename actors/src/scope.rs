@@ -585,6 +585,8 @@ impl ScopeState {
             members: self.unifier.len() as u64,
             finishes_job: pending.finishes_job,
             block,
+            #[cfg(test)]
+            panic: false,
         };
         self.lane.submit(commit).await
     }

@@ -193,6 +193,13 @@ impl ScopeClient {
             .map_err(|e| OpError::Unavailable(e.to_string()))
     }
 
+    /// Kills the org's scope actor as a signal does: no `post_stop`, its mailbox dropped (a
+    /// fault for tests).
+    pub fn kill(&self, org_id: Id) -> Result<(), OpError> {
+        self.actor(self.scope_of(org_id)?)?.kill();
+        Ok(())
+    }
+
     /// Returns a guard that keeps the org's scope's merge state unfinished while an import
     /// runs.
     pub fn import_guard(&self, org_id: Id) -> ImportGuard {

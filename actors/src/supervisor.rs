@@ -249,7 +249,12 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         let (cell, failure) = match event {
             SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string())),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason),
+            SupervisionEvent::ActorTerminated(cell, state, reason) => {
+                // A killed actor's state comes with the event; it holds the scope's commit
+                // lane, which the next incarnation waits for: it goes before the restart.
+                drop(state);
+                (cell, reason)
+            }
             _ => return Ok(()),
         };
         let Some(scope_id) = state.children.remove(&cell.get_id()) else {

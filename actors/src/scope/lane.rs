@@ -14,6 +14,7 @@
 //! A lane outlives the actor that started it until it has written what it was given; the next
 //! incarnation of the scope loads only after that (the lane holds the scope's `lane_lock`).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -50,6 +51,9 @@ pub(super) struct Commit {
     /// The running scope-wide job (this generation) finishes with this batch.
     pub finishes_job: Option<u64>,
     pub block: Option<EventBlockSpan>,
+    /// The lane panics on this batch (a fault for tests).
+    #[cfg(test)]
+    pub panic: bool,
 }
 
 /// The actor's end of its lane.
@@ -189,6 +193,15 @@ async fn deliver(
     }
 }
 
+/// Returns what a panic said.
+fn reason(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}
+
 /// The lane's thread.
 struct Writer {
     failed: Arc<AtomicBool>,
@@ -203,40 +216,44 @@ struct Writer {
 impl Writer {
     fn run(self, mut receiver: mpsc::Receiver<Commit>) {
         let mut durable = self.status.view.load_full();
-        while let Some(commit) = receiver.blocking_recv() {
+        while let Some(mut commit) = receiver.blocking_recv() {
             if self.failed.load(Ordering::Acquire) {
                 self.refuse(commit.replies);
                 continue;
             }
+            let replies = std::mem::take(&mut commit.replies);
             let view = commit.view.clone();
-            let mut batch = commit.batch;
-            let journaled = self.encode(&mut batch, &commit.journal, &commit.events, commit.outbox);
-            // A batch of replies only (reads made while batches were in the lane) needs no
-            // write: the batches before it are durable now.
-            let written = if batch.is_empty() {
-                Ok(())
-            } else {
-                self.write(batch, &view)
-            };
-            if let Err(err) = written {
-                // Reads go on from durable data while the scope waits to be restarted.
-                self.status.view.store(durable.clone());
-                tracing::error!(scope_id = self.scope_id, error = %err, "commit failed, restarting scope");
-                // Before the count drops: the actor must not take an empty lane for a durable one.
-                self.failed.store(true, Ordering::Release);
-                self.refuse(commit.replies);
-                let _ = self.actor.send_message(ScopeMsg::CommitFailed {
-                    error: err.to_string(),
+            // A panic while writing is a failed write: the batch is answered with an error and
+            // the actor restarted, instead of a lane gone silent with batches never answered.
+            let written = std::panic::catch_unwind(AssertUnwindSafe(|| self.persist(&mut commit)))
+                .unwrap_or_else(|panic| {
+                    Err(format!("the commit lane panicked: {}", reason(&*panic)))
                 });
-                continue;
-            }
+            let journaled = match written {
+                Ok(journaled) => journaled,
+                Err(error) => {
+                    // Reads go on from durable data while the scope waits to be restarted.
+                    self.status.view.store(durable.clone());
+                    tracing::error!(
+                        scope_id = self.scope_id,
+                        error,
+                        "commit failed, restarting scope"
+                    );
+                    // Before the count drops: the actor must not take an empty lane for a
+                    // durable one.
+                    self.failed.store(true, Ordering::Release);
+                    self.refuse(replies);
+                    let _ = self.actor.send_message(ScopeMsg::CommitFailed { error });
+                    continue;
+                }
+            };
             durable = Some(view.clone());
             self.status.durable_seq.set(commit.last_seq);
             let _ = self.deliveries.send(Delivery {
                 outcome: Ok(()),
                 notify_outbox: commit.outbox && !commit.events.is_empty(),
                 events: commit.events,
-                replies: commit.replies,
+                replies,
                 members: commit.members,
                 finishes_job: commit.finishes_job,
             });
@@ -248,6 +265,24 @@ impl Writer {
         }
         // The next incarnation of the scope loads only now that everything is written.
         drop(self.lane_lock);
+    }
+
+    /// Encodes and writes a batch, then flushes; returns per org the journal record's seq and
+    /// size.
+    fn persist(&self, commit: &mut Commit) -> Result<Vec<(Id, u64, u64)>, String> {
+        #[cfg(test)]
+        if commit.panic {
+            panic!("a commit lane fault for a test");
+        }
+        let mut batch = std::mem::take(&mut commit.batch);
+        let journaled = self.encode(&mut batch, &commit.journal, &commit.events, commit.outbox);
+        // A batch of replies only (reads made while batches were in the lane) needs no
+        // write: the batches before it are durable now.
+        if !batch.is_empty() {
+            self.write(batch, &commit.view)
+                .map_err(|err| err.to_string())?;
+        }
+        Ok(journaled)
     }
 
     /// Answers a batch that is not written with an error.
@@ -308,5 +343,112 @@ impl Writer {
         self.store.apply(batch)?;
         self.status.view.store(Some(view.clone()));
         self.store.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ractor::Actor;
+    use tokio::sync::oneshot;
+
+    /// Stands in for the scope actor: tells the test what the lane told it (`None` for a
+    /// batch committed, the error of a commit failure).
+    struct Listener;
+
+    type Told = mpsc::UnboundedSender<Option<String>>;
+
+    impl Actor for Listener {
+        type Msg = ScopeMsg;
+        type State = Told;
+        type Arguments = Told;
+
+        async fn pre_start(
+            &self,
+            _: ActorRef<ScopeMsg>,
+            told: Told,
+        ) -> Result<Told, ActorProcessingErr> {
+            Ok(told)
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<ScopeMsg>,
+            message: ScopeMsg,
+            told: &mut Told,
+        ) -> Result<(), ActorProcessingErr> {
+            match message {
+                ScopeMsg::Committed { .. } => drop(told.send(None)),
+                ScopeMsg::CommitFailed { error } => drop(told.send(Some(error))),
+                _ => {}
+            }
+            Ok(())
+        }
+    }
+
+    fn commit(
+        view: &Arc<MemberView>,
+        panic: bool,
+    ) -> (Commit, oneshot::Receiver<Result<(), String>>) {
+        let (answer, answered) = oneshot::channel();
+        let mut batch = WriteBatch::new();
+        batch.put_event_block(1, &[]);
+        let commit = Commit {
+            batch,
+            journal: vec![(1, 1, Vec::new())],
+            view: view.clone(),
+            last_seq: 0,
+            events: Vec::new(),
+            outbox: false,
+            replies: vec![Box::new(move |result| drop(answer.send(result)))],
+            members: 0,
+            finishes_job: None,
+            block: None,
+            panic,
+        };
+        (commit, answered)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_in_the_lane_fails_its_batch_and_those_behind_and_tells_the_actor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let status = Arc::new(ScopeStatus::default());
+        status.view.store(Some(Arc::new(MemberView::default())));
+        let (told, mut telling) = mpsc::unbounded_channel();
+        let (actor, handle) = Actor::spawn(None, Listener, told).await.unwrap();
+        let lock = status.lane_lock.clone().lock_owned().await;
+        let mut lane = Lane::start(
+            1,
+            store,
+            status.clone(),
+            Hub::default(),
+            actor.clone(),
+            lock,
+        );
+
+        let written = Arc::new(MemberView::default());
+        let (first, answered) = commit(&written, false);
+        lane.submit(first).await.unwrap();
+        assert_eq!(answered.await.unwrap(), Ok(()));
+        assert_eq!(telling.recv().await.unwrap(), None);
+        assert!(Arc::ptr_eq(&status.view.load_full().unwrap(), &written));
+
+        let (faulty, faulty_answered) = commit(&Arc::new(MemberView::default()), true);
+        let (behind, behind_answered) = commit(&Arc::new(MemberView::default()), false);
+        lane.submit(faulty).await.unwrap();
+        lane.submit(behind).await.unwrap();
+        assert!(faulty_answered.await.unwrap().is_err());
+        assert!(behind_answered.await.unwrap().is_err());
+        let error = telling.recv().await.unwrap().expect("a commit failure");
+        assert!(error.contains("panicked"), "{error}");
+        assert!(lane.has_failed() && !lane.is_idle());
+        // Readers keep the last durable view.
+        assert!(Arc::ptr_eq(&status.view.load_full().unwrap(), &written));
+        // The lane still ends, and lets the next incarnation load.
+        lane.close().await;
+        assert!(status.lane_lock.try_lock().is_ok());
+        actor.stop(None);
+        handle.await.unwrap();
     }
 }
