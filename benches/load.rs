@@ -219,7 +219,7 @@ async fn big(members: u64) {
         if j["status"] != json!("running") {
             let elapsed = started.elapsed();
             println!(
-                "P2 import of {members} members over HTTP: {:.2} s ({:.0} members/s; body accepted after {:.2} s); status {}, done {}, failed {}; peak RSS {:.0} MB",
+                "P2 import of {members} members over HTTP: {:.2} s ({:.0} members/s; body accepted after {:.2} s); status {}, done {}, failed {}; peak RSS {:.0} MiB",
                 elapsed.as_secs_f64(),
                 members as f64 / elapsed.as_secs_f64(),
                 accepted.as_secs_f64(),
