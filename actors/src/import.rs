@@ -377,11 +377,7 @@ impl SpoolReader {
             match parse_member(&self.buf) {
                 Ok(member) => {
                     let links = new_member_links(normalizer, &member);
-                    members.push(Prepared {
-                        line: self.lines,
-                        member,
-                        links,
-                    });
+                    members.push(Prepared::new(self.lines, member, links, normalizer));
                 }
                 Err(err) => refused.push(line_error(self.lines, &err)),
             }

@@ -203,6 +203,29 @@ impl Roster {
         );
     }
 
+    /// [`Roster::put`] for a new member without a username (an imported one), known by its
+    /// identity `(channel id, external member id)`.
+    pub fn put_new(
+        &mut self,
+        id: Id,
+        org_id: Id,
+        (channel_id, external_member_id): (Option<Id>, &str),
+        profile_id: Id,
+        stored: StoredMember,
+    ) {
+        self.insert(
+            Identity {
+                id,
+                org_id,
+                channel_id,
+                external_member_id,
+            },
+            None,
+            profile_id,
+            stored,
+        );
+    }
+
     /// [`Roster::put`] for a member read by a scope load, known by its outline.
     pub fn put_outline(
         &mut self,

@@ -38,6 +38,27 @@ impl StoredMember {
         StoredMember(bytes.into())
     }
 
+    /// Completes a draft: the member it holds, with its id, org, source and creation time
+    /// (its update time too), encoded as [`StoredMember::new`] encodes it.
+    pub fn complete(
+        draft: &MemberDraft,
+        id: Id,
+        org_id: Id,
+        source: Source,
+        created_at: Millis,
+    ) -> StoredMember {
+        let mut bytes = Vec::with_capacity(24 + draft.middle.len() + draft.links.len());
+        bytes.push(FORMAT_VERSION);
+        encode_into(&mut bytes, &id);
+        encode_into(&mut bytes, &org_id);
+        encode_into(&mut bytes, &source);
+        bytes.extend_from_slice(&draft.middle);
+        encode_into(&mut bytes, &created_at);
+        encode_into(&mut bytes, &created_at);
+        bytes.extend_from_slice(&draft.links);
+        StoredMember(bytes.into())
+    }
+
     /// Wraps bytes read from the store; they are checked when decoded.
     pub fn from_bytes(bytes: &[u8]) -> StoredMember {
         StoredMember(bytes.into())
@@ -120,7 +141,43 @@ impl StoredMember {
     }
 }
 
-/// What loading a scope needs of a stored member ([`StoredMember::outline`]).
+/// A new member encoded before the scope gives it its id, org and creation time. An import
+/// reader drafts its lines off the scope actor's thread; the actor completes each draft
+/// ([`StoredMember::complete`]) with one copy instead of encoding the member itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDraft {
+    /// The encoding of the member's fields from `channel_id` to `last_message_at`.
+    middle: Vec<u8>,
+    /// The encoding of its linking values.
+    links: Vec<u8>,
+}
+
+impl MemberDraft {
+    /// Drafts `member`; its id, org, source, profile id and times are not kept.
+    pub fn new(member: &Member, links: &MemberLinks) -> MemberDraft {
+        let mut fields = BorrowedMember::of(member);
+        fields.id = 0;
+        fields.org_id = 0;
+        fields.created_at = 0;
+        fields.updated_at = 0;
+        let mut middle = Vec::with_capacity(128);
+        encode_into(&mut middle, &fields);
+        // Zero ids and times take one byte each, and so does the source (a variant index):
+        // what lies between is the part that does not change.
+        let mut source = Vec::with_capacity(1);
+        encode_into(&mut source, &member.source);
+        let front = 2 + source.len();
+        middle.truncate(middle.len() - 2);
+        middle.drain(..front);
+        let mut encoded_links = Vec::with_capacity(64);
+        encode_into(&mut encoded_links, links);
+        MemberDraft {
+            middle,
+            links: encoded_links,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberOutline<'a> {
     pub id: Id,
@@ -329,6 +386,41 @@ mod tests {
                 assert_eq!(back.profile_id, id, "profile ids are not stored");
                 assert_eq!(back.external_member_id, ext);
                 assert_eq!(back_links, links);
+            }
+        }
+    }
+
+    #[test]
+    fn a_completed_draft_is_the_member_encoded() {
+        let links = MemberLinks {
+            normalizer: 9,
+            values: vec![Some("ann@example.com".into()), None, Some("x".into())],
+        };
+        for source in [Source::Caac, Source::Maac] {
+            for id in [1, 250, 251, 65_536, u32::MAX as u64 + 1] {
+                for now in [0, 1, 1_764_000_000_000, i64::MAX] {
+                    let mut m = member(id, (source == Source::Caac).then_some(300), "é-1");
+                    m.source = source;
+                    m.created_at = now;
+                    m.updated_at = now;
+                    m.display_name = Some("Ann".into());
+                    m.last_message_at = Some(now / 2);
+                    let draft = MemberDraft::new(
+                        &Member {
+                            id: 77,
+                            org_id: 5,
+                            created_at: 3,
+                            updated_at: 4,
+                            ..m.clone()
+                        },
+                        &links,
+                    );
+                    assert_eq!(
+                        StoredMember::complete(&draft, id, m.org_id, source, now),
+                        StoredMember::new(&m, &links),
+                        "id {id}, now {now}"
+                    );
+                }
             }
         }
     }

@@ -3,23 +3,46 @@
 //!
 //! A leaf: it imports no actor and no service.
 
-use unify_storage::{Id, ImportJob, ImportLineError, ImportStatus};
+use unify_storage::{Id, ImportJob, ImportLineError, ImportStatus, MemberDraft, Source};
 
 use crate::clock::now_millis;
-use crate::engine::LinkValues;
+use crate::engine::{LinkValues, Normalizer};
 use crate::error::OpError;
-use crate::ops::NewMember;
+use crate::links::stored_links;
+use crate::ops::{self, NewMember};
 
 /// Refused lines kept on the job record.
 pub const MAX_ERRORS: usize = 100;
 
-/// One parsed line, with its linking values computed off the scope actor.
+/// One parsed line, with its linking values computed and the member encoded off the scope
+/// actor.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     /// 1-based line number in the body.
     pub line: u64,
     pub member: NewMember,
     pub links: LinkValues,
+    /// The member as it is stored, but for its id, org and creation time.
+    pub draft: MemberDraft,
+}
+
+impl Prepared {
+    /// Prepares line `line`, whose linking values under `normalizer` are `links`.
+    pub fn new(
+        line: u64,
+        member: NewMember,
+        links: LinkValues,
+        normalizer: &Normalizer,
+    ) -> Prepared {
+        let record = ops::new_member(0, 0, Source::Caac, member.clone(), 0);
+        let draft = MemberDraft::new(&record, &stored_links(normalizer, &links));
+        Prepared {
+            line,
+            member,
+            links,
+            draft,
+        }
+    }
 }
 
 /// A chunk of lines for the scope actor to apply, with what the driver already knows: the lines

@@ -1,9 +1,7 @@
 //! The scope's side of a bulk import: one chunk of prepared lines applied with the job record
 //! in one atomic write and one flush (see `import.rs`).
 
-use std::collections::HashMap;
-
-use hashbrown::HashSet;
+use hashbrown::{HashMap, HashSet};
 
 use unify_storage::{
     Id, IdKind, ImportJob, ImportLineError, ImportStatus, MemberWrite, Source, StoredMember,
@@ -14,8 +12,6 @@ use crate::clock::{now_millis, rfc3339};
 use crate::engine::LinkValues;
 use crate::error::OpError;
 use crate::events::{EventBody, Reason, profile_events_knowing};
-use crate::links::stored_links;
-use crate::ops;
 use crate::protocol::import::{ImportChunk, line_error};
 use ractor::ActorProcessingErr;
 
@@ -124,12 +120,14 @@ impl ScopeState {
         let inserted = self.unifier.insert_new(&upserts);
         done += created.len() as u64;
         for (&(id, i), &profile_id) in created.iter().zip(&inserted.profile_ids) {
-            let mut member =
-                ops::new_member(id, org_id, source, chunk.members[i].member.clone(), now);
-            let links = stored_links(&self.settings.normalizer, &chunk.members[i].links);
-            let stored = StoredMember::new(&member, &links);
-            member.profile_id = profile_id;
-            self.roster.put(&member, stored.clone());
+            let prepared = &chunk.members[i];
+            let stored = StoredMember::complete(&prepared.draft, id, org_id, source, now);
+            let identity = (
+                prepared.member.channel_id,
+                prepared.member.external_member_id.as_str(),
+            );
+            self.roster
+                .put_new(id, org_id, identity, profile_id, stored.clone());
             self.pending.writes.push((org_id, MemberWrite::Put(stored)));
         }
         // The chunk's members entered the roster in their profiles; members that were there
