@@ -22,4 +22,4 @@ pub use health::Health;
 pub use journal::{MemberLog, MemberWrite, OrgLog, SnapshotManifest};
 pub use records::*;
 pub use store::{AcceptedEvent, EventBlockSpan, LinkCode, SCHEMA_VERSION, Store, WriteBatch};
-pub use stored_member::{MemberDraft, MemberOutline, StoredMember};
+pub use stored_member::{DraftFields, MemberDraft, MemberOutline, StoredMember};

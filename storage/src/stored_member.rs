@@ -152,32 +152,58 @@ pub struct MemberDraft {
     links: Vec<u8>,
 }
 
+/// The fields of a member that a draft holds, borrowed (the others are given when it is
+/// completed; its profile id is stored as 0).
+#[derive(Debug, Clone, Copy)]
+pub struct DraftFields<'a> {
+    pub channel_id: Option<Id>,
+    pub external_member_id: &'a str,
+    pub original_name: Option<&'a str>,
+    pub display_name: Option<&'a str>,
+    pub username: Option<&'a str>,
+    pub display_email: Option<&'a str>,
+    pub display_mobile: Option<&'a str>,
+    pub custom_id: Option<&'a str>,
+    pub line_id: Option<&'a str>,
+    pub connect_id: Option<&'a str>,
+    pub manual_unification: bool,
+    pub last_message_at: Option<Millis>,
+}
+
 impl MemberDraft {
-    /// Drafts `member`; its id, org, source, profile id and times are not kept.
-    pub fn new(member: &Member, links: &MemberLinks) -> MemberDraft {
-        let mut fields = BorrowedMember::of(member);
-        fields.id = 0;
-        fields.org_id = 0;
-        fields.created_at = 0;
-        fields.updated_at = 0;
-        let mut middle = Vec::with_capacity(128);
-        encode_into(&mut middle, &fields);
-        // Zero ids and times take one byte each, and so does the source (a variant index):
-        // what lies between is the part that does not change.
-        let mut source = Vec::with_capacity(1);
-        encode_into(&mut source, &member.source);
-        let front = 2 + source.len();
-        middle.truncate(middle.len() - 2);
-        middle.drain(..front);
-        let mut encoded_links = Vec::with_capacity(64);
-        encode_into(&mut encoded_links, links);
+    /// Drafts a member from its fields and its linking values (`normalizer`: the fingerprint
+    /// of the normalizer that computed `link_values`, see [`MemberLinks`]).
+    pub fn new(
+        fields: &DraftFields<'_>,
+        normalizer: u64,
+        link_values: &[Option<String>],
+    ) -> MemberDraft {
+        let f = fields;
+        // Member's fields from channel_id to last_message_at, in its order (a tuple encodes as
+        // its elements one after the other, as a struct does), its profile id as 0.
+        let middle = (
+            (
+                f.channel_id,
+                f.external_member_id,
+                f.original_name,
+                f.display_name,
+            ),
+            (f.username, f.display_email, f.display_mobile, f.custom_id),
+            (f.line_id, f.connect_id, f.manual_unification, 0 as Id),
+            f.last_message_at,
+        );
+        let mut encoded = Vec::with_capacity(128);
+        encode_into(&mut encoded, &middle);
+        let mut links = Vec::with_capacity(64);
+        encode_into(&mut links, &(normalizer, link_values));
         MemberDraft {
-            middle,
-            links: encoded_links,
+            middle: encoded,
+            links,
         }
     }
 }
 
+/// What loading a scope needs of a stored member ([`StoredMember::outline`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberOutline<'a> {
     pub id: Id,
@@ -404,17 +430,24 @@ mod tests {
                     m.created_at = now;
                     m.updated_at = now;
                     m.display_name = Some("Ann".into());
+                    m.username = (id % 2 == 0).then(|| "ann".into());
+                    m.manual_unification = id % 2 == 1;
                     m.last_message_at = Some(now / 2);
-                    let draft = MemberDraft::new(
-                        &Member {
-                            id: 77,
-                            org_id: 5,
-                            created_at: 3,
-                            updated_at: 4,
-                            ..m.clone()
-                        },
-                        &links,
-                    );
+                    let fields = DraftFields {
+                        channel_id: m.channel_id,
+                        external_member_id: &m.external_member_id,
+                        original_name: m.original_name.as_deref(),
+                        display_name: m.display_name.as_deref(),
+                        username: m.username.as_deref(),
+                        display_email: m.display_email.as_deref(),
+                        display_mobile: m.display_mobile.as_deref(),
+                        custom_id: m.custom_id.as_deref(),
+                        line_id: m.line_id.as_deref(),
+                        connect_id: m.connect_id.as_deref(),
+                        manual_unification: m.manual_unification,
+                        last_message_at: m.last_message_at,
+                    };
+                    let draft = MemberDraft::new(&fields, links.normalizer, &links.values);
                     assert_eq!(
                         StoredMember::complete(&draft, id, m.org_id, source, now),
                         StoredMember::new(&m, &links),

@@ -3,13 +3,12 @@
 //!
 //! A leaf: it imports no actor and no service.
 
-use unify_storage::{Id, ImportJob, ImportLineError, ImportStatus, MemberDraft, Source};
+use unify_storage::{DraftFields, Id, ImportJob, ImportLineError, ImportStatus, MemberDraft};
 
 use crate::clock::now_millis;
 use crate::engine::{LinkValues, Normalizer};
 use crate::error::OpError;
-use crate::links::stored_links;
-use crate::ops::{self, NewMember};
+use crate::ops::NewMember;
 
 /// Refused lines kept on the job record.
 pub const MAX_ERRORS: usize = 100;
@@ -34,8 +33,22 @@ impl Prepared {
         links: LinkValues,
         normalizer: &Normalizer,
     ) -> Prepared {
-        let record = ops::new_member(0, 0, Source::Caac, member.clone(), 0);
-        let draft = MemberDraft::new(&record, &stored_links(normalizer, &links));
+        // As `ops::new_member` makes the record: no username, not under manual unification.
+        let fields = DraftFields {
+            channel_id: member.channel_id,
+            external_member_id: &member.external_member_id,
+            original_name: member.original_name.as_deref(),
+            display_name: member.display_name.as_deref(),
+            username: None,
+            display_email: member.display_email.as_deref(),
+            display_mobile: member.display_mobile.as_deref(),
+            custom_id: member.custom_id.as_deref(),
+            line_id: member.line_id.as_deref(),
+            connect_id: member.connect_id.as_deref(),
+            manual_unification: false,
+            last_message_at: member.last_message_at,
+        };
+        let draft = MemberDraft::new(&fields, normalizer.fingerprint(), &links.0);
         Prepared {
             line,
             member,
@@ -90,5 +103,41 @@ pub fn line_error(line: u64, err: &OpError) -> ImportLineError {
         line,
         code: err.code().as_str().to_owned(),
         message: err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::links::stored_links;
+    use crate::ops;
+    use unify_storage::{Source, StoredMember};
+
+    #[test]
+    fn a_prepared_line_completes_to_the_member_a_create_stores() {
+        let normalizer = Normalizer::default();
+        let member = NewMember {
+            channel_id: Some(3),
+            external_member_id: "U1".into(),
+            original_name: Some("Ann".into()),
+            display_name: Some("Ann L".into()),
+            display_email: Some("ann@example.com".into()),
+            display_mobile: Some("0912 345 678".into()),
+            custom_id: Some("c-1".into()),
+            line_id: None,
+            connect_id: Some("k".into()),
+            last_message_at: Some(7),
+        };
+        let links = LinkValues(std::array::from_fn(|i| {
+            (i % 2 == 0).then(|| format!("value {i}"))
+        }));
+        let prepared = Prepared::new(1, member.clone(), links.clone(), &normalizer);
+        for source in [Source::Caac, Source::Maac] {
+            let record = ops::new_member(42, 9, source, member.clone(), 1_000);
+            assert_eq!(
+                StoredMember::complete(&prepared.draft, 42, 9, source, 1_000),
+                StoredMember::new(&record, &stored_links(&normalizer, &links))
+            );
+        }
     }
 }
