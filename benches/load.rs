@@ -5,7 +5,13 @@
 //! cargo bench --bench load -- p3            # change-unification, 64 connections
 //! cargo bench --bench load -- big           # P2 import 1M, then P4 restart, then P6 key change
 //! UNIFY_LOAD_MEMBERS=200000 cargo bench --bench load -- big
+//! cargo bench --bench load -- peer          # P2, then Splink on the same members (see below)
 //! ```
+//!
+//! `peer` runs P2, then `benches/peer/splink_p2.py` on the same members (written to a file
+//! first) twice: mobiles compared by their digits, and normalized to E.164 as unify does
+//! (`--e164`); it prints each time and its ratio to P2. `UNIFY_SPLINK_PYTHON` names the Python
+//! that has `splink`, `duckdb` and `phonenumbers` (default `python3`).
 //! It prints one line per measurement; nothing is asserted (targets are read, not tested).
 
 #[path = "../tests/common/mod.rs"]
@@ -33,7 +39,8 @@ async fn main() {
     match scenario.as_str() {
         "p3" => p3().await,
         "big" => big(members).await,
-        other => eprintln!("unknown scenario {other}; use p3 or big"),
+        "peer" => peer(members).await,
+        other => eprintln!("unknown scenario {other}; use p3, big or peer"),
     }
 }
 
@@ -156,8 +163,14 @@ async fn p3() {
     println!("P3 non-2xx or failed requests: {errors}");
 }
 
-/// P2, P4 and P6 on one store of `members` members.
-async fn big(members: u64) {
+/// A server on a fresh data dir with the tenant of P2, P4 and P6: a caac org whose keys are
+/// email, mobile and distinct custom_id.
+async fn big_server() -> (
+    tempfile::TempDir,
+    unify::config::Config,
+    Server,
+    common::Tenant,
+) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = unify::config::Config {
         data_dir: dir.path().to_path_buf(),
@@ -174,15 +187,24 @@ async fn big(members: u64) {
                                { "attribute": "custom_id", "is_distinct": true }] }),
     )
     .await;
+    (dir, config, s, t)
+}
 
-    // P2: stream the NDJSON body from the generator (never held whole in memory).
-    let options = GenOptions {
+/// The options of P2's members.
+fn p2_members(members: u64, t: &common::Tenant) -> GenOptions {
+    GenOptions {
         members,
         seed: 7,
         source: GenSource::Caac,
         channels: vec![t.channel_id],
         people: None,
-    };
+    }
+}
+
+/// P2: streams the NDJSON body from the generator (never held whole in memory) and waits
+/// until the job is finished; returns the time from the first byte.
+async fn p2(s: &Server, t: &common::Tenant, members: u64) -> Duration {
+    let options = p2_members(members, t);
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     std::thread::spawn(move || {
         let mut buf = Vec::new();
@@ -228,10 +250,16 @@ async fn big(members: u64) {
                 j["failed"],
                 peak_rss_mb()
             );
-            break;
+            return elapsed;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// P2, P4 and P6 on one store of `members` members.
+async fn big(members: u64) {
+    let (dir, config, s, t) = big_server().await;
+    p2(&s, &t, members).await;
 
     // P4: restart until /readyz answers 200.
     let dir_guard = s.stop().await;
@@ -308,4 +336,43 @@ async fn big(members: u64) {
     }
     drop(dir_guard);
     drop(dir);
+}
+
+/// P2, then Splink on the same members, in one run.
+async fn peer(members: u64) {
+    let (_dir, _config, s, t) = big_server().await;
+    let body = tempfile::NamedTempFile::new().unwrap();
+    unify::synth::write_ndjson(&p2_members(members, &t), body.as_file()).unwrap();
+    let ours = p2(&s, &t, members).await;
+    s.stop().await;
+    let python = std::env::var("UNIFY_SPLINK_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peer/splink_p2.py");
+    for (what, args) in [("digits", &[][..]), ("E.164", &["--e164"][..])] {
+        let out = std::process::Command::new(&python)
+            .arg(script)
+            .arg(body.path())
+            .args(args)
+            .output()
+            .expect("the Splink script runs");
+        let line = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            eprintln!(
+                "Splink ({what}) failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            continue;
+        }
+        let total: f64 = line
+            .split_whitespace()
+            .skip_while(|w| *w != "total")
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN);
+        println!(
+            "{} (mobiles by {what}); unify P2 {:.2} s = {:.2}x Splink's time",
+            line.trim(),
+            ours.as_secs_f64(),
+            ours.as_secs_f64() / total
+        );
+    }
 }
