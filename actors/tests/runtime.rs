@@ -50,15 +50,21 @@ fn member(channel: Id, ext: &str, email: Option<&str>) -> NewMember {
     }
 }
 
+/// Boots a runtime on `dir` with the "acme" world, its caac scope keyed by email.
+async fn keyed_by_email(dir: &Path) -> (Runtime, World) {
+    let rt = boot(dir, settings()).await;
+    let w = world(&rt, "acme").await;
+    rt.set_keys(w.caac, vec![key(Attribute::DisplayEmail)])
+        .await
+        .unwrap();
+    (rt, w)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (w, a, b, setting) = {
-        let rt = boot(dir.path(), settings()).await;
-        let w = world(&rt, "acme").await;
-        rt.set_keys(w.caac, vec![key(Attribute::DisplayEmail)])
-            .await
-            .unwrap();
+        let (rt, w) = keyed_by_email(dir.path()).await;
         let (a, _) = rt
             .create_member(w.caac, member(w.channel, "a", Some("x@y.com")))
             .await
@@ -100,11 +106,7 @@ async fn every_record_survives_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_scope_is_restarted_and_keeps_what_it_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = boot(dir.path(), settings()).await;
-    let w = world(&rt, "acme").await;
-    rt.set_keys(w.caac, vec![key(Attribute::DisplayEmail)])
-        .await
-        .unwrap();
+    let (rt, w) = keyed_by_email(dir.path()).await;
     let (a, _) = rt
         .create_member(w.caac, member(w.channel, "a", Some("k@x.com")))
         .await
@@ -130,11 +132,8 @@ async fn a_killed_scope_is_restarted_and_keeps_what_it_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_scope_is_restarted_and_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = Arc::new(boot(dir.path(), settings()).await);
-    let w = world(&rt, "acme").await;
-    rt.set_keys(w.caac, vec![key(Attribute::DisplayEmail)])
-        .await
-        .unwrap();
+    let (rt, w) = keyed_by_email(dir.path()).await;
+    let rt = Arc::new(rt);
     let status = rt.scope_status(rt.scope_of(w.caac).unwrap()).unwrap();
     let mut tasks = Vec::new();
     for i in 0..200 {
@@ -391,11 +390,7 @@ async fn populate(rt: &Runtime, w: &World, n: usize) {
 
 /// Boots a scope keyed by email holding 3000 imported members, subscribed to its events.
 async fn keyed_scope(dir: &Path) -> (Runtime, World, Subscription) {
-    let rt = boot(dir, settings()).await;
-    let w = world(&rt, "acme").await;
-    rt.set_keys(w.caac, vec![key(Attribute::DisplayEmail)])
-        .await
-        .unwrap();
+    let (rt, w) = keyed_by_email(dir).await;
     populate(&rt, &w, 3000).await;
     let events = rt.hub().subscribe(rt.scope_of(w.caac).unwrap());
     (rt, w, events)
