@@ -30,12 +30,13 @@ use unify_storage::{
 
 use crate::clock::{now_millis, rfc3339};
 use crate::engine::{
-    Column, Columns, Delta, Explanation, KeySet, Move, Unifier, UnifyKey, ViewSource, merged_view,
+    Attribute, Column, Columns, Delta, Explanation, KeySet, Move, Unifier, UnifyKey, ViewSource,
+    merged_view,
 };
 use crate::error::OpError;
 use crate::events::{Event, EventBody, Reason, profile_events};
 use crate::hub::Hub;
-use crate::links::{key_records, member_links, stored_links};
+use crate::links::{key_records, member_links, outline_links, stored_links};
 use crate::ops::{self, MemberOp, NewMember};
 use crate::protocol::{ProfileView, Reply, ScopeMsg};
 use crate::roster::{MemberView, Roster};
@@ -482,8 +483,10 @@ impl Actor for Scope {
                 state.respond(reply, result);
             }
             ScopeMsg::DryRun { keys, reply } => {
-                let report = state.unifier.dry_run(&keys);
-                state.respond(reply, Ok(report));
+                let report = state
+                    .intern_external_for(&keys)
+                    .map(|()| state.unifier.dry_run(&keys));
+                state.respond(reply, report);
             }
             ScopeMsg::HotValues { reply } => {
                 let hot = state.unifier.hot_values();
@@ -720,7 +723,17 @@ impl ScopeState {
     /// (every caller has upserted the member first, so they are the record's own), and puts it
     /// in the roster with its profile id.
     fn stage_member(&mut self, member: Member) {
-        let links = self.unifier.link_values(member.id).unwrap_or_default();
+        let mut links = self.unifier.link_values(member.id).unwrap_or_default();
+        // The unifier may not hold external member ids (not a key): the record's own, as
+        // `LinkValues::normalize` makes it.
+        let external = Attribute::ExternalMemberId;
+        links.0[external.index()] = (!member.manual_unification)
+            .then(|| {
+                self.settings
+                    .normalizer
+                    .normalize(external, &member.external_member_id)
+            })
+            .flatten();
         let stored = StoredMember::new(&member, &stored_links(&self.settings.normalizer, &links));
         self.roster.put(&member, stored.clone());
         self.pending
@@ -913,6 +926,28 @@ impl ScopeState {
             .ok_or(OpError::NotFound("member"))
     }
 
+    /// Gives the unifier the members' external member ids when `keys` link by them and it does
+    /// not hold them yet (see `Unifier::intern_external`); they come from the roster's stored
+    /// linking values.
+    fn intern_external_for(&mut self, keys: &KeySet) -> Result<(), OpError> {
+        if !self.unifier.needs_external(keys) {
+            return Ok(());
+        }
+        let normalizer = &self.settings.normalizer;
+        let external = Attribute::ExternalMemberId.index();
+        let ids = self
+            .roster
+            .entries()
+            .map(|(&id, entry)| {
+                let outline = entry.stored.outline()?;
+                let links = outline_links(normalizer, &outline, &entry.stored)?;
+                Ok((id, links[external].as_deref().map(str::to_owned)))
+            })
+            .collect::<Result<Vec<_>, unify_storage::StoreError>>()?;
+        self.unifier.intern_external(ids);
+        Ok(())
+    }
+
     /// Replaces the keys; when they differ, recomputes the partition and starts the job that
     /// publishes the moved members.
     fn set_keys(
@@ -926,6 +961,9 @@ impl ScopeState {
         };
         if &keyset == self.unifier.keys() {
             return Ok(Ok(self.record.clone()));
+        }
+        if let Err(e) = self.intern_external_for(&keyset) {
+            return Ok(Err(e));
         }
         self.record.keys = match key_records(&self.store, &self.record.keys, &keys) {
             Ok(records) => records,

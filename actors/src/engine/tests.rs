@@ -213,6 +213,61 @@ fn hot_values_do_not_link_and_are_listed() {
 }
 
 #[test]
+fn external_member_ids_are_interned_only_once_they_are_a_key() {
+    let raw = |ext: &str, email: &str| {
+        let mut raw: Raw = Default::default();
+        raw[ExternalMemberId.index()] = Some(ext.to_owned());
+        raw[DisplayEmail.index()] = Some(email.to_owned());
+        raw
+    };
+    let members = [
+        (1, raw("U1", "a@x.com")),
+        (2, raw("U1", "b@x.com")),
+        (3, raw("U3", "a@x.com")),
+    ];
+    let mut u = scope(
+        vec![key(DisplayEmail, false)],
+        Limits::default(),
+        members
+            .iter()
+            .map(|(id, r)| (*id, links(r, false)))
+            .collect(),
+    );
+    // Two email nodes, no external id node.
+    assert_eq!(u.nodes.len(), 2);
+    assert_eq!(u.link_values(1).unwrap().0[ExternalMemberId.index()], None);
+    assert_eq!(profiles(&u), vec![(1, 1), (2, 2), (3, 1)]);
+    let by_external = KeySet::plain(&[DisplayEmail, ExternalMemberId]).unwrap();
+    assert!(u.needs_external(&by_external));
+    u.intern_external(
+        members
+            .iter()
+            .map(|(id, r)| (*id, r[ExternalMemberId.index()].clone())),
+    );
+    assert!(!u.needs_external(&by_external));
+    assert_eq!(u.nodes.len(), 4);
+    // Interning changes no profile; the keys do.
+    assert_eq!(profiles(&u), vec![(1, 1), (2, 2), (3, 1)]);
+    let report = u.dry_run(&by_external);
+    assert_eq!(report.profiles_after, 1);
+    u.set_keys(by_external);
+    assert_eq!(profiles(&u), vec![(1, 1), (2, 1), (3, 1)]);
+    // New members now intern theirs, and a rebuild agrees.
+    u.upsert(4, &links(&raw("U3", "c@x.com"), false));
+    assert_eq!(u.profile_of(4), Some(1));
+    let rebuilt = Unifier::from_members(
+        u.keys().clone(),
+        Limits::default(),
+        members
+            .iter()
+            .cloned()
+            .chain([(4, raw("U3", "c@x.com"))])
+            .map(|(id, r)| (id, links(&r, false))),
+    );
+    assert_eq!(profiles(&rebuilt), profiles(&u));
+}
+
+#[test]
 fn manual_unification_stops_external_member_id_from_linking() {
     let raw = |ext: &str| {
         let mut raw: Raw = Default::default();
@@ -531,7 +586,17 @@ fn apply(op: Op, model: &mut Model, next_id: &mut MemberId, u: &mut Unifier) -> 
             }
             None => Delta::default(),
         },
-        Op::SetKeys(keys) => u.set_keys(keys),
+        Op::SetKeys(keys) => {
+            if u.needs_external(&keys) {
+                let external = ExternalMemberId.index();
+                u.intern_external(
+                    model
+                        .iter()
+                        .map(|(&id, (raw, manual))| (id, links(raw, *manual).0[external].clone())),
+                );
+            }
+            u.set_keys(keys)
+        }
     }
 }
 

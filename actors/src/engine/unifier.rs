@@ -81,9 +81,15 @@ pub struct Unifier {
     pub(super) links: Vec<[NodeId; ATTRIBUTE_COUNT]>,
     pub(super) profile: Vec<ProfileId>,
     pub(super) slot_of: HashMap<MemberId, u32>,
-    /// Nodes (of any attribute) held by more than `max_members_per_value` members.
+    /// Nodes (of any interned attribute) held by more than `max_members_per_value` members.
     hot: BTreeSet<NodeId>,
     dead: usize,
+    /// Whether members' external member ids are interned: only once that attribute is (or has
+    /// been) a key. Every member has one, nearly always its own, so interning them for a scope
+    /// that does not link by them would cost a node per member (a million at 1M members,
+    /// about 65 MB) and link nothing. Every other attribute is interned whether or not it is a
+    /// key, so that a key change or a dry run needs no value it does not hold.
+    external: bool,
 }
 
 /// What [`Unifier::insert_new`] did.
@@ -122,6 +128,7 @@ impl Unifier {
     /// Returns an empty scope with the given keys and limits.
     pub fn new(keys: KeySet, limits: Limits) -> Self {
         Unifier {
+            external: keys.contains(Attribute::ExternalMemberId),
             keys,
             limits,
             nodes: NodeIndex::default(),
@@ -170,7 +177,9 @@ impl Unifier {
         for (id, values) in members {
             let mut links = [NO_NODE; ATTRIBUTE_COUNT];
             for (attribute, value) in Attribute::ALL.into_iter().zip(values) {
-                if let Some(v) = value {
+                if let Some(v) = value
+                    && unifier.interns(attribute)
+                {
                     links[attribute.index()] = unifier.nodes.intern(attribute, v.as_ref());
                 }
             }
@@ -207,7 +216,8 @@ impl Unifier {
         self.slot_of.get(&member).map(|&s| self.profile[s as usize])
     }
 
-    /// Returns the member's current linking values, as they were given to [`Unifier::upsert`].
+    /// Returns the member's current linking values, as they were given to [`Unifier::upsert`],
+    /// but for its external member id while those are not interned ([`Unifier::external`]).
     pub fn link_values(&self, member: MemberId) -> Option<LinkValues> {
         let slot = *self.slot_of.get(&member)?;
         let links = &self.links[slot as usize];
@@ -360,8 +370,13 @@ impl Unifier {
         delta
     }
 
-    /// Replaces the unify keys and recomputes the whole scope.
+    /// Replaces the unify keys and recomputes the whole scope. Keys that need the external
+    /// member ids take them interned first ([`Unifier::needs_external`]).
     pub fn set_keys(&mut self, keys: KeySet) -> Delta {
+        debug_assert!(
+            !self.needs_external(&keys),
+            "external member ids not interned"
+        );
         self.keys = keys;
         self.rebuild()
     }
@@ -573,11 +588,43 @@ impl Unifier {
     fn intern(&mut self, values: &LinkValues) -> [NodeId; ATTRIBUTE_COUNT] {
         let mut links = [NO_NODE; ATTRIBUTE_COUNT];
         for attribute in Attribute::ALL {
-            if let Some(v) = &values.0[attribute.index()] {
+            if let Some(v) = &values.0[attribute.index()]
+                && self.interns(attribute)
+            {
                 links[attribute.index()] = self.nodes.intern(attribute, v);
             }
         }
         links
+    }
+
+    /// Returns whether values of `attribute` are interned (see [`Unifier::external`]).
+    fn interns(&self, attribute: Attribute) -> bool {
+        attribute != Attribute::ExternalMemberId || self.external
+    }
+
+    /// Returns whether a partition under `keys` needs the members' external member ids, which
+    /// are not interned yet: [`Unifier::intern_external`] first.
+    pub fn needs_external(&self, keys: &KeySet) -> bool {
+        !self.external && keys.contains(Attribute::ExternalMemberId)
+    }
+
+    /// Interns the members' external member ids (normalized, as [`LinkValues`] holds them;
+    /// `None` for a member that does not link by it), given for every member, so that they
+    /// can be a key. Changes no profile.
+    pub fn intern_external<V: AsRef<str>>(
+        &mut self,
+        values: impl IntoIterator<Item = (MemberId, Option<V>)>,
+    ) {
+        self.external = true;
+        let attribute = Attribute::ExternalMemberId;
+        for (member, value) in values {
+            let (Some(&slot), Some(value)) = (self.slot_of.get(&member), value) else {
+                continue;
+            };
+            let node = self.nodes.intern(attribute, value.as_ref());
+            self.links[slot as usize][attribute.index()] = node;
+            self.attach_node(node, slot);
+        }
     }
 
     /// Inserts a new member; an id below the largest one reorders the slots and rebuilds.
@@ -625,16 +672,22 @@ impl Unifier {
     fn attach(&mut self, slot: u32) -> bool {
         let mut crossed = false;
         for node in self.links[slot as usize] {
-            if node == NO_NODE {
-                continue;
-            }
-            self.nodes.add(node, slot);
-            if self.nodes.count(node) == self.limits.max_members_per_value + 1 {
-                self.hot.insert(node);
-                crossed |= self.keys.contains(self.nodes.attribute(node));
+            if node != NO_NODE {
+                crossed |= self.attach_node(node, slot);
             }
         }
         crossed
+    }
+
+    /// Adds the slot to the index of one of its nodes. Returns whether the node, of a key
+    /// attribute, became hot.
+    fn attach_node(&mut self, node: NodeId, slot: u32) -> bool {
+        self.nodes.add(node, slot);
+        if self.nodes.count(node) == self.limits.max_members_per_value + 1 {
+            self.hot.insert(node);
+            return self.keys.contains(self.nodes.attribute(node));
+        }
+        false
     }
 
     /// Removes the slot from the index of each of its nodes. Returns whether a node of a key
