@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{World, assert_verified, boot, key, world};
-use unify_actors::engine::Attribute;
+use unify_actors::engine::{Attribute, KeySet};
 use unify_actors::error::{Code, OpError};
 use unify_actors::events::EventBody;
 use unify_actors::hub::Subscription;
 use unify_actors::ops::{MemberOp, MemberPatch, NewMember};
-use unify_actors::runtime::Runtime;
+use unify_actors::runtime::{NewChannel, Runtime};
 use unify_actors::settings::Settings;
 use unify_storage::{Id, MemberLog, Source, Store};
 
@@ -100,6 +100,59 @@ async fn every_record_survives_a_restart() {
     assert!(rt.setting(w.caac).await.unwrap().last_seq > after.last_seq);
     assert_eq!(rt.get_member(w.caac, b.id).await.unwrap().profile_id, b.id);
     assert_verified(&store);
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_member_ids_link_once_they_are_a_key_and_after_a_restart() {
+    // The scope does not hold external ids while they are not a key: a dry run and a key
+    // change that need them take them from the stored members.
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, w) = keyed_by_email(dir.path()).await;
+    let channel = |name: &str| NewChannel {
+        name: name.into(),
+        channel_type: name.into(),
+        ..NewChannel::default()
+    };
+    let fb = rt.create_channel(w.caac, channel("fb")).await.unwrap().id;
+    let (a, _) = rt
+        .create_member(w.caac, member(w.channel, "U1", None))
+        .await
+        .unwrap();
+    let (b, _) = rt
+        .create_member(w.caac, member(fb, " U1", None))
+        .await
+        .unwrap();
+    assert_eq!(b.profile_id, b.id);
+    let by_external = vec![key(Attribute::ExternalMemberId)];
+    let report = rt
+        .dry_run(w.caac, KeySet::new(by_external.clone()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!((report.profiles_merged, report.members_moved), (1, 1));
+    rt.set_keys(w.caac, by_external).await.unwrap();
+    eventually("the key change to finish", || {
+        rt.scope_merge_state(w.caac).unwrap()
+    })
+    .await;
+    assert_eq!(rt.get_member(w.caac, b.id).await.unwrap().profile_id, a.id);
+    let webchat = rt
+        .create_channel(w.caac, channel("webchat"))
+        .await
+        .unwrap()
+        .id;
+    let (c, _) = rt
+        .create_member(w.caac, member(webchat, "U1", None))
+        .await
+        .unwrap();
+    assert_eq!(c.profile_id, a.id);
+    rt.shutdown().await.unwrap();
+    drop(rt);
+    let rt = boot(dir.path(), settings()).await;
+    for id in [b.id, c.id] {
+        assert_eq!(rt.get_member(w.caac, id).await.unwrap().profile_id, a.id);
+    }
+    assert_verified(rt.store());
     rt.shutdown().await.unwrap();
 }
 
