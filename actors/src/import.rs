@@ -412,7 +412,7 @@ async fn drive(
         Ok(reader) => reader,
         Err(err) => {
             fail(
-                client.store(),
+                &client,
                 job,
                 format!("the spooled body is unreadable: {err}"),
             )
@@ -440,12 +440,7 @@ async fn drive(
                 Ok((reader, Ok(chunk))) => (reader, chunk),
                 Ok((_, Err(err))) => {
                     settle(sent).await;
-                    fail(
-                        client.store(),
-                        job,
-                        format!("reading the spooled body: {err}"),
-                    )
-                    .await;
+                    fail(&client, job, format!("reading the spooled body: {err}")).await;
                     return;
                 }
                 Err(err) => {
@@ -477,7 +472,7 @@ async fn drive(
                 for chunk in sent {
                     chunk.abort();
                 }
-                fail(client.store(), job, err.to_string()).await;
+                fail(&client, job, err.to_string()).await;
                 return;
             }
             Err(err) => {
@@ -563,8 +558,25 @@ async fn apply(
 }
 
 /// Marks a job failed (its spool is kept for inspection until the next start).
-async fn fail(store: &Store, mut job: ImportJob, reason: String) {
+async fn fail(client: &ScopeClient, mut job: ImportJob, reason: String) {
     tracing::error!(job_id = job.id, reason, "import failed");
+    // Through the scope, which holds the job ahead of the store while its chunks are written:
+    // a job failed beside it would still be running there.
+    let (org_id, job_id) = (job.org_id, job.id);
+    let failed = client
+        .call_within(org_id, CHUNK_TIMEOUT, |reply| ScopeMsg::FailImport {
+            org_id,
+            job_id,
+            reason: reason.clone(),
+            reply,
+        })
+        .await;
+    let Err(err) = failed else {
+        return;
+    };
+    // A scope that is not running holds no job: its next incarnation reads the store.
+    tracing::warn!(job_id, error = %err, "the scope did not record the import failure, writing it directly");
+    let store = client.store();
     // The stored record is the truth: the chunks applied since `job` was read are in it.
     if let Ok(stored) = store.get_import_job(job.id) {
         job = stored;

@@ -190,6 +190,24 @@ impl Runtime {
         self.client.send(org_id, ScopeMsg::Panic)
     }
 
+    /// Fails a running import job as its driver does when it gives up (import tests).
+    #[doc(hidden)]
+    pub async fn inject_import_failure(
+        &self,
+        org_id: Id,
+        job_id: Id,
+        reason: &str,
+    ) -> Result<(), OpError> {
+        let reason = reason.to_owned();
+        let build = |reply| ScopeMsg::FailImport {
+            org_id,
+            job_id,
+            reason,
+            reply,
+        };
+        self.client.call_admitted(org_id, true, build).await
+    }
+
     /// Kills the org's scope actor (supervision tests): it is restarted from the store.
     #[doc(hidden)]
     pub fn inject_kill(&self, org_id: Id) -> Result<(), OpError> {

@@ -420,6 +420,12 @@ impl Actor for Scope {
                 chunk,
                 reply,
             } => state.import_chunk(org_id, &chunk, reply).await?,
+            ScopeMsg::FailImport {
+                org_id,
+                job_id,
+                reason,
+                reply,
+            } => state.fail_import(org_id, job_id, reason, reply).await?,
             ScopeMsg::Mutate {
                 org_id,
                 member_id,

@@ -338,6 +338,42 @@ async fn an_import_survives_a_scope_failure_midway() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_failed_while_its_scope_runs_applies_no_chunk_after_it() {
+    // The scope holds a running job ahead of the store; a failure recorded beside it would
+    // leave the job running there, and the next chunk would be applied over it.
+    let dir = tempfile::tempdir().unwrap();
+    let rt = boot(dir.path(), settings(50)).await;
+    let w = world(&rt).await;
+    let n = 20_000;
+    let job_id = rt
+        .start_import(w.caac, body(&lines(w.channel, n)))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rt.import_status(w.caac, job_id).unwrap().done == 0 {
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    rt.inject_import_failure(w.caac, job_id, "given up by the test")
+        .await
+        .unwrap();
+    let job = finished(&rt, w.caac, job_id).await;
+    assert_eq!(job.status, ImportStatus::Failed, "{job:?}");
+    assert_eq!(job.failure.as_deref(), Some("given up by the test"));
+    assert!(job.done < n as u64, "{job:?}");
+    rt.shutdown().await.unwrap();
+    drop(rt);
+    // After a restart the job is still failed, not resumed, and holds exactly its members.
+    let rt = boot(dir.path(), settings(50)).await;
+    let again = rt.import_status(w.caac, job_id).unwrap();
+    assert_eq!((again.status, again.done), (ImportStatus::Failed, job.done));
+    let members = rt.store().read_org(w.caac).unwrap().replay().unwrap();
+    assert_eq!(members.len() as u64, job.done);
+    assert_verified(rt.store());
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_into_a_scope_marked_failed_ends_failed() {
     let dir = tempfile::tempdir().unwrap();
     let rt = boot(

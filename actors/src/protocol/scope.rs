@@ -57,6 +57,14 @@ pub enum ScopeMsg {
         chunk: Arc<ImportChunk>,
         reply: Reply<unify_storage::ImportJob>,
     },
+    /// Marks a running import job failed, durably, with the reason (its driver gave up). Goes
+    /// through the scope so that the job as the scope holds it, ahead of the store, fails too.
+    FailImport {
+        org_id: Id,
+        job_id: Id,
+        reason: String,
+        reply: Reply<()>,
+    },
     /// Applies an operation to an existing member; `None` after a delete.
     Mutate {
         org_id: Id,

@@ -73,6 +73,44 @@ impl ScopeState {
         self.commit().await
     }
 
+    /// Marks a running job failed with `reason`, in the scope's own view of its jobs and in the
+    /// store, and answers once that is durable. A job that is no longer running is left as it
+    /// is.
+    pub(super) async fn fail_import(
+        &mut self,
+        org_id: Id,
+        job_id: Id,
+        reason: String,
+        reply: Reply<()>,
+    ) -> Result<(), ActorProcessingErr> {
+        let stored = match self.import_jobs.get(&job_id) {
+            Some(job) => Ok(job.clone()),
+            None => self.store.get_import_job(job_id),
+        };
+        let mut job = match stored {
+            Ok(job) if job.org_id == org_id => job,
+            Ok(_) => {
+                let _ = reply.send(Err(OpError::NotFound("import job")));
+                return Ok(());
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+                return Ok(());
+            }
+        };
+        if job.status != ImportStatus::Running {
+            self.respond(reply, Ok(()));
+            return Ok(());
+        }
+        job.status = ImportStatus::Failed;
+        job.failure = Some(reason);
+        job.updated_at = now_millis();
+        self.pending.batch.put_import_job(&job);
+        self.import_jobs.insert(job.id, job);
+        self.respond(reply, Ok(()));
+        self.commit().await
+    }
+
     /// Creates the chunk's new members (existing identities count as done) and stages them
     /// with the `import` events. Returns the lines applied and refused.
     fn import_members(
