@@ -431,7 +431,7 @@ async fn drive(
     let mut job = job;
     // Chunks sent and not answered yet, oldest first: the scope unifies one while its commit
     // lane writes the one before. Answers are taken in order.
-    let mut sent: VecDeque<JoinHandle<Applied>> = VecDeque::new();
+    let mut sent = Sent::default();
     loop {
         while sent.len() < AHEAD
             && let Some(pending) = next.take()
@@ -469,9 +469,7 @@ async fn drive(
             Ok(Applied::Failed(err)) => {
                 // No chunk sent behind it is applied: the scope refuses a chunk that starts
                 // past the job's position (and would keep refusing it).
-                for chunk in sent {
-                    chunk.abort();
-                }
+                drop(sent);
                 fail(&client, job, err.to_string()).await;
                 return;
             }
@@ -498,11 +496,42 @@ async fn drive(
     }
 }
 
-/// Waits for the answers of chunks sent before a chunk that could not be read, ignoring them:
-/// they are applied (or not) before the job is marked failed.
-async fn settle(sent: VecDeque<JoinHandle<Applied>>) {
-    for chunk in sent {
-        let _ = chunk.await;
+/// Waits for the answers of chunks sent before a chunk that could not be read: they are
+/// applied (or not) before the job is marked failed. Once one is not applied, none behind it
+/// can be (the scope refuses a chunk past the job's position, and would keep refusing it).
+async fn settle(mut sent: Sent) {
+    while let Some(chunk) = sent.0.pop_front() {
+        if !matches!(chunk.await, Ok(Applied::Job(_))) {
+            return;
+        }
+    }
+}
+
+/// The chunk tasks of a driver, sent and not answered yet, oldest first. Those left when the
+/// driver ends, however it ends, are aborted: none keeps retrying a chunk for a driver that
+/// is gone (a chunk already in the scope's mailbox is still applied, with its job record).
+#[derive(Default)]
+struct Sent(VecDeque<JoinHandle<Applied>>);
+
+impl Sent {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn push_back(&mut self, chunk: JoinHandle<Applied>) {
+        self.0.push_back(chunk);
+    }
+
+    fn pop_front(&mut self) -> Option<JoinHandle<Applied>> {
+        self.0.pop_front()
+    }
+}
+
+impl Drop for Sent {
+    fn drop(&mut self) {
+        for chunk in &self.0 {
+            chunk.abort();
+        }
     }
 }
 
