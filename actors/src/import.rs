@@ -50,6 +50,10 @@ const AHEAD: usize = 2;
 /// by its position and not applied twice.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Longest wait for a failed scope's last commit lane before a job failure is written beside
+/// the scope (see `fail`).
+const LANE_WAIT: Duration = Duration::from_secs(5);
+
 /// Returns the linking values of a member to create; equal to those of the member record it
 /// becomes (a new member is never under manual unification).
 pub fn new_member_links(normalizer: &Normalizer, m: &NewMember) -> LinkValues {
@@ -603,8 +607,17 @@ async fn fail(client: &ScopeClient, mut job: ImportJob, reason: String) {
     let Err(err) = failed else {
         return;
     };
-    // A scope that is not running holds no job: its next incarnation reads the store.
+    // A scope that is not running holds no job: its next incarnation reads the store. Its last
+    // lane may still be writing a batch with an older record of the job: written after it,
+    // unless a new incarnation holds the lane by then (it does while it runs), which is not
+    // waited for. At worst the job is running again in the store, without a driver, and
+    // resumes at the next start.
     tracing::warn!(job_id, error = %err, "the scope did not record the import failure, writing it directly");
+    let lane = client.lane_lock(org_id);
+    let _after_the_lane = match &lane {
+        Some(lock) => tokio::time::timeout(LANE_WAIT, lock.lock()).await.ok(),
+        None => None,
+    };
     let store = client.store();
     // The stored record is the truth: the chunks applied since `job` was read are in it.
     if let Ok(stored) = store.get_import_job(job.id) {

@@ -90,6 +90,13 @@ impl ScopeClient {
         Ok(found(self.store.get_org(org_id), "organization")?.scope_id)
     }
 
+    /// Returns the commit-lane lock of the org's scope, whatever its state: held while a lane
+    /// writes, even one whose actor is gone (see `ScopeStatus::lane_lock`).
+    pub fn lane_lock(&self, org_id: Id) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        let scope_id = self.scope_of(org_id).ok()?;
+        Some(self.scopes.get(scope_id)?.status.lane_lock.clone())
+    }
+
     /// Returns the scope's routing entry; a stopped or failed scope is `Unavailable`.
     pub fn entry(&self, scope_id: Id) -> Result<ScopeEntry, OpError> {
         let entry = self

@@ -19,7 +19,7 @@ pub const PACKED_VERSION: u8 = 2;
 
 /// Upper bound on the memory a single decode may claim. It keeps a corrupted length prefix from
 /// making the decoder allocate gigabytes; no record comes anywhere near it.
-const MAX_DECODE_BYTES: usize = 256 << 20;
+pub(crate) const MAX_DECODE_BYTES: usize = 256 << 20;
 
 /// Returns the encoded bytes of `value`: [`FORMAT_VERSION`] followed by its bincode encoding.
 ///

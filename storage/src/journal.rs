@@ -61,7 +61,8 @@ pub struct SnapshotManifest {
     pub chunks: u32,
     /// Members in the snapshot.
     pub members: u64,
-    /// Encoded size of the snapshot, to pace the next one.
+    /// Size of the snapshot unpacked (what loading it reads), to pace the next one against the
+    /// journal written since, counted the same way.
     pub bytes: u64,
 }
 
@@ -149,7 +150,18 @@ pub trait MemberLog {
 /// unpacked form (what replaying it costs).
 pub(crate) fn frame(writes: &[MemberWrite]) -> (Vec<u8>, usize) {
     let plain = frame_plain(writes);
-    (codec::pack(&plain), plain.len())
+    let len = plain.len();
+    (pack_unless_larger(plain, codec::MAX_DECODE_BYTES), len)
+}
+
+/// Packs a framed record, unless it is larger than `limit`: reading a packed record back
+/// refuses a claimed size above the decode limit (so that a corrupt size allocates nothing
+/// large), and a record that large stays unpacked (it reads as records of earlier builds do).
+fn pack_unless_larger(plain: Vec<u8>, limit: usize) -> Vec<u8> {
+    if plain.len() > limit {
+        return plain;
+    }
+    codec::pack(&plain)
 }
 
 fn frame_plain(writes: &[MemberWrite]) -> Vec<u8> {
@@ -169,13 +181,15 @@ fn frame_plain(writes: &[MemberWrite]) -> Vec<u8> {
     out
 }
 
-/// Returns the framed form of the members of one snapshot chunk (puts only), packed.
-pub(crate) fn frame_members(members: &[StoredMember]) -> Vec<u8> {
+/// Returns the framed form of the members of one snapshot chunk (puts only), packed as
+/// [`frame`] packs, with the size of its unpacked form.
+pub(crate) fn frame_members(members: &[StoredMember]) -> (Vec<u8>, usize) {
     let mut out = framed(members.len(), members.iter().map(put_len).sum());
     for stored in members {
         push_put(&mut out, stored);
     }
-    codec::pack(&out)
+    let len = out.len();
+    (pack_unless_larger(out, codec::MAX_DECODE_BYTES), len)
 }
 
 /// Returns a buffer holding the version byte and the count, with room for `size` more bytes.
@@ -300,8 +314,14 @@ mod tests {
             assert!(unframe(&longer).is_err());
         }
         assert!(unframe(&[9, 0, 0, 0, 0]).is_err());
+        // A record over the limit stays unpacked, and reads.
+        let over = pack_unless_larger(frame_plain(&writes), plain_len - 1);
+        assert_eq!(over[0], FORMAT_VERSION);
+        assert_eq!(unframe_sized(&over).unwrap(), (writes.clone(), plain_len));
+        let under = pack_unless_larger(frame_plain(&writes), plain_len);
+        assert_eq!(under[0], PACKED_VERSION);
         let members = vec![stored(2), stored(3)];
-        let chunk = frame_members(&members);
+        let (chunk, _) = frame_members(&members);
         let back: Vec<_> = unframe(&chunk).unwrap();
         assert_eq!(
             back,

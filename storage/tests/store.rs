@@ -482,6 +482,12 @@ fn write_snapshot_prunes_the_journal_and_the_previous_chunks() {
         .unwrap();
     assert_eq!((gen1.generation, gen1.members), (1, 3_000));
     assert!(gen1.chunks >= 1);
+    // Its size is counted unpacked, as journal records are: the framing of every member.
+    let framed: u64 = first[..3_000]
+        .iter()
+        .map(|m| 13 + stored(m).as_bytes().len() as u64)
+        .sum();
+    assert_eq!(gen1.bytes, framed + 5 * u64::from(gen1.chunks));
     // Records 1..=3 are covered; 4 and 5 are not.
     assert_eq!(store.journal_seqs(1).unwrap(), vec![4, 5]);
     assert_eq!(members_of(&store, 1), first);

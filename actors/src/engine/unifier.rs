@@ -373,9 +373,10 @@ impl Unifier {
     /// Replaces the unify keys and recomputes the whole scope. Keys that need the external
     /// member ids take them interned first ([`Unifier::needs_external`]).
     pub fn set_keys(&mut self, keys: KeySet) -> Delta {
-        debug_assert!(
+        // Keys linking by ids the unifier does not hold would compute a wrong partition.
+        assert!(
             !self.needs_external(&keys),
-            "external member ids not interned"
+            "external member ids must be interned before they are a key"
         );
         self.keys = keys;
         self.rebuild()

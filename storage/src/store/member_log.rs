@@ -175,9 +175,9 @@ impl MemberLog for Store {
             if cancel.load(Ordering::Acquire) {
                 return Ok(None);
             }
-            let framed = journal::frame_members(&chunk);
+            let (framed, size) = journal::frame_members(&chunk);
             manifest.members += chunk.len() as u64;
-            manifest.bytes += framed.len() as u64;
+            manifest.bytes += size as u64;
             self.db.insert(
                 keys::snapshot_chunk(org_id, generation, manifest.chunks),
                 framed,
