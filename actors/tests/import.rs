@@ -47,6 +47,20 @@ fn body(text: &str) -> impl futures_util::Stream<Item = Result<Vec<u8>, String>>
     stream::iter(pieces)
 }
 
+/// Starts an import of `n` lines and waits until some are applied.
+async fn import_under_way(rt: &Runtime, w: &World, n: usize) -> Id {
+    let job_id = rt
+        .start_import(w.caac, body(&lines(w.channel, n)))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rt.import_status(w.caac, job_id).unwrap().done == 0 {
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    job_id
+}
+
 /// Polls the job until it is no longer running.
 async fn finished(rt: &Runtime, org: Id, job: Id) -> ImportJob {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -320,15 +334,7 @@ async fn an_import_survives_a_scope_failure_midway() {
     let dir = tempfile::tempdir().unwrap();
     let rt = boot(dir.path(), settings(100)).await;
     let w = world(&rt).await;
-    let job_id = rt
-        .start_import(w.caac, body(&lines(w.channel, n)))
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while rt.import_status(w.caac, job_id).unwrap().done == 0 {
-        assert!(Instant::now() < deadline, "no progress");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let job_id = import_under_way(&rt, &w, n).await;
     rt.inject_panic(w.caac).unwrap();
     let job = finished(&rt, w.caac, job_id).await;
     assert_eq!((job.done, job.failed), (n as u64, 0), "{job:?}");
@@ -345,15 +351,7 @@ async fn an_import_failed_while_its_scope_runs_applies_no_chunk_after_it() {
     let rt = boot(dir.path(), settings(50)).await;
     let w = world(&rt).await;
     let n = 20_000;
-    let job_id = rt
-        .start_import(w.caac, body(&lines(w.channel, n)))
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while rt.import_status(w.caac, job_id).unwrap().done == 0 {
-        assert!(Instant::now() < deadline, "no progress");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let job_id = import_under_way(&rt, &w, n).await;
     rt.inject_import_failure(w.caac, job_id, "given up by the test")
         .await
         .unwrap();

@@ -23,18 +23,10 @@ impl ScopeState {
         chunk: &ImportChunk,
         reply: Reply<ImportJob>,
     ) -> Result<(), ActorProcessingErr> {
-        let stored = match self.import_jobs.get(&chunk.job_id) {
-            Some(job) => Ok(job.clone()),
-            None => self.store.get_import_job(chunk.job_id),
-        };
-        let stored = match stored {
-            Ok(job) if job.org_id == org_id => job,
-            Ok(_) => {
-                let _ = reply.send(Err(OpError::NotFound("import job")));
-                return Ok(());
-            }
+        let stored = match self.import_job(org_id, chunk.job_id) {
+            Ok(job) => job,
             Err(e) => {
-                let _ = reply.send(Err(e.into()));
+                let _ = reply.send(Err(e));
                 return Ok(());
             }
         };
@@ -73,6 +65,19 @@ impl ScopeState {
         self.commit().await
     }
 
+    /// Returns an import job of org `org_id` as the scope holds it: as staged when a chunk of
+    /// it was applied (the store may not show that batch yet), else as stored.
+    fn import_job(&self, org_id: Id, job_id: Id) -> Result<ImportJob, OpError> {
+        let job = match self.import_jobs.get(&job_id) {
+            Some(job) => job.clone(),
+            None => self.store.get_import_job(job_id)?,
+        };
+        if job.org_id != org_id {
+            return Err(OpError::NotFound("import job"));
+        }
+        Ok(job)
+    }
+
     /// Marks a running job failed with `reason`, in the scope's own view of its jobs and in the
     /// store, and answers once that is durable. A job that is no longer running is left as it
     /// is.
@@ -83,18 +88,10 @@ impl ScopeState {
         reason: String,
         reply: Reply<()>,
     ) -> Result<(), ActorProcessingErr> {
-        let stored = match self.import_jobs.get(&job_id) {
-            Some(job) => Ok(job.clone()),
-            None => self.store.get_import_job(job_id),
-        };
-        let mut job = match stored {
-            Ok(job) if job.org_id == org_id => job,
-            Ok(_) => {
-                let _ = reply.send(Err(OpError::NotFound("import job")));
-                return Ok(());
-            }
+        let mut job = match self.import_job(org_id, job_id) {
+            Ok(job) => job,
             Err(e) => {
-                let _ = reply.send(Err(e.into()));
+                let _ = reply.send(Err(e));
                 return Ok(());
             }
         };
