@@ -27,15 +27,11 @@ async fn receive(
     if cdh.reject {
         return StatusCode::BAD_REQUEST;
     }
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    cdh.batches
-        .push((header("authorization"), header("idempotency-key"), body));
+    cdh.batches.push((
+        common::header(&headers, "authorization"),
+        common::header(&headers, "idempotency-key"),
+        body,
+    ));
     StatusCode::OK
 }
 

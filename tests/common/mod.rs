@@ -11,6 +11,16 @@ use tokio::sync::oneshot;
 use unify::auth::{Role, Tokens};
 use unify::config::Config;
 
+/// Returns a request header as text (empty when absent or not text), as the stand-ins for
+/// external services read them.
+pub fn header(headers: &axum::http::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The secret the test servers sign tokens with.
 pub const SECRET: &str = "test-secret-of-the-api-tests";
 

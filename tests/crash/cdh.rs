@@ -83,17 +83,10 @@ async fn receive(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> StatusCode {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
     let ok = (inbox.count.fetch_add(1, Ordering::Relaxed) + 1) % FAIL_EVERY != 0;
     inbox.received.lock().unwrap().push(Received {
-        key: header("idempotency-key"),
-        authorization: header("authorization"),
+        key: crate::common::header(&headers, "idempotency-key"),
+        authorization: crate::common::header(&headers, "authorization"),
         body,
         ok,
     });
