@@ -504,7 +504,7 @@ async fn drive(
 /// applied (or not) before the job is marked failed. Once one is not applied, none behind it
 /// can be (the scope refuses a chunk past the job's position, and would keep refusing it).
 async fn settle(mut sent: Sent) {
-    while let Some(chunk) = sent.0.pop_front() {
+    while let Some(chunk) = sent.pop_front() {
         if !matches!(chunk.await, Ok(Applied::Job(_))) {
             return;
         }

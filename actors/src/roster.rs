@@ -15,7 +15,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use imbl::OrdMap;
-use unify_storage::{Id, Member, MemberOutline, StoreError, StoredMember};
+use unify_storage::{Id, Member, StoreError, StoredMember};
 
 /// One member of the roster. Its org and channel are read off the front of its bytes: an entry
 /// is the map's value for every member of the scope, and each field more would cost the map
@@ -49,14 +49,6 @@ impl Entry {
         member.profile_id = self.profile_id;
         Ok(member)
     }
-}
-
-/// The fixed identity of a member, as [`Roster::insert`] takes it.
-struct Identity<'a> {
-    id: Id,
-    org_id: Id,
-    channel_id: Option<Id>,
-    external_member_id: &'a str,
 }
 
 /// The members of a scope as of its last durable commit, for readers.
@@ -187,79 +179,14 @@ impl Roster {
         })
     }
 
-    /// Inserts or replaces a member, with its profile id. Its identity and username lookups
-    /// follow (an identity never changes: org, channel and external id are fixed at create).
-    pub fn put(&mut self, member: &Member, stored: StoredMember) {
-        self.insert(
-            Identity {
-                id: member.id,
-                org_id: member.org_id,
-                channel_id: member.channel_id,
-                external_member_id: &member.external_member_id,
-            },
-            member.username.as_deref(),
-            member.profile_id,
-            stored,
-        );
-    }
-
-    /// [`Roster::put`] for a new member without a username (an imported one), known by its
-    /// identity `(channel id, external member id)`.
-    pub fn put_new(
-        &mut self,
-        id: Id,
-        org_id: Id,
-        (channel_id, external_member_id): (Option<Id>, &str),
-        profile_id: Id,
-        stored: StoredMember,
-    ) {
-        self.insert(
-            Identity {
-                id,
-                org_id,
-                channel_id,
-                external_member_id,
-            },
-            None,
-            profile_id,
-            stored,
-        );
-    }
-
-    /// [`Roster::put`] for a member read by a scope load, known by its outline.
-    pub fn put_outline(
-        &mut self,
-        outline: &MemberOutline<'_>,
-        profile_id: Id,
-        stored: StoredMember,
-    ) {
-        self.insert(
-            Identity {
-                id: outline.id,
-                org_id: outline.org_id,
-                channel_id: outline.channel_id,
-                external_member_id: outline.external_member_id,
-            },
-            outline.username,
-            profile_id,
-            stored,
-        );
-    }
-
-    fn insert(
-        &mut self,
-        identity: Identity<'_>,
-        username: Option<&str>,
-        profile_id: Id,
-        stored: StoredMember,
-    ) {
-        let Identity {
-            id,
-            org_id,
-            channel_id,
-            external_member_id,
-        } = identity;
-        debug_assert_eq!(stored.placement().ok(), Some((org_id, channel_id)));
+    /// Inserts or replaces a member, with its username and profile id. Its identity lookup
+    /// follows the identity read off its bytes (an identity never changes: org, channel and
+    /// external id are fixed at create), and its username lookup follows `username`.
+    pub fn put(&mut self, stored: StoredMember, username: Option<&str>, profile_id: Id) {
+        let (id, org_id, channel_id, ext) = stored
+            .identity()
+            .expect("a member's bytes are whole once it is in the roster");
+        let hash = self.hasher.hash_one((org_id, channel_id, ext));
         let previous = self.members.insert(id, Entry { profile_id, stored });
         let old_username: Option<Box<str>> = match &previous {
             Some(old) => old
@@ -268,9 +195,6 @@ impl Roster {
                 .ok()
                 .and_then(|o| o.username.map(Into::into)),
             None => {
-                let hash = self
-                    .hasher
-                    .hash_one((org_id, channel_id, external_member_id));
                 self.identities.insert_unique(hash, (hash, id), |&(h, _)| h);
                 None
             }
@@ -338,7 +262,11 @@ mod tests {
             normalizer: 0,
             values: vec![],
         };
-        roster.put(m, StoredMember::new(m, &links));
+        roster.put(
+            StoredMember::new(m, &links),
+            m.username.as_deref(),
+            m.profile_id,
+        );
     }
 
     #[test]

@@ -741,7 +741,11 @@ impl ScopeState {
             })
             .flatten();
         let stored = StoredMember::new(&member, &stored_links(&self.settings.normalizer, &links));
-        self.roster.put(&member, stored.clone());
+        self.roster.put(
+            stored.clone(),
+            member.username.as_deref(),
+            member.profile_id,
+        );
         self.pending
             .writes
             .push((member.org_id, MemberWrite::Put(stored)));

@@ -157,12 +157,8 @@ impl ScopeState {
         for (&(id, i), &profile_id) in created.iter().zip(&inserted.profile_ids) {
             let prepared = &chunk.members[i];
             let stored = StoredMember::complete(&prepared.draft, id, org_id, source, now);
-            let identity = (
-                prepared.member.channel_id,
-                prepared.member.external_member_id.as_str(),
-            );
-            self.roster
-                .put_new(id, org_id, identity, profile_id, stored.clone());
+            // An imported member has no username.
+            self.roster.put(stored.clone(), None, profile_id);
             self.pending.writes.push((org_id, MemberWrite::Put(stored)));
         }
         // The chunk's members entered the roster in their profiles; members that were there

@@ -73,7 +73,7 @@ pub(super) fn load(
         });
         let mut roster = Roster::with_capacity(decoded.len());
         for d in &decoded {
-            roster.put_outline(&d.outline, d.outline.id, d.stored.clone());
+            roster.put(d.stored.clone(), d.outline.username, d.outline.id);
         }
         let unifier = unifying.join().expect("the partition thread panicked");
         (unifier, roster)
